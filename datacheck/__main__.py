@@ -1,0 +1,3 @@
+from datacheck.cli import main
+
+main()

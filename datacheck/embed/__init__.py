@@ -1,0 +1,1 @@
+"""Bottleneck embedding: backbones, fast runtime, content-addressed cache and the batch pipeline."""
