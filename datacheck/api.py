@@ -1,0 +1,119 @@
+"""The library's public entry points; the CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from datacheck.dataset import Dataset, FileIssue, discover
+from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
+from datacheck.errors import UsageError
+from datacheck.gate import FailOn
+from datacheck.index import KnnParams
+from datacheck.params import EmbedParams
+
+if TYPE_CHECKING:
+    from datacheck.report import Report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """A discovered dataset and its embeddings."""
+
+    dataset: Dataset
+    embeddings: Embeddings
+
+    @property
+    def problems(self) -> tuple[FileIssue, ...]:
+        """Every file that is not part of the embeddings, with its reason (discovery + decoding)."""
+        return tuple(sorted(self.dataset.issues + self.embeddings.failures, key=lambda f: f.path))
+
+
+def embed(
+    path: Path | str,
+    params: EmbedParams | None = None,
+    *,
+    manifest: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> EmbedResult:
+    """Discover the dataset at ``path`` and embed every image (served from the cache where possible)."""
+    dataset = discover(Path(path), manifest=manifest)
+    return EmbedResult(dataset, embed_dataset(dataset, params, progress=progress))
+
+
+def _dataset_summary(dataset: Dataset, failures: tuple[FileIssue, ...]) -> dict:
+    return {
+        "root": str(dataset.root),
+        "layout": dataset.layout,
+        "images": len(dataset.records),
+        "unreadable": len(failures),
+        "classes": dict(Counter(r.label for r in dataset.records).most_common()),
+        "splits": {
+            split: dict(Counter(r.label for r in dataset.records if r.split == split).most_common())
+            for split in sorted({r.split for r in dataset.records if r.split is not None})
+        },
+    }
+
+
+def audit(
+    path: Path | str,
+    *,
+    manifest: Path | None = None,
+    checks: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+    check_params: Mapping[str, Mapping[str, Any]] | None = None,
+    fail_on: FailOn = "fail",
+    knn: KnnParams | None = None,
+    progress: ProgressFn | None = None,
+    **embed_options: Any,
+) -> Report:
+    """Audit the dataset at ``path``: embed (cached), build the shared context, run the checks, gate.
+
+    Args:
+        path: Dataset folder (or CSV manifest with ``manifest``).
+        manifest: CSV with ``path,label[,split]`` columns.
+        checks: Check ids to run (default: all).
+        skip: Check ids to leave out.
+        check_params: Per-check parameter overrides, e.g. ``{"balance": {"min_images": 50}}``.
+        fail_on: Gate threshold: ``"fail"`` or ``"warn"``.
+        knn: Parameters of the shared kNN graph.
+        progress: Callback ``(stage, done, total)``.
+        **embed_options: Fields of :class:`EmbedParams` (``model``, ``image_size``, ``cache_dir``, …).
+
+    Returns:
+        The report; ``report.gate.passed`` is the verdict.
+    """
+    from datacheck import gate
+    from datacheck.context import build_context
+    from datacheck.report import Report
+    from datacheck.runner import build_params, run_checks, select_checks
+
+    try:
+        params = EmbedParams().replace(**embed_options)
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    specs = select_checks(checks, skip)
+    per_check = build_params(specs, check_params or {})
+    dataset = discover(Path(path), manifest=manifest)
+    embeddings = embed_dataset(dataset, params, progress=progress)
+    start = time.perf_counter()
+    ctx = build_context(dataset, embeddings, knn)
+    timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
+    timings["knn"] = time.perf_counter() - start
+    results = run_checks(ctx, specs, per_check)
+    timings.update({f"check_{r.id}": r.seconds for r in results})
+    embedding = dict(ctx.embedding_info)
+    return Report(
+        dataset=_dataset_summary(dataset, ctx.failures),
+        embedding=embedding,
+        checks=results,
+        gate=gate.evaluate(results, fail_on),
+        timings=timings,
+    )

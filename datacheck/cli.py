@@ -1,0 +1,132 @@
+"""Command-line interface: parse options, call the library, print, set the exit code. Nothing else.
+
+Heavy modules (TensorFlow, the pipeline, pandas) are imported inside commands so ``datacheck --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datacheck import __version__
+from datacheck.console import ExitCode, console, err_console, progress_reporter, setup_logging
+
+app = typer.Typer(
+    name="datacheck",
+    help="Audit image-classification datasets before you train on them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cache_app = typer.Typer(help="Inspect or clear the bottleneck cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print errors and the final result.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Cache directory (default: $DATACHECK_CACHE or ~/.cache/datacheck)."),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Backbone name (see `datacheck models`).")]
+SizeOpt = Annotated[str | None, typer.Option("--image-size", help="Model input size in px, or 'auto'.")]
+RuntimeOpt = Annotated[str | None, typer.Option("--runtime", help="Inference runtime: auto, litert or tf.")]
+WeightsOpt = Annotated[
+    Path | None, typer.Option("--weights", help="Local weights file for Keras Applications backbones.")
+]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass.")]
+ManifestOpt = Annotated[
+    Path | None, typer.Option("--manifest", help="CSV manifest with columns path,label[,split].")
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"datacheck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Audit image-classification datasets before you train on them."""
+
+
+def _embed_params(model, image_size, runtime, weights, batch_size, cache):  # noqa: ANN001, ANN202
+    from datacheck.params import EmbedParams
+
+    size = None if image_size is None else (image_size if image_size == "auto" else int(image_size))
+    return EmbedParams().replace(
+        model=model, image_size=size, runtime=runtime, weights=weights, batch_size=batch_size, cache_dir=cache
+    )
+
+
+@app.command()
+def embed(
+    path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
+    manifest: ManifestOpt = None,
+    model: ModelOpt = None,
+    image_size: SizeOpt = None,
+    runtime: RuntimeOpt = None,
+    weights: WeightsOpt = None,
+    batch_size: BatchOpt = None,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Embed every image into the bottleneck cache and summarise what was read."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    from datacheck import api, terminal
+
+    with ExitCode.guard():
+        params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
+        with progress_reporter(quiet=quiet) as progress:
+            result = api.embed(path, params, manifest=manifest, progress=progress)
+        if not quiet:
+            console.print(terminal.embed_summary(result))
+
+
+@app.command()
+def models() -> None:
+    """List the available backbones."""
+    from datacheck.embed.backbones import available_backbones
+
+    for spec in available_backbones():
+        console.print(f"{spec.name:20s} default size {spec.default_size:4d}  dim {spec.dim}")
+
+
+@cache_app.command("info")
+def cache_info(cache: CacheOpt = None) -> None:
+    """Show where the cache is, its size and what it holds."""
+    from datacheck import terminal
+    from datacheck.embed.cache import Cache, default_cache_dir
+
+    with ExitCode.guard(), Cache(cache or default_cache_dir(), readonly=True) as store:
+        console.print(terminal.cache_info(store.info()))
+
+
+@cache_app.command("clear")
+def cache_clear(
+    cache: CacheOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete every cached bottleneck and statistic (your images are never touched)."""
+    from datacheck.embed.cache import Cache, default_cache_dir
+
+    directory = cache or default_cache_dir()
+    if not yes:
+        typer.confirm(f"Delete everything cached in {directory}?", abort=True)
+    with ExitCode.guard(), Cache(directory) as store:
+        store.clear()
+    err_console.print(f"cleared {directory}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.captureWarnings(False)
+    app()

@@ -1,0 +1,110 @@
+"""The frozen context every check reads: dataset, embeddings, image stats, logits and the one kNN graph."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from datacheck.dataset import Dataset, FileIssue, ImageRecord
+from datacheck.embed.pipeline import Embeddings
+from datacheck.index import KnnGraph, KnnParams, build_knn, l2_normalise
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Read-only inputs of one audit. Arrays are row-aligned with ``records`` and not writeable.
+
+    Attributes:
+        dataset: The discovered dataset (all files, including those that failed).
+        records: Images that were embedded, in dataset order.
+        vectors: ``float32[N, D]`` L2-normalised bottlenecks.
+        logits: ``float32[N, 1000]`` ImageNet logits, or ``None``.
+        stats: One row of scalar image statistics per record (see ``ImageStats.as_row``).
+        thumbs: ``uint8[N, 32, 32, 3]`` thumbnails (near-duplicate verification, local probes).
+        file_sha256: Content hash per record.
+        labels: ``int[N]`` index into ``class_names``.
+        class_names: Sorted class names.
+        splits: Split name per record (``None`` everywhere for a layout without splits).
+        knn: The shared cosine kNN graph.
+        failures: Files that could not be read or decoded.
+        embedding_info: Model id, image size, dim, runtime, cached and computed counts.
+    """
+
+    dataset: Dataset
+    records: tuple[ImageRecord, ...]
+    vectors: np.ndarray
+    logits: np.ndarray | None
+    stats: pd.DataFrame
+    thumbs: np.ndarray
+    file_sha256: tuple[str, ...]
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    splits: tuple[str | None, ...]
+    knn: KnnGraph
+    failures: tuple[FileIssue, ...]
+    embedding_info: dict
+
+    @property
+    def n(self) -> int:
+        """Number of embedded images."""
+        return len(self.records)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Dataset-relative path of each row."""
+        return tuple(r.path for r in self.records)
+
+    @property
+    def has_splits(self) -> bool:
+        """Whether rows carry split names."""
+        return any(s is not None for s in self.splits)
+
+    @functools.cached_property
+    def label_names(self) -> np.ndarray:
+        """Class name of each row."""
+        return np.asarray(self.class_names, dtype=object)[self.labels]
+
+
+def build_context(
+    dataset: Dataset, embeddings: Embeddings, knn_params: KnnParams | None = None
+) -> AuditContext:
+    """Assemble the frozen context, building the shared kNN graph once."""
+    records = embeddings.records
+    class_names = tuple(sorted({r.label for r in records}))
+    lookup = {name: i for i, name in enumerate(class_names)}
+    vectors = _frozen(l2_normalise(embeddings.vectors))
+    thumbs = (
+        np.stack([np.frombuffer(s.thumb, np.uint8).reshape(32, 32, 3) for s in embeddings.stats])
+        if records
+        else np.zeros((0, 32, 32, 3), np.uint8)
+    )
+    return AuditContext(
+        dataset=dataset,
+        records=records,
+        vectors=vectors,
+        logits=None if embeddings.logits is None else _frozen(embeddings.logits),
+        stats=pd.DataFrame([s.as_row() for s in embeddings.stats]),
+        thumbs=_frozen(thumbs),
+        file_sha256=embeddings.file_sha256,
+        labels=_frozen(np.array([lookup[r.label] for r in records], dtype=np.int64)),
+        class_names=class_names,
+        splits=tuple(r.split for r in records),
+        knn=build_knn(vectors, knn_params),
+        failures=tuple(dataset.issues) + tuple(embeddings.failures),
+        embedding_info={
+            "model": embeddings.model_id,
+            "image_size": embeddings.image_size,
+            "dim": embeddings.dim,
+            "runtime": embeddings.runtime,
+            "cached": embeddings.cached,
+            "computed": embeddings.computed,
+        },
+    )

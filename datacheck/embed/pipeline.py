@@ -1,0 +1,415 @@
+"""Files → bottleneck vectors + image statistics, through the content-addressed cache.
+
+Two layers:
+
+* :func:`embed_batch` is a pure function from a batch of ``(name, bytes)`` to vectors, logits and stats.
+  It touches no cache and no global state, so the same step can run unchanged as a map function on a
+  distributed engine (Ray Data ``map_batches``, an Apache Beam ``DoFn``) for datasets that outgrow one machine.
+* :func:`embed_dataset` orchestrates one machine: hash every file, serve what the cache has, decode the misses
+  in worker threads while the model runs on the previous batch, and commit each batch to the cache as soon as
+  it is computed (so ``kill -9`` loses at most the batch in flight).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from datacheck.dataset import Dataset, FileIssue, ImageRecord
+from datacheck.embed.cache import Cache, default_cache_dir, embedding_key, stats_key
+from datacheck.images import STATS_VERSION, DecodedImage, ImageDecodeError, ImageStats, decode_image, read_file
+from datacheck.params import EmbedParams
+
+logger = logging.getLogger(__name__)
+
+#: Called as ``progress(stage, done, total)``; stages are ``"hash"`` and ``"embed"``.
+ProgressFn = Callable[[str, int, int], None]
+
+#: Images sampled to choose the automatic input size.
+_AUTO_SIZE_SAMPLE = 256
+
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """What :func:`embed_batch` returns for one input: either vectors and stats, or a failure reason."""
+
+    name: str
+    file_sha256: str
+    vector: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    stats: ImageStats | None = None
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Bottlenecks and stats for every readable image of a dataset, row-aligned with ``records``.
+
+    Attributes:
+        records: The images that were embedded, in dataset order.
+        vectors: ``float32[N, D]`` bottleneck vectors as the backbone produced them (not normalised).
+        logits: ``float32[N, 1000]`` ImageNet logits, or ``None`` for backbones without a classifier.
+        stats: Per-image statistics, one per record.
+        file_sha256: Content hash of each file (the cache key's base; also used by baselines).
+        failures: Files that could not be read or decoded, with a one-line reason each.
+        notes: Non-fatal remarks per path (e.g. "animated GIF: first frame used").
+        model_id: Backbone name.
+        image_size: Model input size actually used.
+        runtime: Inference runtime that ran, or ``"cache"`` when nothing had to be computed.
+        cached: Images served from the cache.
+        computed: Images embedded in this run.
+        timings: Seconds spent per stage.
+    """
+
+    records: tuple[ImageRecord, ...]
+    vectors: np.ndarray
+    logits: np.ndarray | None
+    stats: tuple[ImageStats, ...]
+    file_sha256: tuple[str, ...]
+    failures: tuple[FileIssue, ...]
+    notes: dict[str, tuple[str, ...]]
+    model_id: str
+    image_size: int
+    runtime: str
+    cached: int
+    computed: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        """Bottleneck dimension."""
+        return int(self.vectors.shape[1])
+
+
+# --------------------------------------------------------------------------------------------- pure layer
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_batch(items: Sequence[tuple[str, bytes]], image_size: int) -> list[DecodedImage | str]:
+    """Decode a batch; each entry is a :class:`DecodedImage` or the one-line reason it failed."""
+    out: list[DecodedImage | str] = []
+    for name, data in items:
+        try:
+            out.append(decode_image(data, image_size, name=name))
+        except ImageDecodeError as err:
+            out.append(str(err))
+    return out
+
+
+def _stack_pixels(decoded: Sequence[DecodedImage]) -> np.ndarray:
+    return np.stack([d.pixels for d in decoded]) if decoded else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def embed_batch(items: Sequence[tuple[str, bytes]], backend: Callable, image_size: int) -> list[BatchItem]:
+    """Embed a batch of encoded images: the pure, engine-agnostic step.
+
+    Args:
+        items: ``(name, encoded file bytes)`` pairs.
+        backend: A backend from :func:`datacheck.embed.runtime.load_backend`.
+        image_size: Model input size (must match the backend).
+
+    Returns:
+        One :class:`BatchItem` per input, in order.
+    """
+    decoded = decode_batch(items, image_size)
+    ok = [d for d in decoded if isinstance(d, DecodedImage)]
+    vectors, logits = backend(_stack_pixels(ok)) if ok else (None, None)
+    results: list[BatchItem] = []
+    row = 0
+    for (name, data), dec in zip(items, decoded, strict=True):
+        sha = sha256_bytes(data)
+        if isinstance(dec, str):
+            results.append(BatchItem(name, sha, error=dec))
+            continue
+        assert vectors is not None
+        results.append(
+            BatchItem(
+                name,
+                sha,
+                vector=vectors[row],
+                logits=None if logits is None else logits[row],
+                stats=dec.stats,
+                notes=dec.notes,
+            )
+        )
+        row += 1
+    return results
+
+
+# ------------------------------------------------------------------------------------------ image size
+
+
+def auto_image_size(median_short_side: float) -> int:
+    """Model input size for a dataset whose images have this median short side.
+
+    Small images gain nothing from being blown up to 224 px: the rule keeps near-duplicate recall while
+    embedding several times faster (measured in ``bench/bench_image_size.py``, see docs/benchmarks.md).
+    """
+    if median_short_side <= 64:
+        return 96
+    if median_short_side <= 128:
+        return 160
+    return 224
+
+
+def _header_short_side(path: Path) -> int | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return min(img.size)
+    except Exception:  # any unreadable file simply does not vote
+        return None
+
+
+def resolve_image_size(params: EmbedParams, records: Sequence[ImageRecord]) -> int:
+    """The concrete input size: ``params.image_size`` or the automatic rule on a sample of image headers."""
+    if params.image_size != "auto":
+        return int(params.image_size)
+    step = max(1, len(records) // _AUTO_SIZE_SAMPLE)
+    sides = [s for r in records[::step] if (s := _header_short_side(r.abs_path)) is not None]
+    size = auto_image_size(statistics.median(sides)) if sides else 224
+    logger.info("image size auto: %d px (median short side %s of %d sampled images)",
+                size, statistics.median(sides) if sides else "n/a", len(sides))
+    return size
+
+
+# ---------------------------------------------------------------------------------------- orchestration
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hash_record(record: ImageRecord) -> str | FileIssue:
+    try:
+        return _hash_file(record.abs_path)
+    except OSError as err:
+        # read_file() words OS errors for users; reuse it so the reasons match the decode stage.
+        try:
+            read_file(record.abs_path)
+        except ImageDecodeError as worded:
+            return FileIssue(record.path, "unreadable", str(worded))
+        return FileIssue(record.path, "unreadable", f"cannot read file: {err.strerror or err}")
+
+
+@dataclass
+class _Slot:
+    """Mutable per-record state while the run assembles its outputs."""
+
+    record: ImageRecord
+    sha: str
+    vector: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    stats: ImageStats | None = None
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def _read_and_decode(slots: Sequence[_Slot], image_size: int) -> list[tuple[_Slot, DecodedImage | str]]:
+    out: list[tuple[_Slot, DecodedImage | str]] = []
+    for slot in slots:
+        try:
+            data = read_file(slot.record.abs_path)
+            slot.sha = sha256_bytes(data)  # the bytes we decode are the bytes we key by
+            out.append((slot, decode_image(data, image_size, name=slot.record.path)))
+        except ImageDecodeError as err:
+            out.append((slot, str(err)))
+    return out
+
+
+def _prefetched(
+    pool: ThreadPoolExecutor, batches: Sequence[Sequence[_Slot]], image_size: int, depth: int
+) -> Iterator[list[tuple[_Slot, DecodedImage | str]]]:
+    """Yield decoded batches in order while up to ``depth`` later batches decode in the background."""
+    pending: deque[Future] = deque()
+    it = iter(batches)
+    for batch in it:
+        pending.append(pool.submit(_read_and_decode, batch, image_size))
+        if len(pending) >= depth:
+            break
+    while pending:
+        yield pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(_read_and_decode, nxt, image_size))
+
+
+class _Run:
+    """One call of :func:`embed_dataset`: owns the cache handle, the backend (lazily) and the timings."""
+
+    def __init__(self, params: EmbedParams, cache: Cache, image_size: int, progress: ProgressFn | None):
+        self.params = params
+        self.cache = cache
+        self.image_size = image_size
+        self.progress = progress or (lambda stage, done, total: None)
+        self.timings: dict[str, float] = {}
+        self._backend: Callable | None = None
+
+    def _tick(self, stage: str, start: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+    @property
+    def backend(self):  # noqa: ANN201 - the Backend protocol lives in the runtime module
+        """The inference backend, loaded on first use so fully cached runs never import TensorFlow."""
+        if self._backend is None:
+            from datacheck.embed.runtime import load_backend
+
+            start = time.perf_counter()
+            self._backend = load_backend(
+                self.params.model,
+                self.image_size,
+                weights=self.params.weights,
+                runtime=self.params.runtime,
+                artifact_dir=self.cache.artifact_path(""),
+            )
+            self._tick("model_load", start)
+        return self._backend
+
+    @property
+    def cache_tag(self) -> str:
+        from datacheck.embed.backbones import cache_tag
+
+        return cache_tag(self.params.model, self.image_size)
+
+    def hash_all(self, records: Sequence[ImageRecord]) -> tuple[list[_Slot], list[FileIssue]]:
+        start = time.perf_counter()
+        slots: list[_Slot] = []
+        failures: list[FileIssue] = []
+        with ThreadPoolExecutor(self.params.decode_workers) as pool:
+            for i, (record, res) in enumerate(zip(records, pool.map(_hash_record, records), strict=True)):
+                if isinstance(res, FileIssue):
+                    failures.append(res)
+                else:
+                    slots.append(_Slot(record, res))
+                if i % 512 == 0 or i == len(records) - 1:
+                    self.progress("hash", i + 1, len(records))
+        self._tick("hash", start)
+        return slots, failures
+
+    def fill_from_cache(self, slots: Sequence[_Slot]) -> list[_Slot]:
+        """Fill slots the cache can serve; return the slots that still need decoding."""
+        start = time.perf_counter()
+        tag = self.cache_tag
+        emb = self.cache.get_embeddings([embedding_key(s.sha, tag) for s in slots])
+        sts = self.cache.get_stats([stats_key(s.sha, STATS_VERSION) for s in slots])
+        misses: list[_Slot] = []
+        for slot in slots:
+            hit = emb.get(embedding_key(slot.sha, tag))
+            blob = sts.get(stats_key(slot.sha, STATS_VERSION))
+            if hit is not None and blob is not None:
+                slot.vector, slot.logits = hit
+                slot.stats = ImageStats.from_bytes(blob)
+            else:
+                misses.append(slot)
+        self._tick("cache_read", start)
+        return misses
+
+    def compute(self, misses: Sequence[_Slot]) -> None:
+        """Decode misses in worker threads, embed them batch by batch, commit each batch to the cache."""
+        bs = self.params.batch_size
+        batches = [misses[i : i + bs] for i in range(0, len(misses), bs)]
+        done = 0
+        with ThreadPoolExecutor(self.params.decode_workers) as pool:
+            wait = time.perf_counter()
+            for decoded in _prefetched(pool, batches, self.image_size, depth=self.params.decode_workers + 1):
+                self._tick("decode_wait", wait)
+                self._embed_decoded(decoded)
+                done += len(decoded)
+                self.progress("embed", done, len(misses))
+                wait = time.perf_counter()
+
+    def _embed_decoded(self, decoded: Sequence[tuple[_Slot, DecodedImage | str]]) -> None:
+        ok = [(slot, dec) for slot, dec in decoded if isinstance(dec, DecodedImage)]
+        for slot, dec in decoded:
+            if isinstance(dec, str):
+                slot.error = dec
+        if not ok:
+            return
+        start = time.perf_counter()
+        vectors, logits = self.backend(_stack_pixels([dec for _, dec in ok]))
+        self._tick("model", start)
+        start = time.perf_counter()
+        tag = self.cache_tag
+        rows = []
+        for i, (slot, dec) in enumerate(ok):
+            slot.vector = vectors[i]
+            slot.logits = None if logits is None else logits[i]
+            slot.stats, slot.notes = dec.stats, dec.notes
+            rows.append((embedding_key(slot.sha, tag), slot.vector, slot.logits))
+        self.cache.put_embeddings(rows)
+        self.cache.put_stats([(stats_key(s.sha, STATS_VERSION), s.stats.to_bytes()) for s, _ in ok])
+        self._tick("cache_write", start)
+
+
+def _assemble(run: _Run, slots: Sequence[_Slot], failures: list[FileIssue], computed: int) -> Embeddings:
+    good = [s for s in slots if s.error is None and s.vector is not None]
+    failures = failures + [FileIssue(s.record.path, "unreadable", s.error) for s in slots if s.error]
+    dim = good[0].vector.shape[0] if good else 0
+    vectors = np.stack([s.vector for s in good]).astype(np.float32) if good else np.zeros((0, dim), np.float32)
+    has_logits = bool(good) and all(s.logits is not None for s in good)
+    logits = np.stack([s.logits for s in good]).astype(np.float32) if has_logits else None
+    return Embeddings(
+        records=tuple(s.record for s in good),
+        vectors=vectors,
+        logits=logits,
+        stats=tuple(s.stats for s in good),
+        file_sha256=tuple(s.sha for s in good),
+        failures=tuple(sorted(failures, key=lambda f: f.path)),
+        notes={s.record.path: s.notes for s in good if s.notes},
+        model_id=run.params.model,
+        image_size=run.image_size,
+        runtime=run._backend.runtime if run._backend is not None else "cache",
+        cached=len(good) - computed if computed <= len(good) else 0,
+        computed=computed,
+        timings=run.timings,
+    )
+
+
+def embed_dataset(
+    dataset: Dataset, params: EmbedParams | None = None, *, progress: ProgressFn | None = None
+) -> Embeddings:
+    """Embed every image of ``dataset``, serving what the cache already holds.
+
+    Args:
+        dataset: From :func:`datacheck.dataset.discover`.
+        params: Embedding parameters; defaults from :class:`EmbedParams`.
+        progress: Optional callback ``(stage, done, total)`` for progress bars.
+
+    Returns:
+        Row-aligned vectors, logits and stats, plus the files that failed and why.
+    """
+    params = params or EmbedParams()
+    total_start = time.perf_counter()
+    image_size = resolve_image_size(params, dataset.records)
+    with Cache(params.cache_dir or default_cache_dir()) as cache:
+        run = _Run(params, cache, image_size, progress)
+        slots, failures = run.hash_all(dataset.records)
+        misses = run.fill_from_cache(slots)
+        if misses:
+            logger.info("%d of %d images need embedding", len(misses), len(slots))
+            run.compute(misses)
+        computed = sum(1 for s in misses if s.error is None)
+        result = _assemble(run, slots, failures, computed)
+    run.timings["total"] = time.perf_counter() - total_start
+    return result

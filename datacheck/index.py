@@ -1,0 +1,167 @@
+"""The one shared cosine k-nearest-neighbour graph every neighbour-based check reads.
+
+Built once per audit. Never materialises an N×N matrix:
+
+* up to ``exact_max`` images: blocked exact search (faiss flat index). Vectors are first projected to
+  ``search_dim`` principal components (10× less BLAS work than 1280-d), ``candidates`` neighbours are
+  retrieved per row, and those are re-scored with the full-dimensional cosine so reported similarities are
+  exact.
+* beyond: an approximate NN-descent index (pynndescent, which ships with umap-learn).
+
+Memory is O(N × (search_dim + candidates)); time is O(N² × search_dim) for the exact path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KnnParams:
+    """How the shared kNN graph is built.
+
+    Attributes:
+        k: Neighbours kept per image (excluding itself).
+        search_dim: PCA dimensions used to retrieve candidates (0 = search in the full space).
+        candidates: Candidates retrieved per image before exact re-scoring (>= k).
+        block: Query rows per search block (bounds memory at block × candidates).
+        exact_max: Largest N searched exactly; above it the approximate index is used.
+    """
+
+    k: int = 15
+    search_dim: int = 128
+    candidates: int = 40
+    block: int = 8192
+    exact_max: int = 200_000
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.candidates < self.k or self.block < 1 or self.search_dim < 0:
+            raise ValueError(f"invalid kNN parameters: {self}")
+
+
+@dataclass(frozen=True)
+class KnnGraph:
+    """Neighbours of every row, nearest first.
+
+    Attributes:
+        indices: ``int32[N, k]`` neighbour row numbers (``-1`` pads rows of tiny datasets).
+        similarities: ``float32[N, k]`` cosine similarities in the full embedding space.
+        method: ``"exact"`` or ``"approximate"``.
+    """
+
+    indices: np.ndarray
+    similarities: np.ndarray
+    method: str
+
+    @property
+    def k(self) -> int:
+        """Neighbours per row."""
+        return int(self.indices.shape[1])
+
+    def pairs(self, min_similarity: float) -> np.ndarray:
+        """Unique undirected pairs ``(i, j)`` with ``i < j`` whose similarity is at least ``min_similarity``."""
+        rows, cols = np.nonzero((self.similarities >= min_similarity) & (self.indices >= 0))
+        i = rows.astype(np.int64)
+        j = self.indices[rows, cols].astype(np.int64)
+        pairs = np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _project(unit: np.ndarray, dim: int) -> np.ndarray:
+    """Principal-component projection used only for candidate retrieval."""
+    if dim == 0 or dim >= unit.shape[1] or len(unit) <= dim:
+        return unit
+    from sklearn.decomposition import PCA
+
+    sample = unit[:: max(1, len(unit) // 20_000)]
+    pca = PCA(n_components=dim, svd_solver="randomized", random_state=0).fit(sample)
+    return l2_normalise(pca.transform(unit).astype(np.float32))
+
+
+def _top_candidates(space: np.ndarray, n_candidates: int, block: int) -> np.ndarray:
+    """Blocked exact inner-product search: the ``n_candidates`` most similar other rows of each row.
+
+    faiss' flat index does the blocked BLAS product and keeps a running top-k heap, so neither an N×N matrix
+    nor a full-row partition is ever built (an ``argpartition`` per block was ~20× slower, see
+    docs/benchmarks.md).
+    """
+    import faiss
+
+    n = len(space)
+    m = min(n_candidates, n - 1)
+    index = faiss.IndexFlatIP(space.shape[1])
+    index.add(np.ascontiguousarray(space, dtype=np.float32))
+    out = np.empty((n, m), dtype=np.int32)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        _, found = index.search(space[start:stop], m + 1)
+        out[start:stop] = _drop_self(found, np.arange(start, stop), m)
+    return out
+
+
+def _drop_self(found: np.ndarray, rows: np.ndarray, m: int) -> np.ndarray:
+    """Remove each row's own id from its result list (exact duplicates may rank above it)."""
+    keep = found != rows[:, None]
+    # Rows where self was not returned (ties) drop their last, least similar, entry instead.
+    keep[keep.all(axis=1), -1] = False
+    return found[keep].reshape(len(found), m)
+
+
+def _rescore(
+    queries: np.ndarray, unit: np.ndarray, candidates: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact full-dimensional cosine for each candidate; keep the best ``k`` sorted."""
+    sims = np.einsum("nd,nkd->nk", queries, unit[candidates], optimize=True)
+    order = np.argsort(-sims, axis=1)[:, :k]
+    return (
+        np.take_along_axis(candidates, order, axis=1).astype(np.int32),
+        np.take_along_axis(sims, order, axis=1).astype(np.float32),
+    )
+
+
+def _rescore_blocked(unit: np.ndarray, candidates: np.ndarray, k: int, block: int) -> tuple[np.ndarray, ...]:
+    idx, sim = [], []
+    for start in range(0, len(unit), block):
+        i, s = _rescore(unit[start : start + block], unit, candidates[start : start + block], k)
+        idx.append(i)
+        sim.append(s)
+    return np.concatenate(idx), np.concatenate(sim)
+
+
+def _approximate(unit: np.ndarray, n_candidates: int) -> np.ndarray:
+    from pynndescent import NNDescent
+
+    index = NNDescent(unit, metric="cosine", n_neighbors=n_candidates + 1, random_state=0, low_memory=True)
+    neighbours, _ = index.neighbor_graph
+    return np.array([row[row != i][:n_candidates] for i, row in enumerate(neighbours)], dtype=np.int32)
+
+
+def build_knn(vectors: np.ndarray, params: KnnParams | None = None) -> KnnGraph:
+    """Build the shared cosine kNN graph of ``vectors`` (any scale; they are L2-normalised here)."""
+    params = params or KnnParams()
+    n = len(vectors)
+    if n < 2:
+        return KnnGraph(np.full((n, 0), -1, np.int32), np.zeros((n, 0), np.float32), "exact")
+    unit = l2_normalise(np.asarray(vectors, dtype=np.float32))
+    n_candidates = min(params.candidates, n - 1)
+    if n <= params.exact_max:
+        candidates = _top_candidates(_project(unit, params.search_dim), n_candidates, params.block)
+        method = "exact"
+    else:
+        candidates = _approximate(unit, n_candidates)
+        method = "approximate"
+    indices, sims = _rescore_blocked(unit, candidates, min(params.k, n - 1), params.block)
+    logger.info("kNN graph: %d images, k=%d, %s", n, indices.shape[1], method)
+    return KnnGraph(indices, sims, method)

@@ -1,0 +1,67 @@
+"""Typed, validated parameters shared by the library and the CLI.
+
+Every default lives here (or in a check's own params dataclass) exactly once; the CLI and the config
+loader only override fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Runtime = Literal["auto", "litert", "tf"]
+ImageSize = int | Literal["auto"]
+
+#: Smallest and largest input sizes we accept for a backbone (EfficientNet strides total 32).
+MIN_IMAGE_SIZE = 32
+MAX_IMAGE_SIZE = 640
+
+
+class ParamsError(ValueError):
+    """A parameter has a value outside its documented range."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedParams:
+    """How images become bottleneck vectors.
+
+    Attributes:
+        model: Backbone name (see ``datacheck models``); the bundled default works offline.
+        image_size: Square model input in pixels, or ``"auto"`` to pick from the dataset's image sizes
+            (see :func:`datacheck.embed.pipeline.auto_image_size`).
+        batch_size: Images per forward pass.
+        runtime: ``"auto"`` picks the fastest runtime that matches the Keras reference (LiteRT/XNNPACK),
+            ``"tf"`` forces TensorFlow, ``"litert"`` forces LiteRT.
+        weights: Local weights file for Keras Applications backbones (air-gapped use).
+        cache_dir: Cache directory; ``None`` means :func:`datacheck.embed.cache.default_cache_dir`.
+        decode_workers: Threads decoding images while the model runs.
+    """
+
+    model: str = "efficientnet-lite0"
+    image_size: ImageSize = "auto"
+    batch_size: int = 64
+    runtime: Runtime = "auto"
+    weights: Path | None = None
+    cache_dir: Path | None = None
+    decode_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.image_size != "auto" and not (
+            isinstance(self.image_size, int) and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE
+        ):
+            raise ParamsError(
+                f"image_size must be 'auto' or an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, "
+                f"got {self.image_size!r}"
+            )
+        if self.batch_size < 1:
+            raise ParamsError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.decode_workers < 1:
+            raise ParamsError(f"decode_workers must be at least 1, got {self.decode_workers}")
+        if self.runtime not in ("auto", "litert", "tf"):
+            raise ParamsError(f"runtime must be one of auto, litert, tf; got {self.runtime!r}")
+
+    def replace(self, **changes: object) -> EmbedParams:
+        """Return a copy with ``changes`` applied (``None`` values are ignored, so CLI defaults pass through)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

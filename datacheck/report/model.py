@@ -1,0 +1,81 @@
+"""The Report: everything an audit produced, and its JSON / CSV / DataFrame views (schema: docs/report-schema.md)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from datacheck import __version__
+from datacheck.checks.base import CheckResult
+from datacheck.gate import GateResult
+
+#: Bump only for incompatible changes to report.json; additive fields keep the version.
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of :func:`datacheck.audit`."""
+
+    dataset: dict[str, Any]
+    embedding: dict[str, Any]
+    checks: tuple[CheckResult, ...]
+    gate: GateResult
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def check(self, check_id: str) -> CheckResult:
+        """The result of one check; ``KeyError`` if it did not run."""
+        for res in self.checks:
+            if res.id == check_id:
+                return res
+        raise KeyError(f"check '{check_id}' is not in this report; ran: {', '.join(c.id for c in self.checks)}")
+
+    def findings(self, check_id: str | None = None) -> pd.DataFrame:
+        """Findings as a DataFrame (one row per finding; ``files`` stays a list); all checks when ``None``."""
+        rows = []
+        for res in self.checks if check_id is None else (self.check(check_id),):
+            rows.extend({"check": res.id, **f.to_dict()} for f in res.findings)
+        columns = ["check", "kind", "severity", "message", "advice", "files"]
+        frame = pd.DataFrame(rows)
+        return frame if rows else pd.DataFrame(columns=columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report.json document."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "datacheck", "version": __version__},
+            "dataset": self.dataset,
+            "embedding": self.embedding,
+            "checks": [c.to_dict() for c in self.checks],
+            "gate": self.gate.to_dict(),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report.json text."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def status_counts(self) -> Counter:
+        """How many checks ended in each status."""
+        return Counter(str(c.status) for c in self.checks)
+
+    def write(self, out_dir: Path) -> dict[str, Path]:
+        """Write report.json and findings.csv into ``out_dir``; return the paths written."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out_dir / "report.json", "csv": out_dir / "findings.csv"}
+        _atomic_write(paths["json"], self.to_json())
+        frame = self.findings()
+        frame["files"] = frame["files"].map(lambda files: ";".join(files))
+        _atomic_write(paths["csv"], frame[["check", "kind", "severity", "message", "advice", "files"]].to_csv(index=False))
+        return paths
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,66 @@
+"""Runs the selected checks over one context, isolating failures: a check that raises becomes an error result."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from datacheck.checks import all_checks
+from datacheck.checks.base import CheckResult, CheckSpec, Status
+from datacheck.context import AuditContext
+from datacheck.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+
+def select_checks(only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> list[CheckSpec]:
+    """The checks to run, in report order; unknown ids are a usage error that lists the valid ones."""
+    specs = all_checks()
+    unknown = sorted((set(only or ()) | set(skip)) - set(specs))
+    if unknown:
+        raise UsageError(f"unknown check(s): {', '.join(unknown)}; available: {', '.join(specs)}")
+    chosen = [s for s in specs.values() if (not only or s.id in only) and s.id not in skip]
+    if not chosen:
+        raise UsageError("no checks selected: --checks/--skip leave nothing to run")
+    return chosen
+
+
+def build_params(specs: Sequence[CheckSpec], overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Params object per check id, defaults overridden by ``overrides[check_id]``."""
+    params = {}
+    for spec in specs:
+        try:
+            params[spec.id] = spec.make_params(overrides.get(spec.id))
+        except (KeyError, TypeError, ValueError) as err:
+            raise UsageError(str(err).strip("'\"")) from err
+    return params
+
+
+def run_one(ctx: AuditContext, spec: CheckSpec, params: Any) -> CheckResult:
+    """Run a check; never raises. An exception becomes an ``error`` result and its traceback is logged."""
+    start = time.perf_counter()
+    try:
+        res = spec.fn(ctx, params)
+    except Exception as err:  # a broken check must not take the audit down with it
+        logger.exception("check '%s' failed", spec.id)
+        res = CheckResult(spec.id, Status.ERROR, f"the check crashed: {type(err).__name__}: {err}")
+    seconds = time.perf_counter() - start
+    logger.info("check %-18s %-7s %.2f s", spec.id, res.status, seconds)
+    return CheckResult(res.id, res.status, res.summary, res.metrics, res.findings, seconds)
+
+
+def run_checks(
+    ctx: AuditContext,
+    specs: Sequence[CheckSpec],
+    params: Mapping[str, Any],
+    on_check: Callable[[str], None] | None = None,
+) -> tuple[CheckResult, ...]:
+    """Run every check in ``specs`` in order."""
+    results = []
+    for spec in specs:
+        if on_check is not None:
+            on_check(spec.id)
+        results.append(run_one(ctx, spec, params[spec.id]))
+    return tuple(results)

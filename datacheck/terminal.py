@@ -1,0 +1,59 @@
+"""Rich renderings of library results for the terminal. Renders only; computes nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from datacheck.api import EmbedResult
+from datacheck.embed.cache import CacheInfo
+
+
+def _reason_kind(reason: str) -> str:
+    """The stable head of a one-line reason ("truncated file: ..." → "truncated file")."""
+    return reason.split(":", 1)[0]
+
+
+def embed_summary(result: EmbedResult) -> Group:
+    """Summary of an embed run: counts, cache hits, speed, and failures grouped by reason."""
+    emb = result.embeddings
+    table = Table(title="datacheck embed", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    total = emb.timings.get("total", 0.0)
+    table.add_row("dataset", f"{result.dataset.root} ({result.dataset.layout} layout)")
+    table.add_row("images embedded", f"{len(emb.records):,}")
+    table.add_row("served from cache", f"{emb.cached:,}")
+    table.add_row("computed now", f"{emb.computed:,}")
+    table.add_row("model", f"{emb.model_id} @ {emb.image_size} px, runtime {emb.runtime}")
+    rate = f" ({emb.computed / emb.timings['model']:.0f} img/s model)" if emb.timings.get("model") else ""
+    table.add_row("time", f"{total:.1f} s{rate}")
+    parts: list = [table]
+    problems = result.problems
+    if problems:
+        by_reason = Counter(f"{p.kind}: {_reason_kind(p.reason)}" for p in problems)
+        failures = Table(title=f"{len(problems)} files not embedded", title_justify="left")
+        failures.add_column("reason")
+        failures.add_column("files", justify="right")
+        failures.add_column("example")
+        for reason, count in by_reason.most_common():
+            example = next(p.path for p in problems if f"{p.kind}: {_reason_kind(p.reason)}" == reason)
+            failures.add_row(reason, str(count), Text(example))
+        parts.append(failures)
+    return Group(*parts)
+
+
+def cache_info(info: CacheInfo) -> Table:
+    """The cache's location, size and contents."""
+    table = Table(title="datacheck cache", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("path", str(info.path))
+    table.add_row("size on disk", f"{info.size_bytes / 1e6:.1f} MB")
+    table.add_row("image statistics", f"{info.stats_rows:,}")
+    for tag, count in sorted(info.embeddings_per_tag.items()):
+        table.add_row(f"embeddings {tag}", f"{count:,}")
+    return table
