@@ -91,6 +91,56 @@ def embed(
             console.print(terminal.embed_summary(result))
 
 
+def _split_ids(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command()
+def audit(
+    path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json and findings.csv.")] = Path(
+        "report"
+    ),
+    checks: Annotated[str | None, typer.Option("--checks", help="Only these checks (comma-separated).")] = None,
+    skip: Annotated[str | None, typer.Option("--skip", help="Leave out these checks (comma-separated).")] = None,
+    fail_on: Annotated[
+        str | None, typer.Option("--fail-on", help="Exit 1 when a check reaches this status: warn or fail.")
+    ] = None,
+    manifest: ManifestOpt = None,
+    model: ModelOpt = None,
+    image_size: SizeOpt = None,
+    runtime: RuntimeOpt = None,
+    weights: WeightsOpt = None,
+    batch_size: BatchOpt = None,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Audit a dataset: summary table, report.json and findings.csv."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    from datacheck import api, terminal
+
+    if fail_on not in (None, "warn", "fail"):
+        raise typer.BadParameter("--fail-on takes 'warn' or 'fail'")
+    with ExitCode.guard():
+        params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
+        with progress_reporter(quiet=quiet) as progress:
+            report = api.audit(
+                path,
+                manifest=manifest,
+                checks=_split_ids(checks),
+                skip=_split_ids(skip) or (),
+                fail_on=fail_on or "fail",
+                progress=progress,
+                **params.as_options(),
+            )
+        written = report.write(out)
+        if not quiet:
+            console.print(terminal.audit_summary(report, written))
+    if fail_on is not None and not report.gate.passed:
+        raise typer.Exit(ExitCode.GATE_FAILED)
+
+
 @app.command()
 def models() -> None:
     """List the available backbones."""

@@ -65,3 +65,7 @@ class EmbedParams:
     def replace(self, **changes: object) -> EmbedParams:
         """Return a copy with ``changes`` applied (``None`` values are ignored, so CLI defaults pass through)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_options(self) -> dict[str, object]:
+        """Fields as keyword options for :func:`datacheck.audit`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from rich.console import Group
 from rich.table import Table
@@ -10,6 +11,7 @@ from rich.text import Text
 
 from datacheck.api import EmbedResult
 from datacheck.embed.cache import CacheInfo
+from datacheck.report import Report
 
 
 def _reason_kind(reason: str) -> str:
@@ -57,3 +59,29 @@ def cache_info(info: CacheInfo) -> Table:
     for tag, count in sorted(info.embeddings_per_tag.items()):
         table.add_row(f"embeddings {tag}", f"{count:,}")
     return table
+
+
+_STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "error": "bold magenta", "skipped": "dim"}
+
+
+def audit_summary(report: Report, written: dict[str, Path]) -> Group:
+    """One row per check (status, headline, findings), then the gate verdict and the files written."""
+    ds = report.dataset
+    table = Table(
+        title=f"datacheck audit · {ds['images']:,} images · {len(ds['classes'])} classes · {ds['layout']} layout",
+        title_justify="left",
+    )
+    table.add_column("check", style="bold")
+    table.add_column("status")
+    table.add_column("findings", justify="right")
+    table.add_column("summary")
+    for res in report.checks:
+        status = str(res.status)
+        table.add_row(res.id, Text(status, style=_STATUS_STYLE[status]), str(len(res.findings)), Text(res.summary))
+    verdict = (
+        Text("gate passed", style="green")
+        if report.gate.passed
+        else Text(f"gate failed: {', '.join(v['check'] for v in report.gate.violations)}", style="bold red")
+    )
+    files = Text("wrote " + ", ".join(str(p) for p in written.values()), style="dim")
+    return Group(table, verdict, files)

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from datacheck.index import KnnParams, build_knn, l2_normalise
+
+
+def _brute_force(unit: np.ndarray, k: int) -> np.ndarray:
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1)[:, :k]
+
+
+def _recall(graph, truth) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(graph.indices, truth, strict=True)]))
+
+
+def test_full_dimensional_search_matches_brute_force():
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((20, 256))
+    x = (centres[rng.integers(0, 20, 3000)] + 0.5 * rng.standard_normal((3000, 256))).astype(np.float32)
+    graph = build_knn(x, KnnParams(k=10, search_dim=0, candidates=10, block=700))
+    assert _recall(graph, _brute_force(l2_normalise(x), 10)) > 0.999
+    assert graph.method == "exact"
+
+
+def test_reduced_search_always_retrieves_near_copies():
+    rng = np.random.default_rng(3)
+    basis = rng.standard_normal((48, 512))  # embeddings live near a low-dimensional subspace
+    x = (rng.standard_normal((4000, 48)) @ basis + 0.3 * rng.standard_normal((4000, 512))).astype(np.float32)
+    copies = x[:200] + 0.05 * rng.standard_normal((200, 512)).astype(np.float32)
+    x = np.concatenate([x, copies])
+    graph = build_knn(x, KnnParams(k=10, search_dim=64, candidates=40, block=1000))
+    partners = np.arange(4000, 4200)
+    assert all(partners[i] in graph.indices[i] for i in range(200))
+    assert _recall(graph, _brute_force(l2_normalise(x), 10)) > 0.9
+
+def test_similarities_are_full_dimensional_and_sorted():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((500, 200)).astype(np.float32)
+    graph = build_knn(x, KnnParams(k=8, search_dim=32, candidates=20))
+    unit = l2_normalise(x)
+    expected = np.einsum("nd,nkd->nk", unit, unit[graph.indices])
+    np.testing.assert_allclose(graph.similarities, expected, atol=1e-5)
+    assert np.all(np.diff(graph.similarities, axis=1) <= 1e-6)
+
+
+def test_never_lists_itself_even_with_exact_copies():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((100, 32)).astype(np.float32)
+    x[1] = x[0]
+    x[2] = x[0]
+    graph = build_knn(x, KnnParams(k=5, search_dim=0, candidates=10))
+    assert all(i not in row for i, row in enumerate(graph.indices))
+    assert set(graph.indices[0][:2]) == {1, 2}
+    assert graph.similarities[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pairs_are_unique_and_ordered():
+    x = np.array([[1, 0], [1, 0.01], [0, 1], [0.01, 1], [-1, 0]], dtype=np.float32)
+    graph = build_knn(x, KnnParams(k=2, search_dim=0, candidates=3))
+    pairs = graph.pairs(0.99)
+    assert pairs.tolist() == [[0, 1], [2, 3]]
+
+
+def test_tiny_inputs():
+    assert build_knn(np.zeros((0, 8), np.float32)).indices.shape == (0, 0)
+    assert build_knn(np.ones((1, 8), np.float32)).indices.shape == (1, 0)
+    two = build_knn(np.eye(2, dtype=np.float32))
+    assert two.indices.tolist() == [[1], [0]]
+
+
+def test_invalid_params_are_rejected():
+    with pytest.raises(ValueError):
+        KnnParams(k=10, candidates=5)
