@@ -19,6 +19,21 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class ReferenceSet:
+    """Embedded reference images (e.g. samples from deployment) to compare the dataset against.
+
+    Attributes:
+        paths: Paths relative to the reference root.
+        vectors: ``float32[M, D]`` L2-normalised bottlenecks, same backbone and size as the dataset's.
+        root: The reference folder.
+    """
+
+    paths: tuple[str, ...]
+    vectors: np.ndarray
+    root: str
+
+
+@dataclass(frozen=True)
 class AuditContext:
     """Read-only inputs of one audit. Arrays are row-aligned with ``records`` and not writeable.
 
@@ -36,6 +51,7 @@ class AuditContext:
         knn: The shared cosine kNN graph.
         failures: Files that could not be read or decoded.
         embedding_info: Model id, image size, dim, runtime, cached and computed counts.
+        reference: Images like those the application will see (``--reference``), or ``None``.
     """
 
     dataset: Dataset
@@ -51,6 +67,7 @@ class AuditContext:
     knn: KnnGraph
     failures: tuple[FileIssue, ...]
     embedding_info: dict
+    reference: ReferenceSet | None = None
 
     @property
     def n(self) -> int:
@@ -74,7 +91,10 @@ class AuditContext:
 
 
 def build_context(
-    dataset: Dataset, embeddings: Embeddings, knn_params: KnnParams | None = None
+    dataset: Dataset,
+    embeddings: Embeddings,
+    knn_params: KnnParams | None = None,
+    reference: Embeddings | None = None,
 ) -> AuditContext:
     """Assemble the frozen context, building the shared kNN graph once."""
     records = embeddings.records
@@ -107,4 +127,11 @@ def build_context(
             "cached": embeddings.cached,
             "computed": embeddings.computed,
         },
+        reference=None
+        if reference is None
+        else ReferenceSet(
+            paths=tuple(r.path for r in reference.records),
+            vectors=_frozen(l2_normalise(reference.vectors)),
+            root=str(reference.records[0].abs_path.parent) if reference.records else "",
+        ),
     )
