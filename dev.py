@@ -29,7 +29,7 @@ def _run(*cmd: str | Path) -> int:
 
 def ensure_venv() -> None:
     """Create the virtualenv and install the package when pyproject.toml changed since the last install."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script must explain itself on old Pythons
         sys.exit(f"datacheck needs Python >= 3.11; this is {sys.version.split()[0]}")
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == want:

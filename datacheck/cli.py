@@ -57,7 +57,7 @@ def _root(
     """Audit image-classification datasets before you train on them."""
 
 
-def _embed_params(model, image_size, runtime, weights, batch_size, cache):  # noqa: ANN001, ANN202
+def _embed_params(model, image_size, runtime, weights, batch_size, cache):
     from datacheck.params import EmbedParams
 
     size = None if image_size is None else (image_size if image_size == "auto" else int(image_size))
@@ -101,8 +101,12 @@ def audit(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json and findings.csv.")] = Path(
         "report"
     ),
-    checks: Annotated[str | None, typer.Option("--checks", help="Only these checks (comma-separated).")] = None,
-    skip: Annotated[str | None, typer.Option("--skip", help="Leave out these checks (comma-separated).")] = None,
+    checks: Annotated[
+        str | None, typer.Option("--checks", help="Only these checks (comma-separated).")
+    ] = None,
+    skip: Annotated[
+        str | None, typer.Option("--skip", help="Leave out these checks (comma-separated).")
+    ] = None,
     fail_on: Annotated[
         str | None, typer.Option("--fail-on", help="Exit 1 when a check reaches this status: warn or fail.")
     ] = None,

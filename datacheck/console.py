@@ -104,7 +104,7 @@ class _RateColumn(TextColumn):
     def __init__(self) -> None:
         super().__init__("")
 
-    def render(self, task):  # noqa: ANN001, ANN201 - Rich's signature
+    def render(self, task):
         from rich.text import Text
 
         speed = task.finished_speed or task.speed

@@ -64,7 +64,7 @@ class KnnGraph:
         return int(self.indices.shape[1])
 
     def pairs(self, min_similarity: float) -> np.ndarray:
-        """Unique undirected pairs ``(i, j)`` with ``i < j`` whose similarity is at least ``min_similarity``."""
+        """Unique undirected pairs ``(i, j)``, ``i < j``, with similarity at least ``min_similarity``."""
         rows, cols = np.nonzero((self.similarities >= min_similarity) & (self.indices >= 0))
         i = rows.astype(np.int64)
         j = self.indices[rows, cols].astype(np.int64)

@@ -63,7 +63,7 @@ class EmbedParams:
             raise ParamsError(f"runtime must be one of auto, litert, tf; got {self.runtime!r}")
 
     def replace(self, **changes: object) -> EmbedParams:
-        """Return a copy with ``changes`` applied (``None`` values are ignored, so CLI defaults pass through)."""
+        """Return a copy with ``changes`` applied; ``None`` values (unset CLI flags) are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def as_options(self) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Runs the selected checks over one context, isolating failures: a check that raises becomes an error result."""
+"""Runs the selected checks over one context; a check that raises becomes an error result."""
 
 from __future__ import annotations
 

@@ -61,14 +61,23 @@ def cache_info(info: CacheInfo) -> Table:
     return table
 
 
-_STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "error": "bold magenta", "skipped": "dim"}
+_STATUS_STYLE = {
+    "pass": "green",
+    "warn": "yellow",
+    "fail": "bold red",
+    "error": "bold magenta",
+    "skipped": "dim",
+}
 
 
 def audit_summary(report: Report, written: dict[str, Path]) -> Group:
     """One row per check (status, headline, findings), then the gate verdict and the files written."""
     ds = report.dataset
     table = Table(
-        title=f"datacheck audit · {ds['images']:,} images · {len(ds['classes'])} classes · {ds['layout']} layout",
+        title=(
+            f"datacheck audit · {ds['images']:,} images · {len(ds['classes'])} classes"
+            f" · {ds['layout']} layout"
+        ),
         title_justify="left",
     )
     table.add_column("check", style="bold")
@@ -77,7 +86,9 @@ def audit_summary(report: Report, written: dict[str, Path]) -> Group:
     table.add_column("summary")
     for res in report.checks:
         status = str(res.status)
-        table.add_row(res.id, Text(status, style=_STATUS_STYLE[status]), str(len(res.findings)), Text(res.summary))
+        table.add_row(
+            res.id, Text(status, style=_STATUS_STYLE[status]), str(len(res.findings)), Text(res.summary)
+        )
     verdict = (
         Text("gate passed", style="green")
         if report.gate.passed

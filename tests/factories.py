@@ -45,9 +45,13 @@ def make_context(
     n = len(labels)
     class_names = tuple(class_names or [f"class{i}" for i in range(int(labels.max()) + 1 if n else 0)])
     splits = tuple(splits) if splits is not None else (None,) * n
-    paths = list(paths) if paths is not None else [
-        "/".join(p for p in (splits[i], class_names[labels[i]], f"img{i:05d}.jpg") if p) for i in range(n)
-    ]
+    paths = (
+        list(paths)
+        if paths is not None
+        else [
+            "/".join(p for p in (splits[i], class_names[labels[i]], f"img{i:05d}.jpg") if p) for i in range(n)
+        ]
+    )
     root = Path("/dataset")
     records = tuple(
         ImageRecord(path=paths[i], abs_path=root / paths[i], label=class_names[labels[i]], split=splits[i])
@@ -68,6 +72,12 @@ def make_context(
         splits=splits,
         knn=build_knn(unit, knn or KnnParams(k=min(10, max(1, n - 1)), candidates=min(30, max(1, n - 1)))),
         failures=tuple(failures),
-        embedding_info={"model": "test", "image_size": 32, "dim": unit.shape[1], "runtime": "test",
-                        "cached": 0, "computed": n},
+        embedding_info={
+            "model": "test",
+            "image_size": 32,
+            "dim": unit.shape[1],
+            "runtime": "test",
+            "cached": 0,
+            "computed": n,
+        },
     )

@@ -35,6 +35,7 @@ def test_reduced_search_always_retrieves_near_copies():
     assert all(partners[i] in graph.indices[i] for i in range(200))
     assert _recall(graph, _brute_force(l2_normalise(x), 10)) > 0.9
 
+
 def test_similarities_are_full_dimensional_and_sorted():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((500, 200)).astype(np.float32)

@@ -3,8 +3,9 @@
 Two layers:
 
 * :func:`embed_batch` is a pure function from a batch of ``(name, bytes)`` to vectors, logits and stats.
-  It touches no cache and no global state, so the same step can run unchanged as a map function on a
-  distributed engine (Ray Data ``map_batches``, an Apache Beam ``DoFn``) for datasets that outgrow one machine.
+  It touches no cache and no global state, so the same step can run unchanged as a map function
+  on a distributed engine (Ray Data ``map_batches``, an Apache Beam ``DoFn``) for datasets that outgrow
+  one machine.
 * :func:`embed_dataset` orchestrates one machine: hash every file, serve what the cache has, decode the misses
   in worker threads while the model runs on the previous batch, and commit each batch to the cache as soon as
   it is computed (so ``kill -9`` loses at most the batch in flight).
@@ -26,7 +27,14 @@ import numpy as np
 
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
 from datacheck.embed.cache import Cache, default_cache_dir, embedding_key, stats_key
-from datacheck.images import STATS_VERSION, DecodedImage, ImageDecodeError, ImageStats, decode_image, read_file
+from datacheck.images import (
+    STATS_VERSION,
+    DecodedImage,
+    ImageDecodeError,
+    ImageStats,
+    decode_image,
+    read_file,
+)
 from datacheck.params import EmbedParams
 
 logger = logging.getLogger(__name__)
@@ -185,8 +193,12 @@ def resolve_image_size(params: EmbedParams, records: Sequence[ImageRecord]) -> i
     step = max(1, len(records) // _AUTO_SIZE_SAMPLE)
     sides = [s for r in records[::step] if (s := _header_short_side(r.abs_path)) is not None]
     size = auto_image_size(statistics.median(sides)) if sides else 224
-    logger.info("image size auto: %d px (median short side %s of %d sampled images)",
-                size, statistics.median(sides) if sides else "n/a", len(sides))
+    logger.info(
+        "image size auto: %d px (median short side %s of %d sampled images)",
+        size,
+        statistics.median(sides) if sides else "n/a",
+        len(sides),
+    )
     return size
 
 
@@ -270,7 +282,7 @@ class _Run:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
     @property
-    def backend(self):  # noqa: ANN201 - the Backend protocol lives in the runtime module
+    def backend(self):
         """The inference backend, loaded on first use so fully cached runs never import TensorFlow."""
         if self._backend is None:
             from datacheck.embed.runtime import load_backend
@@ -366,7 +378,9 @@ def _assemble(run: _Run, slots: Sequence[_Slot], failures: list[FileIssue], comp
     good = [s for s in slots if s.error is None and s.vector is not None]
     failures = failures + [FileIssue(s.record.path, "unreadable", s.error) for s in slots if s.error]
     dim = good[0].vector.shape[0] if good else 0
-    vectors = np.stack([s.vector for s in good]).astype(np.float32) if good else np.zeros((0, dim), np.float32)
+    vectors = (
+        np.stack([s.vector for s in good]).astype(np.float32) if good else np.zeros((0, dim), np.float32)
+    )
     has_logits = bool(good) and all(s.logits is not None for s in good)
     logits = np.stack([s.logits for s in good]).astype(np.float32) if has_logits else None
     return Embeddings(

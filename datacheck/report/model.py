@@ -1,4 +1,7 @@
-"""The Report: everything an audit produced, and its JSON / CSV / DataFrame views (schema: docs/report-schema.md)."""
+"""The Report: everything an audit produced, and its JSON / CSV / DataFrame views.
+
+The JSON schema is documented in docs/report-schema.md.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +36,9 @@ class Report:
         for res in self.checks:
             if res.id == check_id:
                 return res
-        raise KeyError(f"check '{check_id}' is not in this report; ran: {', '.join(c.id for c in self.checks)}")
+        raise KeyError(
+            f"check '{check_id}' is not in this report; ran: {', '.join(c.id for c in self.checks)}"
+        )
 
     def findings(self, check_id: str | None = None) -> pd.DataFrame:
         """Findings as a DataFrame (one row per finding; ``files`` stays a list); all checks when ``None``."""
@@ -71,7 +76,10 @@ class Report:
         _atomic_write(paths["json"], self.to_json())
         frame = self.findings()
         frame["files"] = frame["files"].map(lambda files: ";".join(files))
-        _atomic_write(paths["csv"], frame[["check", "kind", "severity", "message", "advice", "files"]].to_csv(index=False))
+        _atomic_write(
+            paths["csv"],
+            frame[["check", "kind", "severity", "message", "advice", "files"]].to_csv(index=False),
+        )
         return paths
 
 
