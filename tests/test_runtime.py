@@ -185,3 +185,24 @@ def test_auto_falls_back_to_tf_with_a_warning(
     assert any("falling back to tf.function" in r.getMessage() for r in caplog.records)
     with pytest.raises(LiteRTUnavailableError, match="could not load"):
         load_backend(LITE0, 224, runtime="litert", artifact_dir=tmp_path)
+
+
+def test_verified_artifact_loads_without_tensorflow(litert: Backend, artifact_dir: Path) -> None:
+    assert load_backend(LITE0, 224, runtime="auto", artifact_dir=artifact_dir).runtime == "litert"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        from datacheck.embed.runtime import load_backend
+        backend = load_backend({LITE0!r}, 224, artifact_dir={str(artifact_dir)!r})
+        vectors, _ = backend(np.zeros((1, 224, 224, 3), np.uint8))
+        loaded = [m in sys.modules for m in ("tensorflow", "keras")]
+        print("RESULT", backend.runtime, vectors.shape[1], *loaded)
+        """
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "RESULT litert 1280 False False" in proc.stdout, proc.stdout + proc.stderr

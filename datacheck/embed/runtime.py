@@ -90,13 +90,13 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(num / np.maximum(den, 1e-30)))
 
 
-def _as_model_input(pixels: np.ndarray, image_size: int) -> np.ndarray:
+def _check_input(pixels: np.ndarray, image_size: int) -> np.ndarray:
     x = np.asarray(pixels)
     if x.ndim != 4 or x.shape[1:] != (image_size, image_size, 3):
         raise ValueError(f"expected images of shape [N, {image_size}, {image_size}, 3], got {x.shape}")
     if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
         raise ValueError(f"expected uint8 or float RGB 0..255 pixels, got dtype {x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return x
 
 
 class Backend(abc.ABC):
@@ -130,11 +130,14 @@ class Backend(abc.ABC):
         Raises:
             ValueError: Wrong shape or dtype.
         """
-        x = _as_model_input(pixels, self.image_size)
+        x = _check_input(pixels, self.image_size)
         if len(x) == 0:
             empty_logits = np.zeros((0, 1000), np.float32) if self.has_logits else None
             return np.zeros((0, self.dim), np.float32), empty_logits
-        parts = [self._run(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        parts = [
+            self._run(np.ascontiguousarray(x[i : i + self.batch_size], dtype=np.float32))
+            for i in range(0, len(x), self.batch_size)
+        ]
         bottleneck = np.concatenate([p[0] for p in parts]).astype(np.float32, copy=False)
         if not self.has_logits:
             return bottleneck, None
