@@ -444,7 +444,6 @@ def _writer(directory: str, ids: list[int], seed: int, start_together: Barrier) 
             c.put_stats([(stats_key(sha(i), 1), sha(i).encode()) for i in batch])
 
 
-@pytest.mark.slow
 def test_two_processes_writing_at_once(tmp_path: Path):
     directory = tmp_path / "fresh"  # both processes also race to create it
     ctx = multiprocessing.get_context("spawn")
@@ -504,7 +503,6 @@ def batch_rows(b: int) -> list:
     return rows(range(b * BATCH, (b + 1) * BATCH))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("wanted", [15, 40])
 def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path: Path, wanted: int):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
