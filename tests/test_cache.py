@@ -394,13 +394,15 @@ def test_ten_thousand_lookups_are_fast(cache: Cache):
     for start in range(0, len(items), 500):
         cache.put_embeddings(items[start : start + 500])
     keys = [k for k, _, _ in items]
-    best = float("inf")
+    # CPU time, not wall time: a loaded CI machine must not make this flaky (uncontended it is ~0.2 s).
+    best_cpu, best_wall = float("inf"), float("inf")
     for _ in range(3):
-        t0 = time.perf_counter()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         got = cache.get_embeddings(keys)
-        best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - cpu0)
+        best_wall = min(best_wall, time.perf_counter() - wall0)
     assert len(got) == 10_000
-    assert best < 1.0, f"10k lookups took {best:.3f} s"
+    assert best_cpu < 1.0, f"10k lookups took {best_cpu:.3f} s of CPU ({best_wall:.3f} s wall)"
 
 
 # ------------------------------------------------------------------------------------------ concurrency
