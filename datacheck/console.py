@@ -63,7 +63,7 @@ def setup_logging(*, quiet: bool = False, verbose: int = 0) -> None:
     if verbose < 2:
         import os
 
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 class _RichProgress:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from datacheck.errors import UsageError
+
 Runtime = Literal["auto", "litert", "tf"]
 ImageSize = int | Literal["auto"]
 
@@ -19,7 +21,7 @@ MIN_IMAGE_SIZE = 32
 MAX_IMAGE_SIZE = 640
 
 
-class ParamsError(ValueError):
+class ParamsError(UsageError, ValueError):
     """A parameter has a value outside its documented range."""
 
 

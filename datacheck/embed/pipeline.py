@@ -302,7 +302,7 @@ class _Run:
     def cache_tag(self) -> str:
         from datacheck.embed.backbones import cache_tag
 
-        return cache_tag(self.params.model, self.image_size)
+        return cache_tag(self.params.model, self.image_size, weights=self.params.weights)
 
     def hash_all(self, records: Sequence[ImageRecord]) -> tuple[list[_Slot], list[FileIssue]]:
         start = time.perf_counter()

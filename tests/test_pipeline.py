@@ -1,0 +1,125 @@
+"""The embed pipeline end to end with the real bundled model: cache, failures, the pure batch step."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from datacheck.cli import app
+from datacheck.dataset import discover
+from datacheck.embed.pipeline import auto_image_size, embed_batch, embed_dataset
+from datacheck.embed.runtime import load_backend
+from datacheck.params import EmbedParams, ParamsError
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache per module so the converted model artifact is built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def _scene(seed: int, size: int = 48) -> Image.Image:
+    """A smooth random colour field: distinct per seed, natural enough for a CNN."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((size, size), Image.BICUBIC)
+
+
+def _tree(root: Path, seed: int, per_class: int = 4) -> Path:
+    for k, label in enumerate(("apple", "pear", "plum")):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            _scene(seed * 1000 + 10 * k + i).save(root / label / f"{i}.png")
+    return root
+
+
+def _params(cache_dir: Path) -> EmbedParams:
+    return EmbedParams(image_size=SIZE, cache_dir=cache_dir, batch_size=5)
+
+
+def test_second_run_is_served_from_cache(tmp_path, cache_dir):
+    root = _tree(tmp_path / "ds", seed=1)
+    (root / "apple" / "empty.jpg").write_bytes(b"")
+    (root / "pear" / "truncated.png").write_bytes((root / "pear" / "0.png").read_bytes()[:60])
+    first = embed_dataset(discover(root), _params(cache_dir))
+    assert (len(first.records), first.computed, first.cached) == (12, 12, 0)
+    assert first.vectors.shape == (12, 1280) and first.logits.shape == (12, 1000)
+    assert {f.path for f in first.failures} == {"apple/empty.jpg", "pear/truncated.png"}
+    assert all(f.kind == "unreadable" and f.reason for f in first.failures)
+
+    second = embed_dataset(discover(root), _params(cache_dir))
+    assert (second.computed, second.cached, second.runtime) == (0, 12, "cache")
+    assert [r.path for r in second.records] == [r.path for r in first.records]
+    cos = np.sum(first.vectors * second.vectors, 1) / (
+        np.linalg.norm(first.vectors, axis=1) * np.linalg.norm(second.vectors, axis=1)
+    )
+    assert cos.min() > 0.9999  # float16 storage
+    assert second.stats == first.stats
+
+
+def test_rename_is_free_and_one_changed_file_is_recomputed(tmp_path, cache_dir):
+    root = _tree(tmp_path / "ds", seed=2)
+    embed_dataset(discover(root), _params(cache_dir))
+    shutil.move(root / "plum" / "0.png", root / "plum" / "renamed.png")
+    shutil.move(root / "pear", root / "pears")
+    _scene(999_999).save(root / "apple" / "1.png")
+    again = embed_dataset(discover(root), _params(cache_dir))
+    assert (again.computed, again.cached) == (1, 11)
+    assert "pears/0.png" in {r.path for r in again.records}
+
+
+def test_pure_batch_step_matches_the_pipeline(tmp_path, cache_dir):
+    root = _tree(tmp_path / "ds", seed=3, per_class=2)
+    result = embed_dataset(discover(root), _params(cache_dir))
+    backend = load_backend("efficientnet-lite0", SIZE, artifact_dir=cache_dir / "artifacts")
+    items = [(r.path, r.abs_path.read_bytes()) for r in result.records] + [("bad.jpg", b"not an image")]
+    out = embed_batch(items, backend, SIZE)
+    assert [o.name for o in out] == [r.path for r in result.records] + ["bad.jpg"]
+    assert out[-1].vector is None and out[-1].error
+    vectors = np.stack([o.vector for o in out[:-1]])
+    cos = np.sum(vectors * result.vectors, 1) / (
+        np.linalg.norm(vectors, axis=1) * np.linalg.norm(result.vectors, axis=1)
+    )
+    assert cos.min() > 0.999
+    assert [o.file_sha256 for o in out[:-1]] == list(result.file_sha256)
+
+
+def test_auto_image_size_rule():
+    assert auto_image_size(32) == 96
+    assert auto_image_size(100) == 160
+    assert auto_image_size(480) == 224
+
+
+def test_params_are_validated():
+    with pytest.raises(ParamsError, match="image_size"):
+        EmbedParams(image_size=7)
+    with pytest.raises(ParamsError, match="batch_size"):
+        EmbedParams(batch_size=0)
+
+
+def test_cli_embed_summary_and_exit_codes(tmp_path, cache_dir):
+    root = _tree(tmp_path / "ds", seed=4, per_class=2)
+    (root / "plum" / "notes.txt").write_text("not an image")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["embed", str(root), "--cache", str(cache_dir), "--image-size", str(SIZE)])
+    assert ok.exit_code == 0, ok.output
+    assert "computed now" in ok.output and "not_an_image" in ok.output
+    missing = runner.invoke(app, ["embed", str(tmp_path / "nope"), "--cache", str(cache_dir)])
+    assert missing.exit_code == 3
+    bad = runner.invoke(app, ["embed", str(root), "--cache", str(cache_dir), "--image-size", "7"])
+    assert bad.exit_code == 2
+
+
+def test_cli_import_does_not_load_tensorflow():
+    code = "import sys, datacheck.cli; print('tensorflow' in sys.modules, 'pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
