@@ -302,6 +302,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _store(path: Path, data: bytes) -> None:
+    """Write a derived file; failing to store it only costs redoing the work next time."""
+    try:
+        _atomic_write(path, data)
+    except OSError as err:
+        logger.warning("cannot store %s (%s); it will be recomputed next time", path, err)
+
+
 def _check_path(artifact: Path) -> Path:
     return artifact.with_suffix(".check.json")
 
@@ -371,7 +379,7 @@ def _load_litert(
         )
         content = convert_to_tflite(built.model)
         if artifact is not None:
-            _atomic_write(artifact, content)
+            _store(artifact, content)
     tag = cache_tag(name, image_size, weights=weights)
     try:
         backend = LiteRTBackend(
@@ -401,7 +409,7 @@ def _verify(backend: LiteRTBackend, built: BuiltBackbone, artifact: Path | None)
     logger.debug("LiteRT self-check passed (min cosine %.7f)", cos)
     if artifact is not None:
         record = {"min_cosine": cos, "litert": _litert_version(), "images": _SELF_CHECK_IMAGES}
-        _atomic_write(_check_path(artifact), json.dumps(record).encode())
+        _store(_check_path(artifact), json.dumps(record).encode())
 
 
 def _load_tf(name: str, image_size: int, *, weights: Path | None, batch_size: int) -> TFBackend:
