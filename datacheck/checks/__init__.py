@@ -15,6 +15,10 @@ CHECK_MODULES: tuple[str, ...] = (
     "leakage",
     "labels",
     "outliers",
+    "shortcuts",
+    "splits",
+    "diversity",
+    "representativeness",
 )
 
 

@@ -1,0 +1,102 @@
+"""``splits``: a class merged from distinct groups is found, ranked first and its clusters named; merges."""
+
+import numpy as np
+import pytest
+
+from datacheck.checks.base import Status
+from datacheck.checks.splits import SplitsParams, crossing_ratio, neighbour_mixing, splits
+from datacheck.index import KnnParams
+from datacheck.probes.naming import ImageNetNamer, imagenet_name
+from tests.factories import clustered_vectors, make_context
+
+#: ImageNet ids the synthetic sub-groups "look like": sports car, container ship, sorrel.
+SUBGROUP_IMAGENET = (817, 510, 339)
+
+
+def _logits(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Noisy logits whose top class follows the sub-group (id ``SUBGROUP_IMAGENET[g]``; -1 = random)."""
+    logits = rng.normal(0, 1, (len(groups), 1000)).astype(np.float32)
+    for g, imagenet in enumerate(SUBGROUP_IMAGENET):
+        logits[groups == g, imagenet] += 6
+    return logits
+
+
+def _merged_dataset(seed: int = 0):
+    """'vehicle' = three distinct blobs (car, ship, horse); 'cat' and 'dog' are one blob each."""
+    vectors, blob = clustered_vectors([90, 90, 90, 120, 120], dim=32, spread=0.5, seed=seed)
+    labels = np.array([0, 0, 0, 1, 2])[blob]
+    groups = np.where(blob < 3, blob, -1)
+    logits = _logits(groups, np.random.default_rng(seed))
+    return vectors, labels, logits, groups
+
+
+def _context(vectors, labels, logits, names=("vehicle", "cat", "dog")):
+    return make_context(
+        vectors, labels, class_names=list(names), logits=logits, knn=KnnParams(k=10, candidates=30)
+    )
+
+
+def test_merged_class_is_ranked_first_with_named_clusters():
+    vectors, labels, logits, _ = _merged_dataset()
+    res = splits(_context(vectors, labels, logits), SplitsParams())
+    found = [f for f in res.findings if f.kind == "split"]
+    assert found and found[0].extra["class"] == "vehicle", res.summary
+    clusters = found[0].extra["clusters"]
+    assert len(clusters) == 3
+    assert sorted(c["size"] for c in clusters) == [90, 90, 90]
+    names = " | ".join(c["name"] for c in clusters)
+    for imagenet in SUBGROUP_IMAGENET:
+        assert imagenet_name(imagenet) in names
+    members = [f for c in clusters for f in c["files"]]
+    assert len(members) == len(set(members)) == 270  # every member listed, once
+    assert found[0].severity == "info" and found[0].advice
+    assert 0.8 < found[0].extra["score"] <= 1.0
+
+
+def test_coherent_classes_are_not_split():
+    vectors, labels = clustered_vectors([150, 150, 150], dim=32, spread=0.5, seed=1)
+    res = splits(make_context(vectors, labels, knn=KnnParams(k=10, candidates=30)), SplitsParams())
+    assert res.status is Status.PASS and res.findings == (), res.summary
+
+
+def test_indistinguishable_classes_are_reported_as_merge():
+    vectors, blob = clustered_vectors([200, 100], dim=32, spread=0.5, seed=2)
+    rng = np.random.default_rng(0)
+    labels = np.where(blob == 0, rng.integers(0, 2, len(blob)), 2)  # blob 0 labelled at random as a or b
+    ctx = make_context(
+        vectors, labels, class_names=["husky", "malamute", "cat"], knn=KnnParams(k=10, candidates=30)
+    )
+    res = splits(ctx, SplitsParams())
+    merges = [f for f in res.findings if f.kind == "merge"]
+    assert [f.extra["classes"] for f in merges] == [["husky", "malamute"]]
+    assert merges[0].extra["score"] > 0.8 and res.status is Status.WARN
+
+
+def test_clusters_are_named_without_logits():
+    vectors, labels, _, _ = _merged_dataset()
+    res = splits(_context(vectors, labels, None), SplitsParams())
+    names = [c["name"] for c in res.findings[0].extra["clusters"]]
+    assert names == ["cluster 1", "cluster 2", "cluster 3"]
+
+
+def test_neighbour_mixing_and_crossing_ratio():
+    indices = np.array([[1], [0], [3], [2]])
+    labels = np.array([0, 0, 1, 1])
+    assert neighbour_mixing(indices, labels, 2)[0, 1] == 0.0
+    assignment = np.array([0, 0, 1, 1])
+    assert crossing_ratio(assignment, np.array([0, 1, 2, 3]), np.array([1, 0, 3, 2])) == 0.0
+    assert crossing_ratio(assignment, np.array([0, 2]), np.array([2, 0])) == pytest.approx(2.0)  # all leave
+
+
+def test_namer_prefers_characteristic_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1, (100, 1000)).astype(np.float32)
+    logits[:, 999] += 5  # a label everybody gets ("toilet tissue") names nothing
+    logits[:50, 817] += 4
+    assert ImageNetNamer(logits).name(np.arange(50)).startswith(imagenet_name(817))
+
+
+@pytest.mark.parametrize("bad", [{"max_k": 1}, {"max_crossing": 1.5}, {"min_cluster_fraction": 0}])
+def test_params_are_validated(bad):
+    with pytest.raises(ValueError):
+        SplitsParams(**bad)
