@@ -6,7 +6,7 @@ Built once per audit. Never materialises an N×N matrix:
   ``search_dim`` principal components (10× less BLAS work than 1280-d), ``candidates`` neighbours are
   retrieved per row, and those are re-scored with the full-dimensional cosine so reported similarities are
   exact.
-* beyond: an approximate NN-descent index (pynndescent, which ships with umap-learn).
+* beyond: an approximate inverted-file index (faiss IVF-Flat, 16 probes) over the same reduced vectors.
 
 Memory is O(N × (search_dim + candidates)); time is O(N² × search_dim) for the exact path.
 """
@@ -140,12 +140,28 @@ def _rescore_blocked(unit: np.ndarray, candidates: np.ndarray, k: int, block: in
     return np.concatenate(idx), np.concatenate(sim)
 
 
-def _approximate(unit: np.ndarray, n_candidates: int) -> np.ndarray:
-    from pynndescent import NNDescent
+def _approximate(space: np.ndarray, n_candidates: int, block: int) -> np.ndarray:
+    """Inverted-file search (faiss IVF-Flat) in the reduced space: sub-quadratic time, linear memory."""
+    import faiss
 
-    index = NNDescent(unit, metric="cosine", n_neighbors=n_candidates + 1, random_state=0, low_memory=True)
-    neighbours, _ = index.neighbor_graph
-    return np.array([row[row != i][:n_candidates] for i, row in enumerate(neighbours)], dtype=np.int32)
+    n, dim = space.shape
+    n_lists = int(4 * np.sqrt(n))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    index.train(space[rng.choice(n, size=min(n, 64 * n_lists), replace=False)])
+    index.add(space)
+    index.nprobe = 16
+    out = np.empty((n, n_candidates), dtype=np.int32)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        _, found = index.search(space[start:stop], n_candidates + 1)
+        out[start:stop] = _drop_self(found, np.arange(start, stop), n_candidates)
+    # IVF may return fewer than asked for in sparse cells (-1): point those slots at self's best hit.
+    missing = out < 0
+    if missing.any():
+        out[missing] = np.broadcast_to(out[:, :1], out.shape)[missing]
+    return out
 
 
 def build_knn(vectors: np.ndarray, params: KnnParams | None = None) -> KnnGraph:
@@ -156,11 +172,12 @@ def build_knn(vectors: np.ndarray, params: KnnParams | None = None) -> KnnGraph:
         return KnnGraph(np.full((n, 0), -1, np.int32), np.zeros((n, 0), np.float32), "exact")
     unit = l2_normalise(np.asarray(vectors, dtype=np.float32))
     n_candidates = min(params.candidates, n - 1)
+    space = _project(unit, params.search_dim)
     if n <= params.exact_max:
-        candidates = _top_candidates(_project(unit, params.search_dim), n_candidates, params.block)
+        candidates = _top_candidates(space, n_candidates, params.block)
         method = "exact"
     else:
-        candidates = _approximate(unit, n_candidates)
+        candidates = _approximate(space, n_candidates, params.block)
         method = "approximate"
     indices, sims = _rescore_blocked(unit, candidates, min(params.k, n - 1), params.block)
     logger.info("kNN graph: %d images, k=%d, %s", n, indices.shape[1], method)

@@ -74,3 +74,14 @@ def test_tiny_inputs():
 def test_invalid_params_are_rejected():
     with pytest.raises(ValueError):
         KnnParams(k=10, candidates=5)
+
+
+def test_approximate_path_finds_most_neighbours():
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((30, 64))
+    x = (centres[rng.integers(0, 30, 6000)] + 0.3 * rng.standard_normal((6000, 64))).astype(np.float32)
+    graph = build_knn(x, KnnParams(k=5, search_dim=0, candidates=10, exact_max=1000))
+    assert graph.method == "approximate"
+    assert graph.indices.shape == (6000, 5)
+    assert all(i not in row for i, row in enumerate(graph.indices[:500]))
+    assert _recall(graph, _brute_force(l2_normalise(x), 5)) > 0.8
