@@ -1,0 +1,113 @@
+"""Full audit of CIFAR-10 (train + test, 60,000 images): empty cache, then warm cache, with the time split.
+
+    python bench/bench_audit.py [--data DIR] [--image-size auto] [--add 0]
+
+Without ``--data`` it unpacks ``../shared/datasets/cifar10-jpeg.tar.gz`` to a temp folder. Each run is a
+fresh process (start-up included). ``--add N`` also measures the incremental case: N new images copied into
+the dataset after the warm run (only those are embedded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_embed import unpack_cifar
+
+
+def _child(data: Path, cache: Path, image_size: str) -> None:
+    from datacheck.api import audit
+
+    start = time.perf_counter()
+    report = audit(data, cache_dir=cache, image_size=image_size if image_size == "auto" else int(image_size))
+    out = {
+        "seconds": time.perf_counter() - start,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "timings": report.timings,
+        "embedding": report.embedding,
+        "statuses": {c.id: str(c.status) for c in report.checks},
+        "findings": {c.id: len(c.findings) for c in report.checks},
+    }
+    print(json.dumps(out))
+
+
+def _run(data: Path, cache: Path, image_size: str) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--data",
+        str(data),
+        "--cache",
+        str(cache),
+        "--image-size",
+        image_size,
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", **dict(__import__("os").environ)},
+    )
+    if proc.returncode:
+        sys.exit(proc.stderr[-4000:])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["wall_s"] = time.perf_counter() - start
+    return out
+
+
+def _print(label: str, run: dict) -> None:
+    emb = run["embedding"]
+    print(
+        f"\n{label}: {run['wall_s']:.1f} s wall (audit() {run['seconds']:.1f} s), "
+        f"peak RSS {run['peak_mb']:.0f} MB, "
+        f"{emb['computed']} computed / {emb['cached']} cached at {emb['image_size']} px ({emb['runtime']})"
+    )
+    for stage, seconds in sorted(run["timings"].items(), key=lambda kv: -kv[1]):
+        if seconds >= 0.05:
+            print(f"  {stage:28s} {seconds:7.2f} s")
+    print("  statuses: " + ", ".join(f"{k}={v}({run['findings'][k]})" for k, v in run["statuses"].items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--cache", type=Path)
+    parser.add_argument("--image-size", default="auto")
+    parser.add_argument("--add", type=int, default=0)
+    parser.add_argument("--child", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        _child(args.data, args.cache, args.image_size)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="dc-audit-"))
+    data = args.data or unpack_cifar(tmp / "cifar")
+    cache = args.cache or tmp / "cache"
+    _print("empty cache", _run(data, cache, args.image_size))
+    _print("warm cache", _run(data, cache, args.image_size))
+    if args.add:
+        added = data / "train" / "airplane"
+        sources = sorted((data / "test" / "airplane").glob("*"))[: args.add]
+        from PIL import Image, ImageOps
+
+        for i, src in enumerate(sources):  # new content (mirrored + re-encoded), not byte copies
+            ImageOps.mirror(Image.open(src)).save(added / f"added_{i:04d}.png")
+        _print(f"warm cache + {len(sources)} new images", _run(data, cache, args.image_size))
+        for path in added.glob("added_*.png"):
+            path.unlink()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
