@@ -1,38 +1,209 @@
-"""The pre-training gate: turns check results into a verdict. Consumers print it; they do not recompute it."""
+"""The pre-training gate: turns check results into a verdict. Consumers print it; they do not recompute it.
+
+Rules, per check:
+
+* if the policy sets a limit on one of the check's metrics (:class:`GatePolicy`), the limits decide;
+* otherwise the check violates the gate when one of its findings reaches ``fail_on`` (a crashed check always
+  does).
+
+With a baseline (an earlier report.json), findings already present in the baseline are forgiven: a finding
+is identified by its check, kind and the *content hashes* of its files, so renaming or moving files does not
+make an old finding new. Count limits then count only new findings; fraction limits fail only when the
+fraction is above the limit and above the baseline's.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from datacheck.checks.base import CheckResult, Status
+from datacheck.checks.base import CheckResult, Finding, Severity, Status
 
 FailOn = Literal["warn", "fail"]
 
-_FAILING: dict[str, frozenset[Status]] = {
-    "fail": frozenset({Status.FAIL, Status.ERROR}),
-    "warn": frozenset({Status.WARN, Status.FAIL, Status.ERROR}),
+_RANK = {"info": 0, "warn": 1, "fail": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A policy limit on one metric of one check."""
+
+    check: str
+    metric: str
+    kind: Literal["max_count", "max_fraction", "min_value", "max_value"]
+    counts_findings: bool = False  # with a baseline, count new findings instead of the metric
+
+
+#: Which metric each GatePolicy field limits.
+LIMITS: dict[str, Limit] = {
+    "max_unreadable": Limit("files", "unreadable", "max_count", counts_findings=True),
+    "max_leak_pairs": Limit("leakage", "pairs", "max_count", counts_findings=True),
+    "max_duplicate_fraction": Limit("duplicates", "duplicate_fraction", "max_fraction"),
+    "max_label_issue_fraction": Limit("labels", "issue_fraction", "max_fraction"),
+    "min_images_per_class": Limit("balance", "smallest_class_count", "min_value"),
+    "max_imbalance_ratio": Limit("balance", "imbalance_ratio", "max_value"),
 }
 
 
 @dataclass(frozen=True)
+class GatePolicy:
+    """Limits the gate enforces on check metrics; ``None`` leaves the check to its findings' severities.
+
+    Attributes:
+        max_unreadable: Unreadable files allowed.
+        max_leak_pairs: Train/test (cross-split) duplicate pairs allowed.
+        max_duplicate_fraction: Largest fraction of redundant duplicate images allowed.
+        max_label_issue_fraction: Largest fraction of likely label errors allowed.
+        min_images_per_class: Fewest images a class may have.
+        max_imbalance_ratio: Largest ratio between the biggest and the smallest class.
+    """
+
+    max_unreadable: int | None = 0
+    max_leak_pairs: int | None = 0
+    max_duplicate_fraction: float | None = None
+    max_label_issue_fraction: float | None = None
+    min_images_per_class: int | None = None
+    max_imbalance_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in LIMITS:
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be at least 0, got {value}")
+
+    def limits_for(self, check_id: str) -> dict[str, tuple[Limit, float]]:
+        """The configured limits that apply to one check."""
+        return {
+            name: (limit, getattr(self, name))
+            for name, limit in LIMITS.items()
+            if limit.check == check_id and getattr(self, name) is not None
+        }
+
+
+@dataclass(frozen=True)
 class GateResult:
-    """The verdict and the checks that caused it."""
+    """The verdict and the reasons for it."""
 
     passed: bool
     violations: tuple[dict[str, Any], ...] = ()
     fail_on: FailOn = "fail"
+    baseline: str | None = None
+    forgiven: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """As it appears in report.json."""
-        return {"passed": self.passed, "fail_on": self.fail_on, "violations": list(self.violations)}
+        out: dict[str, Any] = {
+            "passed": self.passed,
+            "fail_on": self.fail_on,
+            "violations": list(self.violations),
+        }
+        if self.baseline is not None:
+            out["baseline"] = {"report": self.baseline, "findings_forgiven": self.forgiven}
+        return out
 
 
-def evaluate(results: Sequence[CheckResult], fail_on: FailOn = "fail") -> GateResult:
-    """The gate fails when any check's status reaches ``fail_on`` (a crashed check always fails it)."""
-    failing = _FAILING[fail_on]
-    violations = tuple(
-        {"check": r.id, "status": str(r.status), "summary": r.summary} for r in results if r.status in failing
+def finding_identity(check_id: str, finding: Mapping[str, Any] | Finding, hashes: Mapping[str, str]) -> str:
+    """A rename-proof identity: check, kind and the sorted content hashes (or paths) of the files."""
+    kind = finding.kind if isinstance(finding, Finding) else finding["kind"]
+    files = finding.files if isinstance(finding, Finding) else finding.get("files", [])
+    return "|".join([check_id, kind, *sorted(hashes.get(f, f"path:{f}") for f in files)])
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Finding identities and metrics of an earlier report."""
+
+    source: str
+    identities: frozenset[str]
+    metrics: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def from_report(cls, doc: Mapping[str, Any], source: str) -> Baseline:
+        """Read a parsed report.json."""
+        hashes = doc.get("file_hashes", {})
+        identities = frozenset(
+            finding_identity(check["id"], f, hashes)
+            for check in doc.get("checks", [])
+            for f in check["findings"]
+        )
+        return cls(source, identities, {c["id"]: c.get("metrics", {}) for c in doc.get("checks", [])})
+
+
+def _metric(result: CheckResult, name: str) -> float | None:
+    value = result.metrics.get(name)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _limit_violation(
+    result: CheckResult,
+    name: str,
+    limit: Limit,
+    bound: float,
+    new_findings: Sequence[Finding],
+    baseline: Baseline | None,
+) -> dict[str, Any] | None:
+    value = _metric(result, limit.metric)
+    if limit.counts_findings and baseline is not None:
+        value = float(len([f for f in new_findings if f.severity is not Severity.INFO]))
+    if value is None:
+        return None
+    broken = value < bound if limit.kind == "min_value" else value > bound
+    if broken and baseline is not None and limit.kind in ("max_fraction", "max_value"):
+        before = baseline.metrics.get(result.id, {}).get(limit.metric)
+        broken = not isinstance(before, int | float) or value > before
+    if not broken:
+        return None
+    return {
+        "check": result.id,
+        "status": str(result.status),
+        "rule": name,
+        "limit": bound,
+        "value": value,
+        "summary": f"{limit.metric} = {value:g} breaks {name} = {bound:g}",
+    }
+
+
+def evaluate(
+    results: Sequence[CheckResult],
+    fail_on: FailOn = "fail",
+    policy: GatePolicy | None = None,
+    *,
+    hashes: Mapping[str, str] | None = None,
+    baseline: Baseline | None = None,
+) -> GateResult:
+    """Apply the policy to the results (see the module docstring for the rules)."""
+    policy = policy or GatePolicy()
+    hashes = hashes or {}
+    violations: list[dict[str, Any]] = []
+    forgiven = 0
+    for res in results:
+        findings = res.findings
+        if baseline is not None:
+            findings = tuple(
+                f for f in res.findings if finding_identity(res.id, f, hashes) not in baseline.identities
+            )
+            forgiven += len(res.findings) - len(findings)
+        if res.status is Status.ERROR:
+            violations.append({"check": res.id, "status": "error", "rule": "crashed", "summary": res.summary})
+            continue
+        limits = policy.limits_for(res.id)
+        if limits:
+            for name, (limit, bound) in limits.items():
+                if (v := _limit_violation(res, name, limit, bound, findings, baseline)) is not None:
+                    violations.append(v)
+            continue
+        failing = [f for f in findings if _RANK[str(f.severity)] >= _RANK[fail_on]]
+        if failing:
+            violations.append(
+                {
+                    "check": res.id,
+                    "status": str(res.status),
+                    "rule": f"fail_on={fail_on}",
+                    "findings": len(failing),
+                    "summary": res.summary,
+                }
+            )
+    return GateResult(
+        not violations, tuple(violations), fail_on, baseline.source if baseline else None, forgiven
     )
-    return GateResult(not violations, violations, fail_on)

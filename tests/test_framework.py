@@ -100,7 +100,7 @@ def test_report_json_matches_schema(ctx):
 
 
 def test_gate_thresholds(ctx):
-    warn = CheckResult("a", Status.WARN, "s")
+    warn = result("a", "s", [Finding("x", Severity.WARN, "m", "a", ("a.jpg",))])
     error = CheckResult("b", Status.ERROR, "s")
     assert gate.evaluate([warn]).passed
     assert not gate.evaluate([warn], "warn").passed
