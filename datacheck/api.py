@@ -72,6 +72,7 @@ def audit(
     fail_on: FailOn = "fail",
     knn: KnnParams | None = None,
     progress: ProgressFn | None = None,
+    map_method: str = "umap",
     **embed_options: Any,
 ) -> Report:
     """Audit the dataset at ``path``: embed (cached), build the shared context, run the checks, gate.
@@ -85,6 +86,8 @@ def audit(
         fail_on: Gate threshold: ``"fail"`` or ``"warn"``.
         knn: Parameters of the shared kNN graph.
         progress: Callback ``(stage, done, total)``.
+        map_method: The report's 2-D map of the images: ``"umap"``, ``"pca"`` or ``"none"`` (the file index
+            the HTML report and ``datacheck apply`` need is written in every case).
         **embed_options: Fields of :class:`EmbedParams` (``model``, ``image_size``, ``cache_dir``, …).
 
     Returns:
@@ -93,12 +96,15 @@ def audit(
     from datacheck import gate
     from datacheck.context import build_context
     from datacheck.report import Report
+    from datacheck.report.embedding_map import build_map
     from datacheck.runner import build_params, run_checks, select_checks
 
     try:
         params = EmbedParams().replace(**embed_options)
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from err
+    if map_method not in ("umap", "pca", "none"):
+        raise UsageError(f"unknown map method '{map_method}': use umap, pca or none")
     specs = select_checks(checks, skip)
     per_check = build_params(specs, check_params or {})
     dataset = discover(Path(path), manifest=manifest)
@@ -109,6 +115,9 @@ def audit(
     timings["knn"] = time.perf_counter() - start
     results = run_checks(ctx, specs, per_check)
     timings.update({f"check_{r.id}": r.seconds for r in results})
+    start = time.perf_counter()
+    file_map = build_map(ctx, results, method=map_method)  # type: ignore[arg-type]
+    timings["map"] = time.perf_counter() - start
     embedding = dict(ctx.embedding_info)
     return Report(
         dataset=_dataset_summary(dataset, ctx.failures),
@@ -116,4 +125,5 @@ def audit(
         checks=results,
         gate=gate.evaluate(results, fail_on),
         timings=timings,
+        map=file_map,
     )

@@ -117,10 +117,13 @@ def audit(
     weights: WeightsOpt = None,
     batch_size: BatchOpt = None,
     cache: CacheOpt = None,
+    map_method: Annotated[
+        str, typer.Option("--map", help="2-D map of the images in report.html: umap, pca or none.")
+    ] = "umap",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Audit a dataset: summary table, report.json and findings.csv."""
+    """Audit a dataset: summary table, report.json, findings.csv and report.html."""
     setup_logging(quiet=quiet, verbose=verbose)
     from datacheck import api, terminal
 
@@ -136,6 +139,7 @@ def audit(
                 skip=_split_ids(skip) or (),
                 fail_on=fail_on or "fail",
                 progress=progress,
+                map_method=map_method,
                 **params.as_options(),
             )
         written = report.write(out)
@@ -143,6 +147,75 @@ def audit(
             console.print(terminal.audit_summary(report, written))
     if fail_on is not None and not report.gate.passed:
         raise typer.Exit(ExitCode.GATE_FAILED)
+
+
+@app.command("apply")
+def apply_decisions(
+    decisions: Annotated[
+        Path | None, typer.Argument(help="decisions.json exported from report.html.", show_default=False)
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="The report.json the decisions were made on (default: beside them)."),
+    ] = None,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option(
+            "--quarantine", help="Folder for removed files (default: <root>.datacheck-quarantine next to it)."
+        ),
+    ] = None,
+    journal: Annotated[Path | None, typer.Option("--journal", help="Journal file to write.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Finish an interrupted apply from its journal.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Carry out the plan (default: dry run).")] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Apply annotators' decisions: quarantine removed files, move relabelled ones. Dry run unless --yes."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    from datacheck import actions, terminal
+
+    if (decisions is None) == (resume is None):
+        raise typer.BadParameter("give either DECISIONS or --resume JOURNAL")
+    with ExitCode.guard():
+        if resume is not None:
+            if not yes:
+                console.print(f"would finish the apply journalled in {resume}; run again with --yes")
+                return
+            outcome = actions.resume(resume)
+        else:
+            assert decisions is not None
+            report_path = report or decisions.parent / "report.json"
+            plan = actions.plan(
+                actions.load_decisions(decisions), actions.load_report(report_path), quarantine=quarantine
+            )
+            if not quiet or not yes:
+                console.print(terminal.apply_plan(plan))
+            if not yes:
+                console.print("dry run: nothing was moved; run again with --yes to carry out this plan")
+                return
+            outcome = actions.execute(plan, journal=journal)
+        console.print(terminal.apply_outcome(outcome))
+    if not outcome.complete:
+        raise typer.Exit(1)
+
+
+@app.command("undo")
+def undo_apply(
+    journal: Annotated[Path, typer.Argument(help="The journal an apply wrote (printed by datacheck apply).")],
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Put every file an apply moved back where it was, byte-identical (also after an interrupted apply)."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    from datacheck import actions, terminal
+
+    with ExitCode.guard():
+        outcome = actions.undo(journal)
+        console.print(terminal.apply_outcome(outcome, undo=True))
+    if not outcome.complete:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from datacheck.actions import Outcome, Plan, iter_plan_rows
 from datacheck.api import EmbedResult
 from datacheck.embed.cache import CacheInfo
 from datacheck.report import Report
@@ -96,3 +97,56 @@ def audit_summary(report: Report, written: dict[str, Path]) -> Group:
     )
     files = Text("wrote " + ", ".join(str(p) for p in written.values()), style="dim")
     return Group(table, verdict, files)
+
+
+# ------------------------------------------------------------------------------------------ apply / undo
+
+#: Rows of a plan printed before "… and N more".
+PLAN_ROWS = 50
+
+
+def apply_plan(plan: Plan) -> Group:
+    """The moves an apply would make (dry run), with counts and the name collisions."""
+    table = Table(title=f"datacheck apply · {plan.root}", title_justify="left")
+    table.add_column("action")
+    table.add_column("file")
+    table.add_column("to")
+    table.add_column("", style="yellow")
+    rows = list(iter_plan_rows(plan))
+    for action, file, where, remark in rows[:PLAN_ROWS]:
+        table.add_row(action, Text(file), Text(where), remark)
+    if len(rows) > PLAN_ROWS:
+        table.add_row("…", f"and {len(rows) - PLAN_ROWS} more", "", "")
+    counts = Text(
+        f"{plan.count('remove')} to quarantine ({plan.quarantine}), {plan.count('relabel')} to relabel, "
+        f"{len(plan.unchanged)} kept / ignored / unchanged"
+    )
+    parts: list = [table if rows else Text("nothing to move"), counts]
+    if plan.renamed:
+        renamed = f"{len(plan.renamed)} destination names were taken: those files get a -N suffix"
+        parts.append(Text(renamed, style="yellow"))
+    return Group(*parts)
+
+
+def apply_outcome(outcome: Outcome, *, undo: bool = False) -> Group:
+    """What an apply, resume or undo did, and where its journal is."""
+    verb = "restored" if undo else "moved"
+    style = "green" if outcome.complete else "yellow"
+    line = Text(f"{verb} {outcome.moved} of {outcome.total} files", style=style)
+    if outcome.already:
+        line.append(f" ({outcome.already} already {'in place' if undo else 'done'})", style="dim")
+    parts: list = [line]
+    if outcome.conflicts:
+        table = Table(title=f"{len(outcome.conflicts)} files left alone", title_justify="left")
+        table.add_column("file")
+        table.add_column("why")
+        for file, reason in outcome.conflicts[:PLAN_ROWS]:
+            table.add_row(Text(file), Text(reason))
+        parts.append(table)
+    if outcome.renamed and not undo:
+        renamed = f"{len(outcome.renamed)} files got a -N suffix because the name was taken"
+        parts.append(Text(renamed, style="yellow"))
+    parts.append(Text(f"journal: {outcome.journal}", style="dim"))
+    if not undo:
+        parts.append(Text(f"undo with: datacheck undo {outcome.journal}", style="dim"))
+    return Group(*parts)

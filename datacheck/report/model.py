@@ -6,6 +6,7 @@ The JSON schema is documented in docs/report-schema.md.
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,10 @@ class Report:
     checks: tuple[CheckResult, ...]
     gate: GateResult
     timings: dict[str, float] = field(default_factory=dict)
+    #: File index and 2-D map of the images (see ``datacheck.report.embedding_map``), or ``None``.
+    map: dict[str, Any] | None = None
+    #: Unique id of this report: annotators' decisions are stored and checked under it.
+    report_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def check(self, check_id: str) -> CheckResult:
         """The result of one check; ``KeyError`` if it did not run."""
@@ -53,12 +58,14 @@ class Report:
         """The report.json document."""
         return {
             "schema_version": SCHEMA_VERSION,
+            "report_id": self.report_id,
             "tool": {"name": "datacheck", "version": __version__},
             "dataset": self.dataset,
             "embedding": self.embedding,
             "checks": [c.to_dict() for c in self.checks],
             "gate": self.gate.to_dict(),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "map": self.map,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -69,8 +76,12 @@ class Report:
         """How many checks ended in each status."""
         return Counter(str(c.status) for c in self.checks)
 
-    def write(self, out_dir: Path) -> dict[str, Path]:
-        """Write report.json and findings.csv into ``out_dir``; return the paths written."""
+    def write(self, out_dir: Path, *, html: bool = True) -> dict[str, Path]:
+        """Write report.json, findings.csv and (with ``html``) report.html + thumbs/ into ``out_dir``.
+
+        Returns:
+            The paths written, by kind (``json``, ``csv``, ``html``, ``thumbs``).
+        """
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {"json": out_dir / "report.json", "csv": out_dir / "findings.csv"}
         _atomic_write(paths["json"], self.to_json())
@@ -80,7 +91,23 @@ class Report:
             paths["csv"],
             frame[["check", "kind", "severity", "message", "advice", "files"]].to_csv(index=False),
         )
+        if html:
+            paths.update(self._write_html(out_dir))
         return paths
+
+    def _write_html(self, out_dir: Path) -> dict[str, Path]:
+        """report.html and the thumbnails of every file in the map (see docs/html-report.md)."""
+        from datacheck.report.html import write_html
+        from datacheck.report.thumbnails import THUMBS_DIR, write_thumbnails
+
+        written, missing = {}, ()
+        if self.map and self.map.get("path"):
+            thumbs = out_dir / THUMBS_DIR
+            files = zip(self.map["path"], self.map["sha256"], strict=True)
+            missing = write_thumbnails(Path(self.dataset["root"]), files, thumbs).missing
+            written["thumbs"] = thumbs
+        written["html"] = write_html(self.to_dict(), out_dir, missing_thumbs=missing)
+        return written
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,0 +1,277 @@
+"""The report's file index and 2-D map of the images, computed once at audit time.
+
+The HTML report renders only what report.json holds, so everything it shows about individual images comes
+from here: for every image it may show, the dataset-relative path, the SHA-256 of the file (the thumbnail's
+name, and what ``datacheck apply`` checks before it moves anything), the class, the split and a 2-D position.
+
+The position is a UMAP layout of the bottlenecks (PCA-reduced first; the shared kNN graph is reused when
+every image is on the map). Above ``max_points`` images the map is a random subsample, always including
+every file a finding names, so the report can show a thumbnail and take a decision for each of them.
+Files named by findings that could not be embedded (``files`` check) are listed without a position, with the
+hash of their bytes when they can be read.
+
+The result is a plain JSON-ready dict (columnar lists, one entry per row); see docs/report-schema.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from datacheck.checks.base import CheckResult
+from datacheck.index import KnnGraph, KnnParams, build_knn
+
+if TYPE_CHECKING:
+    from datacheck.context import AuditContext
+
+logger = logging.getLogger(__name__)
+
+MapMethod = Literal["umap", "pca", "none"]
+
+#: Largest number of images placed on the map; above it a random subsample (plus every named file) is used.
+MAX_POINTS = 20_000
+#: Files taken from each list nested inside a finding's own fields (e.g. the members of a cluster).
+NESTED_FILES = 24
+#: Nearest neighbours listed for the files of these checks' findings.
+NEIGHBOUR_CHECKS = frozenset({"labels", "outliers"})
+#: Neighbours listed per such file.
+N_NEIGHBOURS = 6
+#: UMAP works on this many PCA dimensions of the bottlenecks.
+PCA_DIM = 32
+#: Neighbours per image in UMAP's graph when the shared graph cannot be reused (a subsample).
+UMAP_NEIGHBOURS = 15
+#: Below this many images UMAP is not meaningful; the map falls back to PCA.
+MIN_UMAP_POINTS = 30
+#: Files larger than this are not hashed when they were not embedded (a broken multi-GB file).
+MAX_HASH_BYTES = 1 << 30
+
+
+def build_map(
+    ctx: AuditContext,
+    results: Sequence[CheckResult],
+    *,
+    method: MapMethod = "umap",
+    max_points: int = MAX_POINTS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The report's ``map`` section: file index, 2-D layout and nearest neighbours of flagged files.
+
+    Args:
+        ctx: The audit context the checks ran on.
+        results: The check results (their findings decide which files must be present).
+        method: ``"umap"``, ``"pca"`` (first two principal components) or ``"none"`` (no positions).
+        max_points: Images placed on the map before subsampling.
+        seed: Random seed for the subsample and the layout.
+
+    Returns:
+        A JSON-ready dict; see docs/report-schema.md (``map``).
+    """
+    if method not in ("umap", "pca", "none"):
+        raise ValueError(f"unknown map method '{method}': use umap, pca or none")
+    paths = ctx.paths  # a property that builds a new tuple on every access
+    row_of = {path: i for i, path in enumerate(paths)}
+    named = list(_named_files(results))
+    neighbour_sources = [row_of[p] for p in _top_level_files(results, NEIGHBOUR_CHECKS) if p in row_of]
+    neighbours = _neighbours(ctx, neighbour_sources)
+    required = {row_of[p] for p in named if p in row_of}
+    required.update(j for row in neighbours.values() for j in row)
+    rows = _select_rows(ctx.n, required, max_points, seed)
+    used_method, coords = _layout(ctx, rows, method, seed)
+    position = {int(row): pos for pos, row in enumerate(rows)}
+    unembedded = sorted({p for p in _top_level_files(results) if p not in row_of})
+    split_names = sorted({s for s in ctx.splits if s is not None})
+    split_index = {name: i for i, name in enumerate(split_names)}
+    return {
+        "method": used_method,
+        "images": ctx.n,
+        "subsampled": len(rows) < ctx.n,
+        "classes": list(ctx.class_names),
+        "splits": split_names,
+        "path": [paths[r] for r in rows] + unembedded,
+        "sha256": [ctx.file_sha256[r] for r in rows] + [_hash_file(ctx.dataset.root, p) for p in unembedded],
+        "class": [int(ctx.labels[r]) for r in rows] + [-1] * len(unembedded),
+        "split": [split_index.get(ctx.splits[r], -1) for r in rows] + [-1] * len(unembedded),
+        "x": _rounded(coords[:, 0] if coords is not None else None, len(rows)) + [None] * len(unembedded),
+        "y": _rounded(coords[:, 1] if coords is not None else None, len(rows)) + [None] * len(unembedded),
+        "neighbours": {
+            str(position[row]): [position[j] for j in near] for row, near in sorted(neighbours.items())
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------ named files
+
+
+def _top_level_files(results: Sequence[CheckResult], checks: Iterable[str] | None = None) -> Iterator[str]:
+    wanted = None if checks is None else frozenset(checks)
+    for res in results:
+        if wanted is None or res.id in wanted:
+            for finding in res.findings:
+                yield from finding.files
+
+
+def _named_files(results: Sequence[CheckResult]) -> Iterator[str]:
+    """Every path a finding names: its ``files`` and the first few of each string list in its own fields.
+
+    Strings that are not dataset paths (class or split names) are among them; callers keep known paths.
+    """
+    yield from _top_level_files(results)
+    for res in results:
+        for finding in res.findings:
+            for value in finding.extra.values():
+                yield from _nested_paths(value)
+
+
+def _nested_paths(value: Any) -> Iterator[str]:
+    """Path lists nested in a finding's fields (e.g. ``clusters[].files``): the first few of each."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _nested_paths(item)
+    elif isinstance(value, list | tuple):
+        if value and all(isinstance(v, str) for v in value):
+            yield from value[:NESTED_FILES]
+        else:
+            for item in value:
+                yield from _nested_paths(item)
+
+
+# ----------------------------------------------------------------------------------------- rows and kNN
+
+
+def _neighbours(ctx: AuditContext, rows: Iterable[int]) -> dict[int, list[int]]:
+    """The nearest neighbours (rows) of each given row, from the shared kNN graph."""
+    out: dict[int, list[int]] = {}
+    for row in rows:
+        near = ctx.knn.indices[row]
+        out[int(row)] = [int(j) for j in near[near >= 0][:N_NEIGHBOURS] if j != row]
+    return out
+
+
+def _select_rows(n: int, required: set[int], max_points: int, seed: int) -> np.ndarray:
+    """All rows when they fit, else the required rows plus a random fill up to ``max_points``."""
+    if n <= max_points:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    fill = max(0, max_points - len(required))
+    others = np.setdiff1d(np.arange(n), np.fromiter(required, dtype=np.int64, count=len(required)))
+    chosen = rng.choice(others, size=min(fill, len(others)), replace=False)
+    logger.info("map: %d of %d images (%d named by findings)", len(required) + len(chosen), n, len(required))
+    return np.sort(np.concatenate([np.fromiter(required, dtype=np.int64, count=len(required)), chosen]))
+
+
+# --------------------------------------------------------------------------------------------- layout
+
+
+def _layout(
+    ctx: AuditContext, rows: np.ndarray, method: MapMethod, seed: int
+) -> tuple[str, np.ndarray | None]:
+    """2-D coordinates of ``rows`` scaled to ``[0, 1]``, and the method actually used."""
+    if method == "none" or len(rows) == 0:
+        return "none", None
+    vectors = np.asarray(ctx.vectors[rows], dtype=np.float32)
+    if len(rows) < 3:
+        return "pca", _unit_square(np.zeros((len(rows), 2), np.float32))
+    reduced = _pca(vectors, min(PCA_DIM, len(rows) - 1, vectors.shape[1]), seed)
+    if method == "pca" or len(rows) < MIN_UMAP_POINTS:
+        return "pca", _unit_square(reduced[:, :2])
+    try:
+        graph = ctx.knn if len(rows) == ctx.n else _subsample_graph(reduced)
+        return "umap", _unit_square(_umap(reduced, _precomputed_knn(graph), seed))
+    except Exception:  # a map is a nicety: a UMAP failure must not lose the audit
+        logger.warning("UMAP failed; the map falls back to PCA", exc_info=True)
+        return "pca", _unit_square(reduced[:, :2])
+
+
+def _pca(vectors: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    if dim < 2:
+        padded = np.zeros((len(vectors), 2), np.float32)
+        padded[:, : vectors.shape[1]] = vectors[:, :2]
+        return padded
+    return (
+        PCA(n_components=dim, random_state=seed, svd_solver="auto").fit_transform(vectors).astype(np.float32)
+    )
+
+
+def _subsample_graph(vectors: np.ndarray) -> KnnGraph:
+    """The nearest-neighbour graph of a subsample, built like the shared one (faster than UMAP's own)."""
+    n = len(vectors)
+    k = min(UMAP_NEIGHBOURS, n - 1)
+    return build_knn(vectors, KnnParams(k=k, candidates=min(2 * k, n - 1), search_dim=0))
+
+
+def _precomputed_knn(graph: KnnGraph) -> tuple[np.ndarray, np.ndarray] | None:
+    """A kNN graph in UMAP's format (self first, cosine distances); ``None`` if it has padding."""
+    indices = graph.indices
+    if indices.size == 0 or (indices < 0).any():
+        return None
+    n = len(indices)
+    self_col = np.arange(n, dtype=indices.dtype)[:, None]
+    knn_indices = np.concatenate([self_col, indices], axis=1).astype(np.int32)
+    distances = np.clip(1.0 - graph.similarities, 0.0, 2.0).astype(np.float32)
+    knn_dists = np.concatenate([np.zeros((n, 1), np.float32), distances], axis=1)
+    return knn_indices, knn_dists
+
+
+def _umap(reduced: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, seed: int) -> np.ndarray:
+    """UMAP of the PCA-reduced bottlenecks (reusing the shared kNN graph when given)."""
+    import umap
+
+    n = len(reduced)
+    n_neighbors = knn[0].shape[1] if knn is not None else min(UMAP_NEIGHBOURS, n - 1)
+    options: dict[str, Any] = {
+        "n_neighbors": n_neighbors,
+        "n_components": 2,
+        "metric": "cosine",
+        "min_dist": 0.1,
+        "random_state": seed,
+        "init": "pca",
+        "n_epochs": 200 if n <= 10_000 else 120,
+        "low_memory": True,
+    }
+    if knn is not None:
+        options["precomputed_knn"] = (knn[0], knn[1], None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return umap.UMAP(**options).fit_transform(reduced)
+
+
+def _unit_square(coords: np.ndarray) -> np.ndarray:
+    """Scale to ``[0, 1]`` on the larger axis, centred on the smaller; degenerate layouts go to the centre."""
+    coords = np.nan_to_num(np.asarray(coords, dtype=np.float64))
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    span = float((high - low).max())
+    if span <= 0:
+        return np.full_like(coords, 0.5)
+    return (coords - low) / span + (1.0 - (high - low) / span) / 2
+
+
+def _rounded(values: np.ndarray | None, n: int) -> list[float | None]:
+    if values is None:
+        return [None] * n
+    return [round(float(v), 4) for v in values]
+
+
+# ------------------------------------------------------------------------------------------- hashing
+
+
+def _hash_file(root: Path, path: str) -> str | None:
+    """SHA-256 of a file that was not embedded (so a decision on it can still be verified), or ``None``."""
+    target = Path(root) / path
+    try:
+        if not target.is_file() or target.stat().st_size > MAX_HASH_BYTES:
+            return None
+        digest = hashlib.sha256()
+        with open(target, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError:
+        return None
