@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -10,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datacheck.config import Config, load_config
 from datacheck.dataset import Dataset, FileIssue, discover
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
 from datacheck.errors import UsageError
-from datacheck.gate import FailOn
+from datacheck.gate import Baseline, FailOn, GatePolicy
 from datacheck.index import KnnParams
 from datacheck.params import EmbedParams
 
@@ -62,6 +64,16 @@ def _dataset_summary(dataset: Dataset, failures: tuple[FileIssue, ...]) -> dict:
     }
 
 
+def _load_baseline(path: Path | str) -> Baseline:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read baseline report {path}: {err}") from err
+    if not isinstance(doc, dict) or doc.get("schema_version") != 1:
+        raise UsageError(f"{path} is not a datacheck report.json (schema_version 1)")
+    return Baseline.from_report(doc, str(path))
+
+
 def audit(
     path: Path | str,
     *,
@@ -69,10 +81,13 @@ def audit(
     checks: Sequence[str] | None = None,
     skip: Sequence[str] = (),
     check_params: Mapping[str, Mapping[str, Any]] | None = None,
-    fail_on: FailOn = "fail",
+    fail_on: FailOn | None = None,
     knn: KnnParams | None = None,
     progress: ProgressFn | None = None,
     map_method: str = "umap",
+    config: Path | str | None = None,
+    policy: GatePolicy | None = None,
+    baseline: Path | str | None = None,
     **embed_options: Any,
 ) -> Report:
     """Audit the dataset at ``path``: embed (cached), build the shared context, run the checks, gate.
@@ -83,11 +98,14 @@ def audit(
         checks: Check ids to run (default: all).
         skip: Check ids to leave out.
         check_params: Per-check parameter overrides, e.g. ``{"balance": {"min_images": 50}}``.
-        fail_on: Gate threshold: ``"fail"`` or ``"warn"``.
+        fail_on: Gate threshold: ``"fail"`` or ``"warn"`` (default: the config's, else ``"fail"``).
         knn: Parameters of the shared kNN graph.
         progress: Callback ``(stage, done, total)``.
         map_method: The report's 2-D map of the images: ``"umap"``, ``"pca"`` or ``"none"`` (the file index
             the HTML report and ``datacheck apply`` need is written in every case).
+        config: A datacheck.toml (or pyproject.toml with ``[tool.datacheck]``); explicit arguments win.
+        policy: Gate limits; overrides the config's ``[gate]`` table.
+        baseline: An earlier report.json: the gate then fails only on findings new since it.
         **embed_options: Fields of :class:`EmbedParams` (``model``, ``image_size``, ``cache_dir``, …).
 
     Returns:
@@ -99,21 +117,27 @@ def audit(
     from datacheck.report.embedding_map import build_map
     from datacheck.runner import build_params, run_checks, select_checks
 
+    cfg = load_config(Path(config)) if config is not None else Config()
     try:
-        params = EmbedParams().replace(**embed_options)
+        params = EmbedParams().replace(**{**cfg.embed, **embed_options})
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from err
     if map_method not in ("umap", "pca", "none"):
         raise UsageError(f"unknown map method '{map_method}': use umap, pca or none")
-    specs = select_checks(checks, skip)
-    per_check = build_params(specs, check_params or {})
+    prior = _load_baseline(baseline) if baseline is not None else None
+    specs = select_checks(checks if checks is not None else cfg.only, tuple(skip) or cfg.skip)
+    merged = {
+        k: {**cfg.check_params.get(k, {}), **(check_params or {}).get(k, {})}
+        for k in {*cfg.check_params, *(check_params or {})}
+    }
+    per_check = build_params(specs, merged)
     dataset = discover(Path(path), manifest=manifest)
     embeddings = embed_dataset(dataset, params, progress=progress)
     start = time.perf_counter()
     ctx = build_context(dataset, embeddings, knn)
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start
-    results = run_checks(ctx, specs, per_check)
+    results = run_checks(ctx, specs, per_check, severity=cfg.severity)
     timings.update({f"check_{r.id}": r.seconds for r in results})
     start = time.perf_counter()
     file_map = build_map(ctx, results, method=map_method)  # type: ignore[arg-type]
@@ -123,7 +147,13 @@ def audit(
         dataset=_dataset_summary(dataset, ctx.failures),
         embedding=embedding,
         checks=results,
-        gate=gate.evaluate(results, fail_on),
+        gate=gate.evaluate(
+            results,
+            fail_on if fail_on is not None else cfg.fail_on,  # type: ignore[arg-type]
+            policy or cfg.gate,
+            hashes=gate.file_hashes(file_map),
+            baseline=prior,
+        ),
         timings=timings,
         map=file_map,
     )

@@ -6,6 +6,7 @@ Heavy modules (TensorFlow, the pipeline, pandas) are imported inside commands so
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -95,21 +96,99 @@ def _split_ids(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
+OutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Folder for report.json, findings.csv, report.html.")
+]
+ChecksOpt = Annotated[str | None, typer.Option("--checks", help="Only these checks (comma-separated).")]
+SkipOpt = Annotated[str | None, typer.Option("--skip", help="Leave out these checks (comma-separated).")]
+FailOnOpt = Annotated[
+    str | None, typer.Option("--fail-on", help="Fail the gate on findings of this severity: warn or fail.")
+]
+MapOpt = Annotated[
+    str, typer.Option("--map", help="2-D map of the images in report.html: umap, pca or none.")
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Policy file (default: datacheck.toml beside the dataset or here, "
+        "or [tool.datacheck] in ./pyproject.toml).",
+    ),
+]
+BaselineOpt = Annotated[
+    Path | None, typer.Option("--baseline", help="Earlier report.json: fail only on findings new since it.")
+]
+JunitOpt = Annotated[
+    Path | None, typer.Option("--junit", help="Write a JUnit XML file (one testcase per check).")
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="What to print on stdout: table, json or markdown.")
+]
+
+
+def _audit_and_report(
+    path: Path,
+    out: Path,
+    checks: str | None,
+    skip: str | None,
+    fail_on: str | None,
+    config: Path | None,
+    baseline: Path | None,
+    junit: Path | None,
+    output_format: str,
+    manifest: Path | None,
+    map_method: str,
+    params: object,
+    quiet: bool,
+) -> bool:
+    """Shared body of ``audit`` and ``gate``: run, write files, print; return whether the gate passed."""
+    from datacheck import api, terminal
+    from datacheck import config as config_mod
+
+    if fail_on not in (None, "warn", "fail"):
+        raise typer.BadParameter("--fail-on takes 'warn' or 'fail'")
+    if output_format not in ("table", "json", "markdown"):
+        raise typer.BadParameter("--format takes table, json or markdown")
+    config_path = config_mod.find_config(path if path.is_dir() else None, config)
+    with progress_reporter(quiet=quiet or output_format != "table") as progress:
+        report = api.audit(
+            path,
+            manifest=manifest,
+            checks=_split_ids(checks),
+            skip=_split_ids(skip) or (),
+            fail_on=fail_on,
+            config=config_path,
+            baseline=baseline,
+            progress=progress,
+            map_method=map_method,
+            **params.as_options(),  # type: ignore[attr-defined]
+        )
+    written = report.write(out)
+    doc = report.to_dict()
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(terminal.junit(doc), encoding="utf-8")
+    terminal.github_outputs(doc, json_on_stdout=output_format == "json")
+    if output_format == "json":
+        sys.stdout.write(report.to_json() + "\n")
+    elif output_format == "markdown":
+        sys.stdout.write(terminal.markdown(doc))
+    elif not quiet:
+        console.print(terminal.audit_summary(report, written))
+    return report.gate.passed
+
+
 @app.command()
 def audit(
     path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json and findings.csv.")] = Path(
-        "report"
-    ),
-    checks: Annotated[
-        str | None, typer.Option("--checks", help="Only these checks (comma-separated).")
-    ] = None,
-    skip: Annotated[
-        str | None, typer.Option("--skip", help="Leave out these checks (comma-separated).")
-    ] = None,
-    fail_on: Annotated[
-        str | None, typer.Option("--fail-on", help="Exit 1 when a check reaches this status: warn or fail.")
-    ] = None,
+    out: OutOpt = Path("report"),
+    checks: ChecksOpt = None,
+    skip: SkipOpt = None,
+    fail_on: FailOnOpt = None,
+    config: ConfigOpt = None,
+    baseline: BaselineOpt = None,
+    junit: JunitOpt = None,
+    output_format: FormatOpt = "table",
     manifest: ManifestOpt = None,
     model: ModelOpt = None,
     image_size: SizeOpt = None,
@@ -117,36 +196,111 @@ def audit(
     weights: WeightsOpt = None,
     batch_size: BatchOpt = None,
     cache: CacheOpt = None,
-    map_method: Annotated[
-        str, typer.Option("--map", help="2-D map of the images in report.html: umap, pca or none.")
-    ] = "umap",
+    map_method: MapOpt = "umap",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Audit a dataset: summary table, report.json, findings.csv and report.html."""
+    """Audit a dataset: summary, report.json, findings.csv, report.html. With --fail-on, also a gate."""
     setup_logging(quiet=quiet, verbose=verbose)
-    from datacheck import api, terminal
-
-    if fail_on not in (None, "warn", "fail"):
-        raise typer.BadParameter("--fail-on takes 'warn' or 'fail'")
     with ExitCode.guard():
         params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
-        with progress_reporter(quiet=quiet) as progress:
-            report = api.audit(
-                path,
-                manifest=manifest,
-                checks=_split_ids(checks),
-                skip=_split_ids(skip) or (),
-                fail_on=fail_on or "fail",
-                progress=progress,
-                map_method=map_method,
-                **params.as_options(),
-            )
-        written = report.write(out)
-        if not quiet:
-            console.print(terminal.audit_summary(report, written))
-    if fail_on is not None and not report.gate.passed:
+        passed = _audit_and_report(
+            path,
+            out,
+            checks,
+            skip,
+            fail_on,
+            config,
+            baseline,
+            junit,
+            output_format,
+            manifest,
+            map_method,
+            params,
+            quiet,
+        )
+    if fail_on is not None and not passed:
         raise typer.Exit(ExitCode.GATE_FAILED)
+
+
+@app.command()
+def gate(
+    path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
+    out: OutOpt = Path("report"),
+    checks: ChecksOpt = None,
+    skip: SkipOpt = None,
+    fail_on: FailOnOpt = None,
+    config: ConfigOpt = None,
+    baseline: BaselineOpt = None,
+    junit: JunitOpt = None,
+    output_format: FormatOpt = "table",
+    manifest: ManifestOpt = None,
+    model: ModelOpt = None,
+    image_size: SizeOpt = None,
+    runtime: RuntimeOpt = None,
+    weights: WeightsOpt = None,
+    batch_size: BatchOpt = None,
+    cache: CacheOpt = None,
+    map_method: MapOpt = "umap",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Pre-training gate: audit + policy. Exit 0 passed, 1 failed, 2 usage error, 3 unreadable dataset."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    with ExitCode.guard():
+        params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
+        passed = _audit_and_report(
+            path,
+            out,
+            checks,
+            skip,
+            fail_on,
+            config,
+            baseline,
+            junit,
+            output_format,
+            manifest,
+            map_method,
+            params,
+            quiet,
+        )
+    if not passed:
+        raise typer.Exit(ExitCode.GATE_FAILED)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path("datacheck.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter datacheck.toml with every setting and its default."""
+    from datacheck.config import starter_config
+
+    if path.exists() and not force:
+        err_console.print(f"[bold red]error:[/] {path} exists; pass --force to overwrite it")
+        raise typer.Exit(ExitCode.USAGE)
+    path.write_text(starter_config(), encoding="utf-8")
+    err_console.print(f"wrote {path}")
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="Earlier report.json.")],
+    new: Annotated[Path, typer.Argument(help="Later report.json.")],
+    output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """Show what changed between two reports: new and resolved findings, status changes."""
+    import json
+
+    from datacheck import terminal
+    from datacheck.report.formats import diff_reports
+
+    with ExitCode.guard():
+        changes = diff_reports(terminal.load_report(old), terminal.load_report(new))
+    if output_format == "json":
+        sys.stdout.write(json.dumps(changes, indent=2, ensure_ascii=False) + "\n")
+    else:
+        console.print(terminal.diff_summary(changes))
 
 
 @app.command("apply")

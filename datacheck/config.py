@@ -219,3 +219,71 @@ def validate_check_params(config: Config) -> None:
         _construct(
             specs[check_id].params_type, values, config.source or Path("<config>"), f"checks.{check_id}"
         )
+
+
+def _attribute_docs(params_type: type) -> dict[str, str]:
+    """Field descriptions from a dataclass's Google-style ``Attributes:`` docstring section."""
+    docs: dict[str, str] = {}
+    lines = (params_type.__doc__ or "").splitlines()
+    current = None
+    in_section = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            in_section = True
+            continue
+        if not in_section or not stripped:
+            continue
+        name, sep, text = stripped.partition(":")
+        if sep and name.isidentifier() and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            current = name
+            docs[name] = text.strip()
+        elif current:
+            docs[current] += " " + stripped
+    return docs
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return f'"{value}"'
+    if isinstance(value, tuple | list | frozenset | set):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _table_lines(header: str, params: Any) -> list[str]:
+    docs = _attribute_docs(type(params))
+    lines = [f"[{header}]"] if header else []
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if doc := docs.get(f.name):
+            lines.append(f"# {doc}")
+        lines.append(f"# {f.name} = {_toml_value(value)}" if value is not None else f"# {f.name} = (unset)")
+    return [*lines, ""]
+
+
+def starter_config() -> str:
+    """A commented datacheck.toml listing every setting with its default (``datacheck init``)."""
+    from datacheck.checks import all_checks
+
+    lines = [
+        "# datacheck configuration. Every line is commented out and shows the default: uncomment to change.",
+        "# Command-line flags override this file. Docs: docs/configuration.md",
+        "",
+        '# Gate threshold: the gate fails when a check has findings of this severity: "warn" or "fail".',
+        '# fail_on = "fail"',
+        "",
+        *_table_lines("embed", EmbedParams()),
+        "[checks]",
+        "# only = []   # run only these checks",
+        "# skip = []   # leave these checks out",
+        "",
+    ]
+    for check_id, spec in all_checks().items():
+        lines.append(f"# {spec.description}")
+        lines.append("# severity = (as the check decides)   # or info / warn / fail for every finding")
+        lines.extend(_table_lines(f"checks.{check_id}", spec.default_params()))
+    lines.extend(_table_lines("gate", GatePolicy()))
+    return "\n".join(lines)

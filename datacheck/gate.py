@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status
+from datacheck.checks.base import CheckResult, Finding, Status
 
 FailOn = Literal["warn", "fail"]
 
@@ -32,13 +32,14 @@ class Limit:
     check: str
     metric: str
     kind: Literal["max_count", "max_fraction", "min_value", "max_value"]
-    counts_findings: bool = False  # with a baseline, count new findings instead of the metric
+    #: With a baseline, count new findings of these kinds instead of reading the metric.
+    counted_kinds: tuple[str, ...] = ()
 
 
 #: Which metric each GatePolicy field limits.
 LIMITS: dict[str, Limit] = {
-    "max_unreadable": Limit("files", "unreadable", "max_count", counts_findings=True),
-    "max_leak_pairs": Limit("leakage", "pairs", "max_count", counts_findings=True),
+    "max_unreadable": Limit("files", "counts.unreadable", "max_count", ("unreadable",)),
+    "max_leak_pairs": Limit("leakage", "pairs", "max_count", ("leak",)),
     "max_duplicate_fraction": Limit("duplicates", "duplicate_fraction", "max_fraction"),
     "max_label_issue_fraction": Limit("labels", "issue_fraction", "max_fraction"),
     "min_images_per_class": Limit("balance", "smallest_class_count", "min_value"),
@@ -103,6 +104,13 @@ class GateResult:
         return out
 
 
+def file_hashes(file_map: Mapping[str, Any] | None) -> dict[str, str]:
+    """Path → content hash from a report's file index (``map``), for rename-proof finding identities."""
+    if not file_map:
+        return {}
+    return {p: h for p, h in zip(file_map.get("path", []), file_map.get("sha256", []), strict=False) if h}
+
+
 def finding_identity(check_id: str, finding: Mapping[str, Any] | Finding, hashes: Mapping[str, str]) -> str:
     """A rename-proof identity: check, kind and the sorted content hashes (or paths) of the files."""
     kind = finding.kind if isinstance(finding, Finding) else finding["kind"]
@@ -121,7 +129,7 @@ class Baseline:
     @classmethod
     def from_report(cls, doc: Mapping[str, Any], source: str) -> Baseline:
         """Read a parsed report.json."""
-        hashes = doc.get("file_hashes", {})
+        hashes = file_hashes(doc.get("map"))
         identities = frozenset(
             finding_identity(check["id"], f, hashes)
             for check in doc.get("checks", [])
@@ -131,8 +139,11 @@ class Baseline:
 
 
 def _metric(result: CheckResult, name: str) -> float | None:
-    value = result.metrics.get(name)
-    return float(value) if isinstance(value, int | float) else None
+    """A metric by dotted path (``counts.unreadable``); ``None`` when the check does not report it."""
+    value: Any = result.metrics
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _limit_violation(
@@ -144,8 +155,8 @@ def _limit_violation(
     baseline: Baseline | None,
 ) -> dict[str, Any] | None:
     value = _metric(result, limit.metric)
-    if limit.counts_findings and baseline is not None:
-        value = float(len([f for f in new_findings if f.severity is not Severity.INFO]))
+    if limit.counted_kinds and baseline is not None:
+        value = float(sum(f.kind in limit.counted_kinds for f in new_findings))
     if value is None:
         return None
     broken = value < bound if limit.kind == "min_value" else value > bound
@@ -187,7 +198,11 @@ def evaluate(
         if res.status is Status.ERROR:
             violations.append({"check": res.id, "status": "error", "rule": "crashed", "summary": res.summary})
             continue
-        limits = policy.limits_for(res.id)
+        limits = {
+            name: (limit, bound)
+            for name, (limit, bound) in policy.limits_for(res.id).items()
+            if _metric(res, limit.metric) is not None  # a metric the check did not report cannot decide
+        }
         if limits:
             for name, (limit, bound) in limits.items():
                 if (v := _limit_violation(res, name, limit, bound, findings, baseline)) is not None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from datacheck.checks import all_checks
-from datacheck.checks.base import CheckResult, CheckSpec, Status
+from datacheck.checks.base import CheckResult, CheckSpec, Severity, Status, status_from
 from datacheck.context import AuditContext
 from datacheck.errors import UsageError
 
@@ -51,16 +52,30 @@ def run_one(ctx: AuditContext, spec: CheckSpec, params: Any) -> CheckResult:
     return CheckResult(res.id, res.status, res.summary, res.metrics, res.findings, seconds)
 
 
+def with_severity(res: CheckResult, severity: str) -> CheckResult:
+    """The result with every non-info finding set to ``severity`` (a policy override), status recomputed."""
+    findings = tuple(
+        f if f.severity is Severity.INFO else dataclasses.replace(f, severity=Severity(severity))
+        for f in res.findings
+    )
+    status = res.status if res.status in (Status.ERROR, Status.SKIPPED) else status_from(findings)
+    return dataclasses.replace(res, findings=findings, status=status)
+
+
 def run_checks(
     ctx: AuditContext,
     specs: Sequence[CheckSpec],
     params: Mapping[str, Any],
     on_check: Callable[[str], None] | None = None,
+    severity: Mapping[str, str] | None = None,
 ) -> tuple[CheckResult, ...]:
-    """Run every check in ``specs`` in order."""
+    """Run every check in ``specs`` in order, applying per-check severity overrides."""
     results = []
     for spec in specs:
         if on_check is not None:
             on_check(spec.id)
-        results.append(run_one(ctx, spec, params[spec.id]))
+        res = run_one(ctx, spec, params[spec.id])
+        if severity and spec.id in severity:
+            res = with_severity(res, severity[spec.id])
+        results.append(res)
     return tuple(results)

@@ -150,3 +150,71 @@ def apply_outcome(outcome: Outcome, *, undo: bool = False) -> Group:
     if not undo:
         parts.append(Text(f"undo with: datacheck undo {outcome.journal}", style="dim"))
     return Group(*parts)
+
+
+def load_report(path: Path) -> dict:
+    """Read a report.json for ``diff``; a clear usage error when it is not one."""
+    import json
+
+    from datacheck.errors import UsageError
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read report {path}: {err}") from err
+    if not isinstance(doc, dict) or doc.get("schema_version") != 1:
+        raise UsageError(f"{path} is not a datacheck report.json (schema_version 1)")
+    return doc
+
+
+def junit(doc: dict) -> str:
+    """JUnit XML text of a report."""
+    from datacheck.report.formats import to_junit
+
+    return to_junit(doc)
+
+
+def markdown(doc: dict) -> str:
+    """Markdown summary of a report."""
+    from datacheck.report.formats import to_markdown
+
+    return to_markdown(doc)
+
+
+def github_outputs(doc: dict, *, json_on_stdout: bool) -> None:
+    """In GitHub Actions: annotations, and the Markdown summary appended to the step summary."""
+    import os
+    import sys
+
+    from datacheck.report.formats import github_annotations, to_markdown
+
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    stream = sys.stderr if json_on_stdout else sys.stdout  # keep stdout pure JSON when JSON was asked for
+    for line in github_annotations(doc):
+        stream.write(line + "\n")
+    if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(to_markdown(doc))
+
+
+def diff_summary(changes: dict) -> Group:
+    """New and resolved findings and status changes between two reports."""
+    table = Table(title="datacheck diff", title_justify="left")
+    table.add_column("change")
+    table.add_column("check")
+    table.add_column("kind")
+    table.add_column("message")
+    for label, style in (("new", "red"), ("resolved", "green")):
+        for finding in changes[label]:
+            table.add_row(
+                Text(label, style=style), finding["check"], finding["kind"], Text(finding["message"])
+            )
+    lines = [table]
+    for change in changes["status_changes"]:
+        lines.append(Text(f"{change['check']}: {change['before']} → {change['after']}"))
+    gate = changes["gate"]
+    lines.append(
+        Text(f"gate: {'passed' if gate['before'] else 'failed'} → {'passed' if gate['after'] else 'failed'}")
+    )
+    return Group(*lines)
