@@ -19,7 +19,7 @@ import pytest
 
 from datacheck import actions
 from datacheck.report import Report
-from tests.test_report_html import XSS, build_demo_report
+from tests.test_report_html import XSS, build_demo_report, picture, write_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -313,6 +313,37 @@ def test_screenshot(browser, hostile, tmp_path: Path) -> None:
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(shot, Path(keep) / "report.png")
+        watch.assert_clean()
+    finally:
+        page.close()
+
+
+@pytest.mark.slow
+def test_audit_end_to_end_with_hostile_names(browser, tmp_path: Path) -> None:
+    """The real pipeline (model, checks, UMAP, thumbnails) on a dataset with HTML in its names."""
+    from datacheck import api
+
+    root = tmp_path / "images"
+    write_dataset(root, 12, ("cat", "dog", XSS))
+    for i in range(2):
+        picture("cat", 50 + i).save(root / f"train/cat/{XSS}{i}.png")
+    report = api.audit(root, cache_dir=tmp_path / "cache", image_size=96)
+    written = report.write(tmp_path / "report")
+    assert report.map["method"] == "umap" and len(report.map["path"]) == 38
+    assert {"json", "csv", "html", "thumbs"} <= set(written)
+    assert len(list(written["thumbs"].iterdir())) == 38
+    page, watch = open_report(browser, written["html"])
+    try:
+        assert int(page.locator("#map-canvas").get_attribute("data-points")) == 38
+        for check in report.checks:
+            assert page.locator(f"section#check-{check.id}").count() == 1
+        page.locator("#filter-class").select_option(XSS)
+        assert int(page.locator("#map-canvas").get_attribute("data-lit")) == 12
+        assert page.get_by_text(XSS, exact=False).count() >= 1
+        injected = page.evaluate(
+            "() => document.querySelectorAll('img[src=\"x\"], [onerror], [onload], [onmouseover]').length"
+        )
+        assert injected == 0
         watch.assert_clean()
     finally:
         page.close()

@@ -36,7 +36,7 @@ SCRIPT_XSS = "</script><script>alert(2)</script><!--"
 _COLOURS = {"cat": (200, 120, 60), "dog": (70, 120, 200), "vehicle": (90, 170, 90)}
 
 
-def _picture(label: str, i: int, size: int = 48) -> Image.Image:
+def picture(label: str, i: int, size: int = 48) -> Image.Image:
     """A distinct picture per (label, i): a coloured shape on noise."""
     rng = np.random.default_rng([zlib.crc32(label.encode()), i])
     base = rng.integers(0, 60, (size, size, 3), dtype=np.uint8) + 100
@@ -70,7 +70,7 @@ def write_dataset(
             rel = f"{split}/{label}/{label[:12]}_{i:03d}.png"
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            _picture(label, i, image_size).save(target)
+            picture(label, i, image_size).save(target)
             rows.append((rel, label, split))
     return sorted(rows)
 
@@ -103,7 +103,7 @@ def build_demo_report(
     if hostile:  # file names with markup inside an ordinary class too
         for i in range(2):
             rel = f"train/cat/{XSS}{i}.png"
-            _picture("cat", 100 + i).save(root / rel)
+            picture("cat", 100 + i).save(root / rel)
             rows.append((rel, "cat", "train"))
         rows.sort()
     # an exact duplicate across splits, and an unreadable file

@@ -228,23 +228,38 @@
     );
     node.dcPath = path;
     node.dcFinding = findingId;
-    if (options.actions !== false) node.append(actionBar(node));
+    if (options.actions !== false) node.append(actionBar(node, options));
     if (!state.tiles.has(path)) state.tiles.set(path, new Set());
     state.tiles.get(path).add(node);
     paintTile(node);
     return node;
   }
 
-  function actionBar(node) {
+  const SYMBOLS = { keep: "✓", remove: "✕", ignore: "–" };
+  const KEYS = { keep: "k", remove: "x", ignore: "i" };
+
+  function actionBar(node, options) {
     const bar = el("div", { class: "actions" });
     for (const action of ["keep", "remove", "ignore"]) {
       bar.append(
         el("button", {
           type: "button",
           "data-action": action,
-          text: ACTIONS[action],
-          title: `${ACTIONS[action]} (${{ keep: "k", remove: "x", ignore: "i" }[action]})`,
+          "aria-label": ACTIONS[action],
+          text: options.small ? SYMBOLS[action] : ACTIONS[action],
+          title: `${ACTIONS[action]} (${KEYS[action]})`,
           onclick: () => toggle(node, action),
+        }),
+      );
+    }
+    if (options.suggest && classNames.includes(options.suggest)) {
+      bar.append(
+        el("button", {
+          type: "button",
+          class: "suggest",
+          text: `→ ${options.suggest}`,
+          title: `Relabel to '${options.suggest}'`,
+          onclick: () => decide(node.dcPath, node.dcFinding, "relabel", options.suggest),
         }),
       );
     }
@@ -260,7 +275,7 @@
       else decide(node.dcPath, node.dcFinding, null);
       node.focus();
     });
-    bar.append(select, el("button", { type: "button", text: "Note", title: "Note (n)", onclick: () => openNote(node) }));
+    bar.append(select, el("button", { type: "button", text: options.small ? "✎" : "Note", "aria-label": "Note", title: "Note (n)", onclick: () => openNote(node) }));
     return bar;
   }
 
@@ -409,9 +424,9 @@
   function recommendations() {
     const order = report.checks
       .map((check, i) => ({ check, i }))
-      .filter(({ check }) => STATUS_RANK[check.status] > 0)
+      .filter(({ check }) => STATUS_RANK[check.status] > 0 || check.findings.length > 0)
       .sort((a, b) => STATUS_RANK[b.check.status] - STATUS_RANK[a.check.status] || a.i - b.i);
-    const items = order.map(({ check }) => {
+    const items = order.slice(0, 10).map(({ check }) => {
       const groups = new Map();
       for (const f of check.findings) {
         const g = groups.get(f.advice) || { advice: f.advice, count: 0, rank: -1, severity: f.severity };
@@ -424,8 +439,9 @@
       }
       const top = [...groups.values()].sort((a, b) => b.rank - a.rank || b.count - a.count)[0];
       const others = groups.size - 1;
-      return el("li", null,
-        el("span", { class: `badge status-${check.status}`, text: check.status }), " ",
+      const badge = STATUS_RANK[check.status] > 0 || !top ? el("span", { class: `badge status-${check.status}`, text: check.status })
+        : el("span", { class: `badge sev-${top.severity}`, text: top.severity });
+      return el("li", null, badge, " ",
         top ? el("b", { text: top.advice }) : check.summary,
         top ? el("span", { class: "count", text: ` (${plural(top.count, "finding")}${others > 0 ? `, +${others} other advice` : ""})` }) : null,
         " — ", el("a", { href: `#check-${check.id}`, text: check.id }), top ? `: ${check.summary}` : "");
@@ -838,7 +854,7 @@
 
   function renderLabel(card, f, id) {
     card.append(factsLine([["given", f.given], ["suggested", f.suggested], ["score", f.score]]));
-    card.append(gallery(f.files || [], id));
+    card.append(gallery(f.files || [], id, { suggest: f.suggested }));
     for (const path of f.files || []) card.append(neighbourStrip(path));
   }
 
