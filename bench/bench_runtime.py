@@ -7,8 +7,9 @@ Usage::
     python bench/bench_runtime.py --sizes 96 --xla          # also tf.function(jit_compile=True): very slow
 
 Prints a Markdown table: per size and variant, images/s (best of ``--repeats`` timed passes over the same
-images, after one warm-up batch; the variants of a size run round-robin, so load changes hit them all)
-and the largest cosine distance of its bottlenecks from the Keras reference (eager
+images, after one warm-up batch; the variants of a size run round-robin, so load changes hit them all),
+CPU time per image (process time, all threads: robust to other load on the machine, blind to parallel
+speed-up) and the largest cosine distance of its bottlenecks from the Keras reference (eager
 ``model(x, training=False)``). Inputs are real photographs from scikit-image, resized and jittered.
 
 Variants:
@@ -52,6 +53,7 @@ class Row:
     size: int
     variant: str
     img_per_s: float
+    cpu_ms_per_img: float
     max_cos_dist: float
     max_rel_err: float
 
@@ -92,6 +94,7 @@ class Variant:
     fn: Runner
     batch: int
     best_s: float = float("inf")
+    best_cpu_s: float = float("inf")
     out: np.ndarray | None = None
 
 
@@ -105,9 +108,10 @@ def measure(variants: list[Variant], x: np.ndarray, repeats: int) -> None:
         v.fn(x[: v.batch])  # warm-up: tracing, allocation, XNNPACK weight packing
     for _ in range(repeats):
         for v in variants:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             v.out = _in_batches(v.fn, x, v.batch)
             v.best_s = min(v.best_s, time.perf_counter() - t0)
+            v.best_cpu_s = min(v.best_cpu_s, time.process_time() - c0)
 
 
 def tflite_runner(content: bytes, *, threads: int, xnnpack: bool = True) -> Runner:
@@ -166,14 +170,17 @@ def bench_size(args: argparse.Namespace, size: int) -> list[Row]:
     measure(variants, x, args.repeats)
     rows = [_row(size, v, len(x), reference) for v in variants]
     for r in rows:
-        print(f"  {size:4d} px  {r.variant:36s} {r.img_per_s:8.1f} img/s  max cos dist {r.max_cos_dist:.1e}")
+        print(
+            f"  {size:4d} px  {r.variant:36s} {r.img_per_s:8.1f} img/s  {r.cpu_ms_per_img:6.1f} CPU ms/img  "
+            f"max cos dist {r.max_cos_dist:.1e}"
+        )
     return rows
 
 
 def _row(size: int, v: Variant, n: int, reference: np.ndarray) -> Row:
     assert v.out is not None
     rel = float(np.abs(v.out - reference).max() / np.abs(reference).max())
-    return Row(size, v.name, n / v.best_s, 1.0 - min_cosine(v.out, reference), rel)
+    return Row(size, v.name, n / v.best_s, 1e3 * v.best_cpu_s / n, 1.0 - min_cosine(v.out, reference), rel)
 
 
 def xla_runner(model: object, size: int) -> Runner:
@@ -214,12 +221,15 @@ def main() -> None:
     )
     rows = [row for size in sizes for row in bench_size(args, size)]
     base = {r.size: r.img_per_s for r in rows if r.variant == "tf.function"}
-    print("\n| size | variant | img/s | vs tf.function | max cosine distance | max abs error / max abs |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print(
+        "\n| size | variant | img/s (wall) | vs tf.function | CPU ms/img | "
+        "max cosine distance | max abs error / max abs |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         speedup = r.img_per_s / base[r.size]
         print(
-            f"| {r.size} | {r.variant} | {r.img_per_s:.1f} | {speedup:.2f}× "
+            f"| {r.size} | {r.variant} | {r.img_per_s:.1f} | {speedup:.2f}× | {r.cpu_ms_per_img:.1f} "
             f"| {r.max_cos_dist:.1e} | {r.max_rel_err:.1e} |"
         )
     print(f"\nload avg at end: {os.getloadavg()[0]:.1f}")
