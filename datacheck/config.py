@@ -259,7 +259,7 @@ def _table_lines(header: str, params: Any) -> list[str]:
     for f in dataclasses.fields(params):
         value = getattr(params, f.name)
         if doc := docs.get(f.name):
-            lines.append(f"# {doc}")
+            lines.append(f"## {doc}")
         lines.append(f"# {f.name} = {_toml_value(value)}" if value is not None else f"# {f.name} = (unset)")
     return [*lines, ""]
 
@@ -269,21 +269,21 @@ def starter_config() -> str:
     from datacheck.checks import all_checks
 
     lines = [
-        "# datacheck configuration. Every line is commented out and shows the default: uncomment to change.",
-        "# Command-line flags override this file. Docs: docs/configuration.md",
+        "## datacheck configuration. Each '# key = value' line shows a default: uncomment it to change it.",
+        "## Command-line flags override this file. Docs: docs/configuration.md",
         "",
-        '# Gate threshold: the gate fails when a check has findings of this severity: "warn" or "fail".',
+        '## Gate threshold: the gate fails when a check has findings of this severity: "warn" or "fail".',
         '# fail_on = "fail"',
         "",
         *_table_lines("embed", EmbedParams()),
         "[checks]",
-        "# only = []   # run only these checks",
-        "# skip = []   # leave these checks out",
+        "## only = [...] runs only these checks; skip = [...] leaves these out",
+        "# skip = []",
         "",
     ]
     for check_id, spec in all_checks().items():
-        lines.append(f"# {spec.description}")
-        lines.append("# severity = (as the check decides)   # or info / warn / fail for every finding")
+        lines.append(f"## {spec.description}")
+        lines.append("## severity = info | warn | fail sets every non-info finding of this check")
         lines.extend(_table_lines(f"checks.{check_id}", spec.default_params()))
     lines.extend(_table_lines("gate", GatePolicy()))
     return "\n".join(lines)
