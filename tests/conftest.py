@@ -191,3 +191,10 @@ def class_tree(tmp_path: Path) -> Callable[[dict[str, int]], Path]:
         return root
 
     return build
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One bottleneck cache for every test that runs the real model, so the converted LiteRT model is built
+    once per session. Tests that count cache hits must embed images of their own (content-addressed)."""
+    return tmp_path_factory.mktemp("model-cache")

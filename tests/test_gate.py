@@ -19,9 +19,9 @@ from datacheck.config import ConfigError, load_config
 POLICY = '[checks]\nonly = ["files", "duplicates", "leakage"]\n'
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+@pytest.fixture
+def cache_dir(model_cache: Path) -> Path:
+    return model_cache
 
 
 def _scene(seed: int) -> Image.Image:

@@ -21,10 +21,9 @@ from datacheck.params import EmbedParams, ParamsError
 SIZE = 96
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache per module so the converted model artifact is built once."""
-    return tmp_path_factory.mktemp("cache")
+@pytest.fixture
+def cache_dir(model_cache: Path) -> Path:
+    return model_cache
 
 
 def _scene(seed: int, size: int = 48) -> Image.Image:
