@@ -108,9 +108,9 @@ PLAN_ROWS = 50
 def apply_plan(plan: Plan) -> Group:
     """The moves an apply would make (dry run), with counts and the name collisions."""
     table = Table(title=f"datacheck apply · {plan.root}", title_justify="left")
-    table.add_column("action")
-    table.add_column("file")
-    table.add_column("to")
+    table.add_column("action", no_wrap=True)
+    table.add_column("file", overflow="fold")
+    table.add_column("to", overflow="fold")
     table.add_column("", style="yellow")
     rows = list(iter_plan_rows(plan))
     for action, file, where, remark in rows[:PLAN_ROWS]:
@@ -138,17 +138,19 @@ def apply_outcome(outcome: Outcome, *, undo: bool = False) -> Group:
     parts: list = [line]
     if outcome.conflicts:
         table = Table(title=f"{len(outcome.conflicts)} files left alone", title_justify="left")
-        table.add_column("file")
-        table.add_column("why")
+        table.add_column("file", overflow="fold")
+        table.add_column("why", overflow="fold")
         for file, reason in outcome.conflicts[:PLAN_ROWS]:
             table.add_row(Text(file), Text(reason))
         parts.append(table)
     if outcome.renamed and not undo:
         renamed = f"{len(outcome.renamed)} files got a -N suffix because the name was taken"
         parts.append(Text(renamed, style="yellow"))
-    parts.append(Text(f"journal: {outcome.journal}", style="dim"))
+    # one unbroken line each, so the path can be copied from the terminal
+    parts.append(Text(f"journal: {outcome.journal}", style="dim", no_wrap=True, overflow="ignore"))
     if not undo:
-        parts.append(Text(f"undo with: datacheck undo {outcome.journal}", style="dim"))
+        command = f"undo with: datacheck undo {outcome.journal}"
+        parts.append(Text(command, style="dim", no_wrap=True, overflow="ignore"))
     return Group(*parts)
 
 

@@ -16,6 +16,7 @@
   const ACTIONS = { keep: "Keep", remove: "Remove", relabel: "Relabel", ignore: "Ignore" };
   const PAGE = 20;
   const STRIP = 12;
+  const GALLERY = 24;
   const SHA = /^[0-9a-f]{64}$/;
   const SAFE_DIR = /^[A-Za-z0-9_-]+$/;
   const PALETTE = [
@@ -329,7 +330,17 @@
   }
 
   function gallery(paths, findingId, options = {}) {
-    return el("div", { class: options.strip ? "gallery strip" : "gallery" }, paths.map((p) => tile(p, findingId, options)));
+    const box = el("div", { class: options.strip ? "gallery strip" : "gallery" });
+    const first = paths.slice(0, GALLERY);
+    box.append(...first.map((p) => tile(p, findingId, options)));
+    if (paths.length > GALLERY) {
+      const more = el("button", { type: "button", class: "more-images", text: `Show all ${plural(paths.length, "image")}` });
+      more.addEventListener("click", () => {
+        more.replaceWith(...paths.slice(GALLERY).map((p) => tile(p, findingId, options)));
+      });
+      box.append(more);
+    }
+    return box;
   }
 
   // -------------------------------------------------------------------------------- shortcut regions
