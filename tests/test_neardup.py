@@ -1,0 +1,218 @@
+"""datacheck.neardup: tolerance to edits, rejection of look-alikes, candidate pairs, the shared pairs."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from datacheck import neardup
+from datacheck.checks.duplicates import DuplicatesParams
+from datacheck.checks.leakage import LeakageParams
+from datacheck.index import KnnGraph
+from datacheck.neardup import NearDupParams, candidate_pairs, duplicate_pairs, verify_pairs
+from tests.factories import make_context
+
+# ------------------------------------------------------------------------------------------ image helpers
+
+
+def textures(n: int, seed: int = 0, size: int = 32) -> np.ndarray:
+    """``n`` distinct random colour textures (smooth noise at three scales): ``uint8[n, size, size, 3]``."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, size, size, 3))
+    for sigma, weight in ((1.0, 0.6), (2.5, 1.0), (5.0, 1.0)):
+        noise = rng.standard_normal((n, size, size, 3))
+        out += weight * sigma * ndimage.gaussian_filter(noise, (0, sigma, sigma, 0), mode="wrap")
+    out -= out.mean(axis=(1, 2, 3), keepdims=True)
+    out /= out.std(axis=(1, 2, 3), keepdims=True)
+    out = out * rng.uniform(30, 50, (n, 1, 1, 1)) + rng.uniform(80, 170, (n, 1, 1, 3))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def shifted(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Translated by ``(dy, dx)`` pixels, the uncovered border filled by edge replication."""
+    padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="edge")
+    return padded[4 - dy : 4 - dy + img.shape[0], 4 - dx : 4 - dx + img.shape[1]]
+
+
+def brightened(img: np.ndarray, gain: float = 1.25, offset: float = 20) -> np.ndarray:
+    """Brightness/contrast change."""
+    return np.clip(img.astype(float) * gain + offset, 0, 255).astype(np.uint8)
+
+
+def flipped(img: np.ndarray) -> np.ndarray:
+    """Mirrored left-right."""
+    return np.ascontiguousarray(img[:, ::-1])
+
+
+def cropped(img: np.ndarray, side: int = 28) -> np.ndarray:
+    """A central crop resized back (a zoom of 32 / side)."""
+    o = (img.shape[0] - side) // 2
+    return np.asarray(Image.fromarray(img[o : o + side, o : o + side]).resize(img.shape[:2], Image.BICUBIC))
+
+
+def jpeg(img: np.ndarray, quality: int = 40) -> np.ndarray:
+    """Re-encoded as a low-quality JPEG."""
+    buffer = io.BytesIO()
+    Image.fromarray(img).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def scores(originals: np.ndarray, edited: np.ndarray) -> neardup.Verification:
+    """Verification of each original against its edited copy (every pair refined)."""
+    n = len(originals)
+    pairs = np.stack([np.arange(n), np.arange(n, 2 * n)], axis=1)
+    return verify_pairs(np.concatenate([originals, edited]), pairs, refine_above=-2.0)
+
+
+# ------------------------------------------------------------------------------------------ verification
+
+IMAGES = textures(12, seed=3)
+
+EDITS = {
+    "shift 2 px": lambda x: shifted(x, 2, 0),
+    "shift 3 px diagonal": lambda x: shifted(x, -3, 3),
+    "shift 4 px": lambda x: shifted(x, 4, -1),
+    "brighter": brightened,
+    "darker, less contrast": lambda x: brightened(x, 0.6, -10),
+    "flip": flipped,
+    "crop and resize": cropped,
+    "jpeg": jpeg,
+    "flip + shift + brighter": lambda x: brightened(shifted(flipped(x), 1, 2)),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_edited_copies_verify_above_the_default(edit):
+    edited = np.stack([EDITS[edit](x) for x in IMAGES])
+    ver = scores(IMAGES, edited)
+    assert ver.score.min() >= NearDupParams().min_score, edit
+    assert ver.coarse.min() >= NearDupParams().min_score - neardup._COARSE_SLACK  # the cascade keeps them
+
+
+def test_flip_is_reported():
+    ver = scores(IMAGES, np.stack([flipped(x) for x in IMAGES]))
+    assert ver.flip.all()
+    assert not scores(IMAGES, np.stack([shifted(x, 1, 1) for x in IMAGES])).flip.any()
+
+
+def test_brightness_and_contrast_do_not_matter():
+    ver = scores(IMAGES, np.stack([brightened(x, 0.8, 30) for x in IMAGES]))  # no clipping: exact affine map
+    assert ver.score.min() > 0.99
+
+
+def test_distinct_images_score_low():
+    images = textures(40, seed=5)
+    pairs = np.array([(i, j) for i in range(40) for j in range(i + 1, 40)])
+    ver = verify_pairs(images, pairs, refine_above=-2.0)
+    assert np.nanmax(ver.score) < NearDupParams().min_score - 0.1
+
+
+def test_look_alikes_with_the_same_layout_are_rejected():
+    """Same composition (bright sky over dark ground, same colours) but different content."""
+    layout = np.linspace(200, 60, 32)[:, None, None] * np.ones((32, 32, 3))
+    details = textures(8, seed=7).astype(float)
+    images = np.clip(layout + 0.4 * (details - details.mean(axis=(1, 2, 3), keepdims=True)), 0, 255)
+    images = images.astype(np.uint8)
+    pairs = np.array([(i, j) for i in range(8) for j in range(i + 1, 8)])
+    assert np.nanmax(verify_pairs(images, pairs, refine_above=-2.0).score) < NearDupParams().min_score
+
+
+def test_flat_images_do_not_match_anything():
+    flat = np.full((2, 32, 32, 3), 128, np.uint8)
+    images = np.concatenate([flat, IMAGES[:2]])
+    ver = verify_pairs(images, np.array([[0, 1], [0, 2], [3, 1]]), refine_above=-2.0)
+    assert np.all(ver.score < 0.1)
+
+
+def test_cascade_leaves_low_coarse_pairs_unrefined():
+    images = np.concatenate([IMAGES[:2], shifted(IMAGES[0], 1, 0)[None]])
+    ver = verify_pairs(images, np.array([[0, 2], [0, 1]]), refine_above=0.7)
+    assert ver.score[0] > 0.95 and np.isnan(ver.score[1])
+    assert verify_pairs(images, np.zeros((0, 2), int), refine_above=0.7).score.shape == (0,)
+
+
+def test_many_pairs_per_image_are_batched_correctly():
+    """A hub image with more pairs than one batch row holds: every pair is still scored on its own."""
+    hub = IMAGES[0]
+    copies = [shifted(hub, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]  # 25 copies
+    images = np.concatenate([hub[None], np.stack(copies), IMAGES[1:]])
+    others = np.arange(26, len(images))
+    pairs = np.array([(0, j) for j in [*range(1, 26), *others]])
+    ver = verify_pairs(images, pairs, refine_above=-2.0)
+    assert (ver.score[:25] > 0.95).all() and (ver.score[25:] < 0.6).all()
+
+
+# ------------------------------------------------------------------------------------------ candidates
+
+
+def test_candidate_pairs_dedupe_and_floor():
+    indices = np.array([[1, 2], [0, 2], [0, 1], [-1, -1]], np.int32)
+    sims = np.array([[0.9, 0.4], [0.9, 0.6], [0.4, 0.6], [0, 0]], np.float32)
+    pairs, cos = candidate_pairs(KnnGraph(indices, sims, "exact"), 0.5)
+    assert pairs.tolist() == [[0, 1], [1, 2]]  # each once, in the orientation of the first row listing it
+    assert cos.tolist() == pytest.approx([0.9, 0.6])
+
+
+def test_params_validation_and_shared_definition():
+    with pytest.raises(ValueError):
+        NearDupParams(min_score=0)
+    with pytest.raises(ValueError):
+        NearDupParams(min_cosine=1.5)
+    dup, leak = DuplicatesParams(max_findings=3), LeakageParams(test_split="val")
+    assert dup.near_params() == leak.near_params() == NearDupParams()
+
+
+# ------------------------------------------------------------------------------------------ duplicate pairs
+
+
+def _ctx(stats: pd.DataFrame | None = None, sha: list[str] | None = None):
+    images = textures(10, seed=11)
+    thumbs = np.concatenate([images, images[:1], shifted(images[1], 2, 1)[None]])  # 10 exact of 0, 11 near 1
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((10, 16)).astype(np.float32)
+    vectors = np.concatenate([vectors, vectors[:1], vectors[1:2] + 0.1 * rng.standard_normal((1, 16))])
+    hashes = [f"p{i}" for i in range(10)] + ["p0", "p11"]
+    return make_context(
+        vectors,
+        [0] * 12,
+        thumbs=thumbs,
+        stats=stats if stats is not None else pd.DataFrame({"pixel_hash": hashes}),
+        file_sha256=sha,
+    )
+
+
+def test_duplicate_pairs_exact_and_near():
+    df = duplicate_pairs(_ctx(), NearDupParams())
+    assert list(df.columns) == list(neardup.PAIR_COLUMNS)
+    rows = {(int(r.i), int(r.j)): r for r in df.itertuples()}
+    assert set(rows) == {(0, 10), (1, 11)}
+    assert rows[(0, 10)].kind == "exact" and rows[(0, 10)].score == 1.0
+    assert rows[(1, 11)].kind == "near" and rows[(1, 11)].score > 0.9
+    assert df.attrs["candidates"] >= 1
+
+
+def test_exact_falls_back_to_the_file_hash():
+    sha = [f"{i:064x}" for i in range(10)] + [f"{0:064x}", f"{11:064x}"]
+    df = duplicate_pairs(_ctx(stats=pd.DataFrame(index=range(12)), sha=sha), NearDupParams(near=False))
+    assert df[["i", "j", "kind"]].values.tolist() == [[0, 10, "exact"]]
+
+
+def test_pairs_are_computed_once_per_context_and_definition():
+    ctx = _ctx()
+    first = duplicate_pairs(ctx, DuplicatesParams())
+    assert duplicate_pairs(ctx, LeakageParams(max_findings=5)) is first  # same definition, same frame
+    assert duplicate_pairs(ctx, NearDupParams(min_score=0.95)) is not first
+    assert duplicate_pairs(_ctx(), DuplicatesParams()) is not first  # another context
+
+
+def test_exact_groups_link_every_member_across_splits():
+    keys = np.array(["a", "b", "a", "a", "a", "c"], dtype=object)
+    splits = ["train", "train", "test", "train", "val", "test"]
+    pairs = {tuple(p) for p in neardup._exact_pairs(keys, splits).tolist()}
+    # every copy is linked to its own split's first copy and to each other split's first copy
+    assert pairs == {(0, 2), (0, 3), (0, 4), (2, 3), (2, 4), (3, 4)}
