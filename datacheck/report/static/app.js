@@ -217,8 +217,20 @@
 
   function tile(path, findingId, options = {}) {
     const info = fileInfo(path);
-    const wrap = el("span", { class: "thumbwrap" }, thumbImage(info));
-    if (options.region) wrap.append(...regionOverlay(options.region));
+    const wrap = el("span", { class: "thumbwrap" });
+    const image = thumbImage(info);
+    if (options.region && image.tagName === "IMG") {
+      // the region is a fraction of the whole picture: outline it on a box that has the image's exact size
+      const box = el("span", { class: "imgbox" }, image, ...regionOverlay(options.region));
+      image.addEventListener("load", () => {
+        const scale = Math.min(wrap.clientWidth / image.naturalWidth, wrap.clientHeight / image.naturalHeight);
+        box.style.width = `${Math.round(image.naturalWidth * scale)}px`;
+        box.style.height = `${Math.round(image.naturalHeight * scale)}px`;
+      });
+      wrap.append(box);
+    } else {
+      wrap.append(image);
+    }
     const meta = [info.cls, info.split].filter(Boolean).join(" · ") || options.meta || "";
     const node = el(
       "figure",
