@@ -1,0 +1,118 @@
+"""``files``: every file that is not a usable, labelled image, with the reason.
+
+Reads the issues discovery found (``ctx.dataset.issues``: not an image, duplicate path, no label, missing,
+bad manifest row, unreadable folders) and the decode failures of the embed pipeline (``ctx.failures``), and
+reports each file once. See docs/checks/files.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from datacheck.checks.base import CheckResult, Finding, Severity, register, result
+from datacheck.context import AuditContext
+from datacheck.dataset import FileIssue
+
+logger = logging.getLogger(__name__)
+
+CHECK_ID = "files"
+
+#: What to do about each kind of file issue (one plain sentence each).
+_ADVICE: dict[str, str] = {
+    "unreadable": "Re-export or re-download the file, or delete it: training would crash on it or skip it.",
+    "missing": "Fix the path in the manifest or restore the file.",
+    "not_an_image": "Move it out of the dataset folder, or convert it to JPEG or PNG if it is a picture.",
+    "duplicate_path": "Remove the link or the repeated manifest row so the image is counted once.",
+    "no_label": "Move the image into the folder of its class, or give it a label in the manifest.",
+    "bad_manifest_row": "Fix or delete the manifest row.",
+}
+_DEFAULT_ADVICE = "Fix or remove the file."
+
+#: Short wording of each kind for messages and the summary.
+_WORDS: dict[str, str] = {
+    "unreadable": "cannot be read",
+    "missing": "is listed but does not exist",
+    "not_an_image": "is not an image",
+    "duplicate_path": "is a second path to the same image",
+    "no_label": "has no label",
+    "bad_manifest_row": "is a bad manifest row",
+}
+
+
+@dataclass(frozen=True)
+class FilesParams:
+    """Parameters of the ``files`` check.
+
+    Attributes:
+        fail_kinds: Issue kinds reported with severity ``fail`` (files a training run would choke on);
+            every other kind is ``warn``.
+        ignore_kinds: Issue kinds not reported at all (still counted in the metrics).
+        max_findings: Most findings listed; the metrics always count every file.
+    """
+
+    fail_kinds: tuple[str, ...] = ("unreadable", "missing")
+    ignore_kinds: tuple[str, ...] = ()
+    max_findings: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.max_findings < 0:
+            raise ValueError(f"max_findings must be >= 0, got {self.max_findings}")
+        for name in ("fail_kinds", "ignore_kinds"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{name} must be a list of issue kinds, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+
+
+def unique_issues(issues: Iterable[FileIssue]) -> list[FileIssue]:
+    """Issues without repeats of a ``(path, kind)`` (first reason kept), sorted by path then kind."""
+    seen: dict[tuple[str, str], FileIssue] = {}
+    for issue in issues:
+        seen.setdefault((issue.path, issue.kind), issue)
+    return sorted(seen.values(), key=lambda i: (i.path, i.kind))
+
+
+def _finding(issue: FileIssue, params: FilesParams) -> Finding:
+    severity = Severity.FAIL if issue.kind in params.fail_kinds else Severity.WARN
+    words = _WORDS.get(issue.kind, f"has a problem ({issue.kind})")
+    return Finding(
+        kind=issue.kind,
+        severity=severity,
+        message=f"'{issue.path}' {words}: {issue.reason.rstrip('.')}.",
+        advice=_ADVICE.get(issue.kind, _DEFAULT_ADVICE),
+        files=(issue.path,),
+        extra={"reason": issue.reason},
+    )
+
+
+def _summary(counts: Counter[str]) -> str:
+    if not counts:
+        return "every file is a readable, labelled image"
+    parts = [f"{n} {kind.replace('_', ' ')}" for kind, n in counts.most_common()]
+    total = sum(counts.values())
+    return f"{total} file{'s' if total != 1 else ''} left out of the dataset: {', '.join(parts)}"
+
+
+@register(CHECK_ID, FilesParams)
+def check_files(ctx: AuditContext, params: FilesParams) -> CheckResult:
+    """Files that are not usable labelled images: unreadable, not an image, duplicate path, no label."""
+    issues = unique_issues((*ctx.dataset.issues, *ctx.failures))
+    counts = Counter(i.kind for i in issues)
+    reported = [i for i in issues if i.kind not in params.ignore_kinds]
+    findings = sorted(
+        (_finding(i, params) for i in reported),
+        key=lambda f: (f.severity != Severity.FAIL, f.files),
+    )
+    total_files = ctx.n + len({i.path for i in issues})
+    metrics = {
+        "counts": dict(sorted(counts.items())),
+        "issues": len(issues),
+        "usable_images": ctx.n,
+        "issue_fraction": len(issues) / total_files if total_files else 0.0,
+        "listed": min(len(findings), params.max_findings),
+    }
+    logger.debug("files: %s", dict(counts))
+    return result(CHECK_ID, _summary(counts), findings[: params.max_findings], metrics)

@@ -1,0 +1,194 @@
+"""``outliers``: images far from every other image of their own class.
+
+For each image, the mean cosine distance to its ``k`` nearest images *of the same class* is compared with the
+other images of that class by a robust z-score (median/MAD). Those nearest same-class neighbours come from the
+shared kNN graph when it holds enough of them (then they are exactly the nearest ones); otherwise, typically
+for the outliers themselves, they are computed exactly against the class. See docs/checks/outliers.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
+from datacheck.checks.quality import robust_z
+from datacheck.context import AuditContext
+
+logger = logging.getLogger(__name__)
+
+CHECK_ID = "outliers"
+
+#: Rows compared against a class per matrix product (bounds memory at block × class size).
+_BLOCK = 2048
+
+
+@dataclass(frozen=True)
+class OutliersParams:
+    """Parameters of the ``outliers`` check.
+
+    Attributes:
+        k: Nearest same-class images whose mean cosine distance is an image's distance to its class.
+        z_threshold: Robust z-score of that distance, within the class, from which an image is an outlier
+            (severity ``info``).
+        warn_z: Robust z-score from which an outlier is reported with severity ``warn``.
+        min_scale: Floor of the class's MAD-based scale (cosine distance), so a very tight class does not turn
+            small differences into outliers.
+        min_class_images: Classes with fewer images are not assessed.
+        max_findings: Most findings listed (highest score first); the metrics count all.
+    """
+
+    k: int = 5
+    z_threshold: float = 4.0
+    warn_z: float = 8.0
+    min_scale: float = 0.01
+    min_class_images: int = 10
+    max_findings: int = 200
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"k must be >= 1, got {self.k}" if self.k < 1 else "",
+            f"z_threshold must be > 0, got {self.z_threshold}" if self.z_threshold <= 0 else "",
+            f"warn_z must be >= z_threshold, got {self.warn_z}" if self.warn_z < self.z_threshold else "",
+            f"min_scale must be >= 0, got {self.min_scale}" if self.min_scale < 0 else "",
+            f"min_class_images must be > k, got {self.min_class_images}"
+            if self.min_class_images <= self.k
+            else "",
+            f"max_findings must be >= 0, got {self.max_findings}" if self.max_findings < 0 else "",
+        ]
+        problems = [p for p in problems if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def _from_graph(ctx: AuditContext, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean similarity to the first ``k`` same-class neighbours in the graph, and how many it holds (<= k)."""
+    idx, sims = ctx.knn.indices, ctx.knn.similarities
+    same = (idx >= 0) & (ctx.labels[np.maximum(idx, 0)] == ctx.labels[:, None])
+    rank = np.cumsum(same, axis=1)
+    take = same & (rank <= k)
+    found = take.sum(axis=1)
+    total = np.where(take, sims, 0.0).sum(axis=1)
+    return np.divide(total, found, out=np.zeros(len(found)), where=found > 0), found
+
+
+def _exact(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
+    """Mean similarity of each of ``rows`` to its ``k`` most similar ``members`` (itself excluded)."""
+    vectors = ctx.vectors[members]
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), _BLOCK):
+        block = rows[start : start + _BLOCK]
+        sims = ctx.vectors[block] @ vectors.T
+        sims[block[:, None] == members[None, :]] = -np.inf
+        top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+        out[start : start + len(block)] = top.mean(axis=1)
+    return out
+
+
+def class_distances(ctx: AuditContext, k: int, min_class_images: int) -> np.ndarray:
+    """Mean cosine distance of every image to its ``k`` nearest same-class images (NaN for small classes)."""
+    similarity, found = _from_graph(ctx, k)
+    distance = np.full(ctx.n, np.nan)
+    for label in np.unique(ctx.labels):
+        members = np.flatnonzero(ctx.labels == label)
+        if len(members) < min_class_images:
+            continue
+        kk = min(k, len(members) - 1)
+        short = members[found[members] < kk]
+        if len(short):
+            similarity[short] = _exact(ctx, short, members, kk)
+        distance[members] = 1.0 - similarity[members]
+    return distance
+
+
+def class_z_scores(distance: np.ndarray, labels: np.ndarray, min_scale: float) -> np.ndarray:
+    """Robust z-score of each distance among the distances of its own class."""
+    z = np.full(len(distance), np.nan)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if np.isfinite(distance[members]).any():
+            z[members] = robust_z(distance[members], min_scale)
+    return z
+
+
+def nearest_classes(ctx: AuditContext) -> np.ndarray:
+    """Class of each image's neighbourhood: similarity-weighted vote of its graph neighbours.
+
+    Rows without neighbours get the class whose centroid is most similar.
+    """
+    n_classes = len(ctx.class_names)
+    idx, sims = ctx.knn.indices, ctx.knn.similarities
+    valid = idx >= 0
+    weights = np.where(valid, np.clip(sims, 1e-6, None), 0.0)
+    cells = np.arange(ctx.n)[:, None] * n_classes + ctx.labels[np.maximum(idx, 0)]
+    votes = np.bincount(cells.ravel(), weights.ravel(), minlength=ctx.n * n_classes).reshape(ctx.n, n_classes)
+    empty = votes.sum(axis=1) == 0
+    if empty.any():
+        centroids = np.zeros((n_classes, ctx.vectors.shape[1]))
+        np.add.at(centroids, ctx.labels, ctx.vectors)
+        votes[empty] = ctx.vectors[empty] @ centroids.T
+    return votes.argmax(axis=1)
+
+
+def _finding(
+    ctx: AuditContext, path: str, row: int, z: float, distance: float, nearest: int, p: OutliersParams
+) -> Finding:
+    given = ctx.class_names[ctx.labels[row]]
+    near = ctx.class_names[nearest]
+    if near != given:
+        advice = f"Check the image: if it shows a '{near}', relabel it; if it shows neither, remove it."
+    else:
+        advice = (
+            f"Check that it is a real '{given}' image; if it is, collect more '{given}' images like it "
+            "so the "
+            "class covers this case, otherwise remove it."
+        )
+    return Finding(
+        kind="outlier",
+        severity=Severity.WARN if z >= p.warn_z else Severity.INFO,
+        message=f"'{path}' is far from every other '{given}' image (distance {distance:.2f}, z={z:.1f}).",
+        advice=advice,
+        files=(path,),
+        extra={"label": given, "nearest_class": near, "score": z, "distance": distance},
+    )
+
+
+@register(CHECK_ID, OutliersParams)
+def check_outliers(ctx: AuditContext, params: OutliersParams) -> CheckResult:
+    """Images far from every other image of their own class (kNN distance, robust z within the class)."""
+    counts = np.bincount(ctx.labels, minlength=len(ctx.class_names)) if ctx.n else np.zeros(0, int)
+    assessed = [c for c, n in zip(ctx.class_names, counts, strict=True) if n >= params.min_class_images]
+    if not assessed or ctx.knn.k == 0:
+        return CheckResult(
+            CHECK_ID, Status.SKIPPED, f"skipped: no class has {params.min_class_images} or more images"
+        )
+    distance = class_distances(ctx, params.k, params.min_class_images)
+    z = class_z_scores(distance, ctx.labels, params.min_scale)
+    flagged = np.flatnonzero(np.nan_to_num(z, nan=-np.inf) >= params.z_threshold)
+    flagged = flagged[np.argsort(-z[flagged], kind="stable")]
+    nearest = nearest_classes(ctx)
+    paths = ctx.paths
+    findings = [
+        _finding(ctx, paths[i], int(i), float(z[i]), float(distance[i]), int(nearest[i]), params)
+        for i in flagged[: params.max_findings]
+    ]
+    metrics = {
+        "outliers": len(flagged),
+        "warn": int((z[flagged] >= params.warn_z).sum()),
+        "per_class": {c: int((ctx.labels[flagged] == i).sum()) for i, c in enumerate(ctx.class_names)},
+        "classes_assessed": len(assessed),
+        "median_distance": {
+            c: float(np.nanmedian(distance[ctx.labels == i]))
+            for i, c in enumerate(ctx.class_names)
+            if c in assessed
+        },
+    }
+    checked = int(np.isfinite(distance).sum())
+    summary = (
+        f"{len(flagged)} of {checked} images are far from the rest of their class"
+        if len(flagged)
+        else (f"no outliers among {checked} images")
+    )
+    return result(CHECK_ID, summary, findings, metrics)

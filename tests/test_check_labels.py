@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+
+from datacheck.checks.base import Severity, Status
+from datacheck.checks.labels import (
+    LabelsParams,
+    check_labels,
+    feature_count,
+    neighbour_vote,
+    reduce_features,
+)
+from tests.factories import clustered_vectors, make_context
+
+NAMES = ["cat", "dog", "fox", "owl"]
+
+
+def _flipped(n_flips: int, counts=(60, 60, 60, 60), seed: int = 0):
+    vectors, labels = clustered_vectors(list(counts), dim=32, spread=0.6, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    rows = rng.choice(len(labels), n_flips, replace=False)
+    noisy = labels.copy()
+    noisy[rows] = (labels[rows] + rng.integers(1, len(counts), n_flips)) % len(counts)
+    return vectors, labels, noisy, rows
+
+
+def test_planted_flips_are_found_with_the_right_suggestion():
+    vectors, truth, noisy, rows = _flipped(12)
+    ctx = make_context(vectors, noisy, class_names=NAMES)
+    res = check_labels(ctx, LabelsParams())
+    assert res.status is Status.WARN
+    found = {ctx.paths.index(f.files[0]): f for f in res.findings}
+    hits = set(found) & set(rows.tolist())
+    assert len(hits) >= 10  # recall >= 83%
+    assert len(found) - len(hits) <= 2  # precision
+    for row in hits:
+        f = found[row]
+        assert f.kind == "label_issue" and f.severity is Severity.WARN
+        assert f.extra["given"] == NAMES[noisy[row]] and f.extra["suggested"] == NAMES[truth[row]]
+        assert f.files == (ctx.paths[row],)
+        assert f"looks like '{NAMES[truth[row]]}'" in f.advice
+    scores = [f.extra["score"] for f in res.findings]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert res.metrics["issues"] == len(res.findings)
+    assert 0.9 < res.metrics["model_accuracy"] < 0.97
+
+
+def test_clean_dataset_has_few_or_no_findings():
+    vectors, labels = clustered_vectors([60, 60, 60, 60], dim=32, spread=0.6, seed=3)
+    res = check_labels(make_context(vectors, labels, class_names=NAMES), LabelsParams())
+    assert len(res.findings) <= 2
+    assert res.metrics["model_accuracy"] > 0.98
+
+
+def test_knn_vote_alone_and_model_alone_both_work():
+    vectors, _, noisy, rows = _flipped(10, seed=0)
+    ctx = make_context(vectors, noisy, class_names=NAMES)
+    for params in (LabelsParams(knn_weight=0.0), LabelsParams(knn_weight=1.0)):
+        found = {ctx.paths.index(f.files[0]) for f in check_labels(ctx, params).findings}
+        assert len(found & set(rows.tolist())) >= 8
+
+
+def test_skips_without_two_big_enough_classes():
+    vectors, labels = clustered_vectors([40], dim=8)
+    res = check_labels(make_context(vectors, labels), LabelsParams())
+    assert res.status is Status.SKIPPED and "2 classes" in res.summary
+    vectors, labels = clustered_vectors([30, 4], dim=8)
+    assert check_labels(make_context(vectors, labels), LabelsParams()).status is Status.SKIPPED
+
+
+def test_small_classes_are_left_out_not_fatal():
+    vectors, _, noisy, _ = _flipped(0, counts=(60, 60, 60, 6))
+    res = check_labels(make_context(vectors, noisy, class_names=NAMES), LabelsParams())
+    assert res.status is not Status.SKIPPED
+    assert res.metrics["classes_left_out"] == ["owl"] and res.metrics["images_checked"] == 180
+    assert "not checked" in res.summary
+    assert all(f.extra["suggested"] != "owl" and f.extra["given"] != "owl" for f in res.findings)
+
+
+def test_max_findings_caps_the_list_not_the_count():
+    vectors, _, noisy, _ = _flipped(12)
+    res = check_labels(make_context(vectors, noisy, class_names=NAMES), LabelsParams(max_findings=3))
+    assert len(res.findings) == 3 and res.metrics["issues"] >= 10
+
+
+def test_reduce_features_whitens():
+    x = np.random.default_rng(0).standard_normal((400, 50)).astype(np.float32)
+    z = reduce_features(x, 16)
+    assert z.shape == (400, 16)
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)
+    assert reduce_features(x, 50).shape == (400, 50)
+
+
+def test_feature_count_shrinks_with_images_per_class():
+    assert feature_count(60_000, 10, 256, 1280) == 256
+    assert feature_count(10_000, 10, 256, 1280) == 100  # ten images per class per component
+    assert feature_count(348, 6, 256, 1280) == 32  # the floor
+    assert feature_count(40, 2, 256, 1280) == 10  # never more than one per 4 rows
+    assert feature_count(500, 2, 0, 1280) == 1280
+    assert feature_count(60_000, 10, 256, 64) == 64
+
+
+def test_neighbour_vote():
+    indices = np.array([[1, 2], [0, -1], [0, 1]])
+    sims = np.array([[0.9, 0.5], [0.9, 0.0], [0.5, 0.5]], np.float32)
+    votes = neighbour_vote(indices, sims, np.array([0, 1, 1]), 2, np.array([0.0, 0.0]))
+    np.testing.assert_allclose(votes, [[0, 1], [1, 0], [0.5, 0.5]])
+
+
+def test_params_are_validated():
+    with pytest.raises(ValueError, match="folds"):
+        LabelsParams(folds=1)
+    with pytest.raises(ValueError, match="knn_weight"):
+        LabelsParams(knn_weight=1.5)
+    with pytest.raises(ValueError, match="min_class_images"):
+        LabelsParams(folds=10, min_class_images=5)
+    with pytest.raises(ValueError, match="filter_by"):
+        LabelsParams(filter_by="nope")
+    with pytest.raises(ValueError, match="min_margin"):
+        LabelsParams(min_margin=0)
+
+
+def test_a_group_of_consistent_errors_is_found():
+    """Six fox-like images (a little dog-like too) filed under 'dog', like the planted errors of ``shapes``.
+
+    Confident learning alone keeps only 2 of them: each is less sure than the average fox, so its estimate
+    of the number of errors falls short; the confident-disagreement margin recovers the rest.
+    """
+    vectors, labels = clustered_vectors([60, 60, 60, 60], dim=32, spread=0.6, seed=6)
+    rng = np.random.default_rng(0)
+    fox, dog = vectors[labels == 2].mean(axis=0), vectors[labels == 1].mean(axis=0)
+    group = 0.7 * fox + 0.3 * dog + 0.6 * rng.standard_normal((6, 32)).astype(np.float32)
+    ctx = make_context(np.vstack([vectors, group]), np.append(labels, [1] * 6), class_names=NAMES)
+    planted = set(range(240, 246))
+    res = check_labels(ctx, LabelsParams())
+    found = {ctx.paths.index(f.files[0]): f.extra["suggested"] for f in res.findings}
+    assert set(found) == planted and set(found.values()) == {"fox"}
+    only_cleanlab = check_labels(ctx, LabelsParams(min_margin=1.0))
+    assert len(planted & {ctx.paths.index(f.files[0]) for f in only_cleanlab.findings}) < 6

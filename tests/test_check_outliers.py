@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from datacheck.checks.base import Severity, Status
+from datacheck.checks.outliers import OutliersParams, check_outliers, class_distances
+from tests.factories import clustered_vectors, make_context
+
+NAMES = ["cat", "dog", "fox"]
+
+
+def _with_outliers():
+    vectors, labels = clustered_vectors([80, 80, 80], dim=32, spread=0.5, seed=0)
+    rng = np.random.default_rng(7)
+    junk = rng.standard_normal(32).astype(np.float32) * 3  # unlike anything: a corrupted frame
+    dog_like = vectors[labels == 1][:20].mean(axis=0)  # a dog filed under cat
+    vectors = np.vstack([vectors, junk, dog_like])
+    labels = np.append(labels, [0, 0])
+    return make_context(vectors, labels, class_names=NAMES), len(labels) - 2, len(labels) - 1
+
+
+def test_planted_outliers_are_found_with_their_nearest_class():
+    ctx, junk, dog_like = _with_outliers()
+    res = check_outliers(ctx, OutliersParams())
+    found = {ctx.paths.index(f.files[0]): f for f in res.findings}
+    assert set(found) == {junk, dog_like}
+    assert found[dog_like].extra["nearest_class"] == "dog"
+    assert "relabel" in found[dog_like].advice and "'dog'" in found[dog_like].advice
+    assert all(f.extra["label"] == "cat" and f.extra["score"] >= 4 for f in found.values())
+    assert found[junk].severity in (Severity.INFO, Severity.WARN)
+    scores = [f.extra["score"] for f in res.findings]
+    assert scores == sorted(scores, reverse=True)
+    assert res.metrics["per_class"] == {"cat": 2, "dog": 0, "fox": 0}
+
+
+def test_clean_clusters_have_no_outliers():
+    vectors, labels = clustered_vectors([80, 80, 80], dim=32, spread=0.5, seed=1)
+    res = check_outliers(make_context(vectors, labels, class_names=NAMES), OutliersParams())
+    assert res.status is Status.PASS and not res.findings
+
+
+def test_severity_levels():
+    ctx, *_ = _with_outliers()
+    res = check_outliers(ctx, OutliersParams(z_threshold=4, warn_z=4))
+    assert {f.severity for f in res.findings} == {Severity.WARN} and res.status is Status.WARN
+    res = check_outliers(ctx, OutliersParams(z_threshold=4, warn_z=1e9))
+    assert res.status is Status.PASS and res.findings  # info findings only
+
+
+def test_distances_match_brute_force():
+    ctx, *_ = _with_outliers()
+    k = 5
+    distance = class_distances(ctx, k, 10)
+    sims = ctx.vectors @ ctx.vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    for row in range(ctx.n):
+        same = sims[row, ctx.labels == ctx.labels[row]]
+        expected = 1 - np.sort(same)[-k:].mean()
+        assert distance[row] == pytest.approx(expected, abs=1e-5)
+
+
+def test_small_classes_are_not_assessed():
+    vectors, labels = clustered_vectors([80, 6], dim=16, seed=2)
+    ctx = make_context(vectors, labels)
+    res = check_outliers(ctx, OutliersParams())
+    assert np.isnan(class_distances(ctx, 5, 10)[labels == 1]).all()
+    assert res.metrics["classes_assessed"] == 1
+    vectors, labels = clustered_vectors([6, 6], dim=16, seed=2)
+    assert check_outliers(make_context(vectors, labels), OutliersParams()).status is Status.SKIPPED
+
+
+def test_params_are_validated():
+    with pytest.raises(ValueError, match="warn_z"):
+        OutliersParams(z_threshold=5, warn_z=4)
+    with pytest.raises(ValueError, match="min_class_images"):
+        OutliersParams(k=10, min_class_images=10)
