@@ -341,5 +341,6 @@ def check_balance(ctx: AuditContext, params: BalanceParams) -> CheckResult:
         "imbalance_ratio": ratio,
         "largest_class": largest,
         "smallest_class": smallest,
+        "smallest_class_count": min(counts.train.values(), default=0),
     }
     return result(CHECK_ID, _summary(counts, ratio), findings, metrics)
