@@ -10,9 +10,10 @@ Two stages:
    minus its Gaussian blur, which removes the large-scale layout — sky above, sea below — that makes
    look-alikes correlate). Each map is compared zero-mean/unit-variance (so brightness and contrast changes
    do not matter) and the score is the mean of the two correlations at the best alignment, searched over
-   shifts, a few zoom factors and the horizontal flip. The search runs coarse-to-fine: every candidate at
-   16×16 px (shifts of ±4 px, three zooms), then the pairs that come close at 32×32 px (the best coarse
-   alignment ±1 px, five zooms). Both are batched matrix products.
+   shifts, zoom factors, small rotations and the horizontal flip. The search runs coarse-to-fine: every
+   candidate at 16×16 px (shifts of ±4 px, three zooms, flip), then the pairs that come close at 32×32 px
+   (the best coarse shift and flip ±1 px; five zooms and four rotations up to ±10°). Resampling is a sparse
+   matrix product, the correlations batched dense ones.
 
 A pair is a near duplicate when ``cosine >= min_cosine`` and ``score >= min_score``; an exact duplicate when
 the decoded pixels are identical (``ctx.stats["pixel_hash"]``; the file hash where that column is missing).
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import sparse
 
 if TYPE_CHECKING:
     from datacheck.context import AuditContext
@@ -50,13 +52,23 @@ logger = logging.getLogger(__name__)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 #: Standard deviation (thumbnail pixels) of the blur subtracted to form the band-pass map.
 _BANDPASS_SIGMA = 2.0
-#: Coarse search: shifts of ±2 px at 16×16 (±4 px of the thumbnail) and these zoom factors.
+#: Coarse search: shifts of ±2 px at 16×16 (±4 px of the thumbnail) and these ``(zoom, rotation°)``.
 _COARSE_SHIFT = 2
-_COARSE_ZOOMS = (0.87, 1.0, 1.15)
-#: Fine search at 32×32: the coarse shift ±1 px, within ±4 px, and these zoom factors.
+_COARSE_VARIANTS = ((0.87, 0.0), (1.0, 0.0), (1.15, 0.0))
+#: Fine search at 32×32: the coarse shift ±1 px, within ±4 px, and these ``(zoom, rotation°)``.
 _FINE_SHIFT = 4
 _FINE_RADIUS = 1
-_FINE_ZOOMS = (0.8, 0.89, 1.0, 1.12, 1.25)
+_FINE_VARIANTS = (
+    (0.8, 0.0),
+    (0.89, 0.0),
+    (1.0, 0.0),
+    (1.12, 0.0),
+    (1.25, 0.0),
+    (1.0, -10.0),
+    (1.0, -5.0),
+    (1.0, 5.0),
+    (1.0, 10.0),
+)
 #: Patches whose standard deviation is below this (gray levels) count as flat and correlate 0 with anything.
 _FLAT_STD = 0.5
 #: Pairs whose coarse score is at least ``min_score - _COARSE_SLACK`` are re-scored at 32×32 px.
@@ -165,30 +177,42 @@ def _inverse_norms(norms: np.ndarray, pixels: int) -> np.ndarray:
     return np.where(flat, np.float32(0), 1 / np.where(flat, np.float32(1), norms)).astype(np.float32)
 
 
-def _zoom_matrix(size: int, zoom: float, margin: int) -> np.ndarray:
-    """Bilinear resampling matrix: the central ``size - 2·margin`` rows of an image zoomed by ``zoom``."""
-    centre = (size - 1) / 2
-    src = np.clip(centre + (np.arange(margin, size - margin) - centre) / zoom, 0, size - 1)
-    low = np.floor(src).astype(np.intp)
-    high = np.minimum(low + 1, size - 1)
-    rows = np.arange(len(src))
-    matrix = np.zeros((len(src), size), np.float32)
-    np.add.at(matrix, (rows, low), 1 - (src - low))
-    np.add.at(matrix, (rows, high), src - low)
-    return matrix
+@functools.cache
+def _variant_matrix(size: int, variants: tuple[tuple[float, float], ...], margin: int) -> sparse.csr_matrix:
+    """Bilinear resampling of a flattened ``size×size`` map into the central ``m×m`` crop of each variant.
+
+    A variant ``(zoom, degrees)`` scales the image by ``zoom`` and rotates it by ``degrees`` about its centre.
+
+    Returns:
+        A sparse ``(V·m·m) × (size·size)`` matrix, four taps per row, variant-major.
+    """
+    m, centre = size - 2 * margin, (size - 1) / 2
+    y, x = np.divmod(np.arange(m * m), m)
+    y, x = y + margin - centre, x + margin - centre
+    blocks = []
+    for zoom, degrees in variants:
+        cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+        src_y = np.clip(centre + (cos * y - sin * x) / zoom, 0, size - 1)
+        src_x = np.clip(centre + (sin * y + cos * x) / zoom, 0, size - 1)
+        y0 = np.minimum(np.floor(src_y).astype(np.intp), size - 2)
+        x0 = np.minimum(np.floor(src_x).astype(np.intp), size - 2)
+        fy, fx = src_y - y0, src_x - x0
+        cols = np.stack(
+            [y0 * size + x0, y0 * size + x0 + 1, (y0 + 1) * size + x0, (y0 + 1) * size + x0 + 1], 1
+        )
+        weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 1)
+        rows = np.repeat(np.arange(m * m), 4)
+        blocks.append(sparse.csr_matrix((weights.ravel(), (rows, cols.ravel())), shape=(m * m, size * size)))
+    return sparse.vstack(blocks, format="csr", dtype=np.float32)
 
 
-def _zoomed(maps: np.ndarray, zooms: Sequence[float], margin: int) -> np.ndarray:
-    """Central crops of each map zoomed about its centre: ``float32[N, Z, C, m·m]``, normalised per map."""
+def _transformed(maps: np.ndarray, variants: tuple[tuple[float, float], ...], margin: int) -> np.ndarray:
+    """Central crops of each map under each variant: ``float32[N, V, C, m·m]``, normalised per map."""
     n, c, size, _ = maps.shape
     m = size - 2 * margin
-    mats = np.stack([_zoom_matrix(size, zoom, margin) for zoom in zooms])  # Z, m, S
-    along_x = (maps.reshape(-1, size) @ mats.reshape(-1, size).T).reshape(n, c, size, len(zooms), m)
-    along_x = np.ascontiguousarray(along_x.transpose(3, 0, 1, 2, 4))  # Z, N, C, S, m
-    out = np.empty((n, len(zooms), c, m, m), np.float32)
-    for z in range(len(zooms)):
-        out[:, z] = np.matmul(mats[z], along_x[z])
-    return _normalise(out.reshape(n, len(zooms), c, m * m))
+    crops = _variant_matrix(size, variants, margin) @ maps.reshape(n * c, size * size).T  # V·m·m, N·C
+    crops = np.ascontiguousarray(crops.reshape(len(variants), m * m, n, c).transpose(2, 0, 3, 1), np.float32)
+    return _normalise(crops)
 
 
 def _flipped(maps: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -290,7 +314,7 @@ def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     best = np.zeros(len(pairs), np.int64)
     cand_ids, cand_local = np.unique(pairs[:, 1], return_inverse=True)
     crops = np.ascontiguousarray(
-        _zoomed(maps16[cand_ids], _COARSE_ZOOMS, _COARSE_SHIFT).transpose(2, 0, 1, 3)
+        _transformed(maps16[cand_ids], _COARSE_VARIANTS, _COARSE_SHIFT).transpose(2, 0, 1, 3)
     )
     row_query, table = _slot_table(pairs[:, 0])
     for start in range(0, len(row_query), _ROW_BLOCK):
@@ -314,7 +338,7 @@ def _fine(
     """Fine score at 32×32 px around the coarse alignment (shifts given in 16-px units).
 
     The query's windows are taken at the coarse shift (doubled) ±``_FINE_RADIUS`` px; every candidate is
-    zoomed by each of ``_FINE_ZOOMS``.
+    zoomed and rotated by each of ``_FINE_VARIANTS``.
     """
     out = np.empty(len(pairs), np.float32)
     n_maps, size = maps32.shape[1], maps32.shape[-1]
@@ -331,9 +355,9 @@ def _fine(
         windows = sliding_window_view(patch, (m, m), axis=(2, 3)).transpose(1, 0, 2, 3, 4, 5)
         windows = np.ascontiguousarray(windows).reshape(n_maps, len(p), -1, m * m)  # C, P, W, m·m
         norms = _window_norms(patch, m).transpose(1, 0, 2, 3).reshape(n_maps, len(p), -1, 1)
-        crops = _zoomed(maps32[p[:, 1]], _FINE_ZOOMS, _FINE_SHIFT)  # P, Z, C, m·m
+        crops = _transformed(maps32[p[:, 1]], _FINE_VARIANTS, _FINE_SHIFT)  # P, V, C, m·m
         crops = np.ascontiguousarray(crops.transpose(2, 0, 3, 1))  # C, P, m·m, Z
-        sims = np.zeros((len(p), windows.shape[2], len(_FINE_ZOOMS)), np.float32)
+        sims = np.zeros((len(p), windows.shape[2], len(_FINE_VARIANTS)), np.float32)
         for ch in range(n_maps):
             sims += np.matmul(windows[ch], crops[ch]) * _inverse_norms(norms[ch], m * m)
         out[sel] = sims.reshape(len(p), -1).max(axis=1) / np.float32(n_maps)
@@ -401,17 +425,21 @@ def exact_keys(ctx: AuditContext) -> np.ndarray:
     return np.where(missing, files, np.array([f"pixels:{h}" for h in pixels], dtype=object))
 
 
+def _groups_of(labels: np.ndarray) -> list[np.ndarray]:
+    """Row numbers of every label that occurs more than once, ascending."""
+    order = np.argsort(labels, kind="stable")
+    runs = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
+    return [run for run in runs if len(run) > 1]
+
+
 def _exact_pairs(keys: np.ndarray, splits: Sequence[str | None]) -> np.ndarray:
     """Pairs linking identical images: each member to the first member of its group within each split.
 
     That connects every group (first member of the member's own split is linked to the group's first
     member) while listing each member's copies in other splits once per split, in O(group size × splits).
     """
-    _, group = np.unique(keys, return_inverse=True)
-    counts = np.bincount(group)
     out: list[tuple[int, int]] = []
-    for g in np.flatnonzero(counts > 1):
-        members = np.flatnonzero(group == g)
+    for members in _groups_of(np.unique(keys, return_inverse=True)[1]):
         heads: dict[str | None, int] = {}
         for m in members:
             heads.setdefault(splits[m], int(m))
@@ -509,10 +537,10 @@ def duplicate_pairs(ctx: AuditContext, params: NearDupParams) -> pd.DataFrame:
     return df
 
 
-def duplicate_groups(n: int, pairs: pd.DataFrame) -> np.ndarray:
-    """Connected components of the duplicate pairs: ``int[n]`` group id per row (singletons included)."""
+def duplicate_groups(n: int, pairs: pd.DataFrame) -> list[np.ndarray]:
+    """Connected components of the duplicate pairs with at least two images: their row numbers, ascending."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     graph = coo_matrix((np.ones(len(pairs)), (pairs["i"].to_numpy(), pairs["j"].to_numpy())), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+    return _groups_of(connected_components(graph, directed=False)[1])

@@ -55,6 +55,12 @@ def cropped(img: np.ndarray, side: int = 28) -> np.ndarray:
     return np.asarray(Image.fromarray(img[o : o + side, o : o + side]).resize(img.shape[:2], Image.BICUBIC))
 
 
+def rotated(img: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotated about the centre, resampled at 4× the size (black corners, outside the compared crop)."""
+    big = Image.fromarray(img).resize((128, 128), Image.BICUBIC).rotate(degrees, Image.BICUBIC)
+    return np.asarray(big.resize(img.shape[:2], Image.LANCZOS))
+
+
 def jpeg(img: np.ndarray, quality: int = 40) -> np.ndarray:
     """Re-encoded as a low-quality JPEG."""
     buffer = io.BytesIO()
@@ -81,6 +87,8 @@ EDITS = {
     "darker, less contrast": lambda x: brightened(x, 0.6, -10),
     "flip": flipped,
     "crop and resize": cropped,
+    "rotate 6°": lambda x: rotated(x, 6),
+    "rotate -8°": lambda x: rotated(x, -8),
     "jpeg": jpeg,
     "flip + shift + brighter": lambda x: brightened(shifted(flipped(x), 1, 2)),
 }

@@ -73,16 +73,17 @@ def _min_cosine(vectors: np.ndarray, rows: np.ndarray) -> float:
 
 def _groups(ctx: AuditContext, pairs: pd.DataFrame) -> list[_Group]:
     """Connected components with at least two images, described."""
-    component = duplicate_groups(ctx.n, pairs)
-    sizes = np.bincount(component, minlength=1)
     if not len(pairs):
         return []
+    groups = duplicate_groups(ctx.n, pairs)
+    group_of = np.full(ctx.n, -1)
+    for g, rows in enumerate(groups):
+        group_of[rows] = g
+    edge_score = pairs.groupby(group_of[pairs["i"].to_numpy()])["score"].min()
     keys = exact_keys(ctx)
-    edge_score = pairs.groupby(component[pairs["i"].to_numpy()])["score"].min()
     paths = ctx.paths
     out = []
-    for comp in np.flatnonzero(sizes > 1):
-        rows = np.flatnonzero(component == comp)
+    for g, rows in enumerate(groups):
         match = "exact" if len(set(keys[rows])) == 1 else "near"
         kind = "conflicting_labels" if len(set(ctx.labels[rows].tolist())) > 1 else match
         out.append(
@@ -91,7 +92,7 @@ def _groups(ctx: AuditContext, pairs: pd.DataFrame) -> list[_Group]:
                 kind=kind,
                 match=match,
                 similarity=_min_cosine(ctx.vectors, rows),
-                score=float(edge_score.get(comp, 1.0)),
+                score=float(edge_score.get(g, 1.0)),
             )
         )
     return out
