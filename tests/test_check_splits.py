@@ -85,7 +85,7 @@ def test_neighbour_mixing_and_crossing_ratio():
     assert neighbour_mixing(indices, labels, 2)[0, 1] == 0.0
     assignment = np.array([0, 0, 1, 1])
     assert crossing_ratio(assignment, np.array([0, 1, 2, 3]), np.array([1, 0, 3, 2])) == 0.0
-    assert crossing_ratio(assignment, np.array([0, 2]), np.array([2, 0])) == pytest.approx(2.0)  # all leave
+    assert crossing_ratio(assignment, np.array([0, 2]), np.array([2, 0])) == pytest.approx(2.0)  # all cross
 
 
 def test_namer_prefers_characteristic_labels():

@@ -154,7 +154,7 @@ def _finding(
             f"{median_rank:.0f})"
         ),
         advice=_ADVICE,
-        files=tuple(ctx.paths[r] for r in spread.typical[: params.n_examples]),
+        files=tuple(np.asarray(ctx.paths, dtype=object)[spread.typical[: params.n_examples]]),
         extra={
             "class": name,
             "spread": spread.spread,

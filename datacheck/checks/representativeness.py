@@ -86,8 +86,8 @@ class RepresentativenessParams:
     max_groups: int = 5
     n_folds: int = 5
     pca_dim: int = 64
-    max_rows: int = 10_000
-    candidates: int = 30
+    max_rows: int = 5000
+    candidates: int = 20
     n_examples: int = 8
     seed: int = 0
 
@@ -196,7 +196,7 @@ def choose_comparison(ctx: AuditContext) -> Comparison | None:
                 f"split:{name}",
                 np.flatnonzero(is_train),
                 np.asarray(ctx.vectors)[rows],
-                tuple(ctx.paths[r] for r in rows),
+                tuple(np.asarray(ctx.paths, dtype=object)[rows]),
                 "",
                 None if ctx.logits is None else np.asarray(ctx.logits)[rows],
             )
@@ -207,10 +207,16 @@ def _sample(rows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarra
     return rows if len(rows) <= limit else np.sort(rng.choice(rows, size=limit, replace=False))
 
 
+#: Rows the PCA projection is fitted on (a sample; the axes of 4,000 embeddings are stable).
+PCA_FIT_ROWS = 4000
+
+
 def _pca(points: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    """``float[D, d]`` principal axes of ``points`` (``d = min(dim, …)``)."""
+    """``float[D, d]`` principal axes of ``points`` (``d = min(dim, …)``), fitted on a sample."""
     from sklearn.decomposition import PCA
 
+    if len(points) > PCA_FIT_ROWS:
+        points = points[np.random.default_rng(seed).choice(len(points), PCA_FIT_ROWS, replace=False)]
     dim = min(dim, points.shape[1], len(points) - 1)
     return PCA(n_components=dim, svd_solver="randomized", random_state=seed).fit(points).components_.T
 

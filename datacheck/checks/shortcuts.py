@@ -70,6 +70,9 @@ class ShortcutsParams:
         content_auc: Conservative AUC from which a content property (brightness, colour cast, contrast,
             saturation, sharpness, file size, all properties together) is reported…
         object_margin: …and only when its AUC is within this margin of the object's (kNN on embeddings).
+        combined_margin: All properties together are reported when their conservative AUC reaches
+            ``content_auc`` and their AUC is within this (smaller) margin of the object's: combined, cheap
+            statistics naturally do better than any one of them.
         region_auc: Conservative AUC from which an outer region of the thumbnail is reported…
         region_excess: …and only when it beats the median other outer cell (for a cell) or the image centre
             (for background and border) by this much.
@@ -84,7 +87,8 @@ class ShortcutsParams:
     n_bins: int = 10
     unintended_auc: float = 0.75
     content_auc: float = 0.9
-    object_margin: float = 0.05
+    object_margin: float = 0.1
+    combined_margin: float = 0.02
     region_auc: float = 0.85
     region_excess: float = 0.15
     fail_auc: float = 0.97
@@ -101,7 +105,7 @@ class ShortcutsParams:
         for name in ("unintended_auc", "content_auc", "region_auc", "fail_auc"):
             if not 0.5 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0.5 and 1, got {getattr(self, name)}")
-        for name in ("object_margin", "region_excess"):
+        for name in ("object_margin", "combined_margin", "region_excess"):
             if not 0.0 <= getattr(self, name) <= 0.5:
                 raise ValueError(f"{name} must be between 0 and 0.5, got {getattr(self, name)}")
         if self.min_class_size < 2 or self.max_region_rows < 10 or self.n_examples < 0:
@@ -200,9 +204,8 @@ def _property_probe(ctx: AuditContext, params: ShortcutsParams, setup: _Setup) -
     if all_codes:
         combined = _nb_probe(np.concatenate(all_codes, axis=1), setup)
         metrics["combined_accuracy"] = combined.accuracy
-        classes = np.array(
-            [c for c in _flag_property("content", combined.auc, params, setup) if c not in flagged]
-        )
+        hits = _flag_property("content", combined.auc, params, setup, margin=params.combined_margin)
+        classes = np.array([c for c in hits if c not in flagged])
         if len(classes):
             findings.append(_combined_finding(ctx, combined, classes, params, setup))
     return findings, metrics
@@ -218,15 +221,16 @@ def _nb_probe(codes: np.ndarray, setup: _Setup) -> _Probe:
     )
 
 
-def _flag_property(kind: str, auc: cv.OvrAuc, params: ShortcutsParams, setup: _Setup) -> np.ndarray:
+def _flag_property(
+    kind: str, auc: cv.OvrAuc, params: ShortcutsParams, setup: _Setup, margin: float | None = None
+) -> np.ndarray:
     """Classes for which a property cue is suspicious (see the module docstring)."""
+    margin = params.object_margin if margin is None else margin
     lower = np.nan_to_num(auc.lower, nan=0.0)
     if kind == "unintended":
         hit = lower >= params.unintended_auc
     else:
-        rivals_object = np.where(
-            np.isnan(setup.object_auc), True, auc.auc >= setup.object_auc - params.object_margin
-        )
+        rivals_object = np.where(np.isnan(setup.object_auc), True, auc.auc >= setup.object_auc - margin)
         hit = (lower >= params.content_auc) & rivals_object
     return np.flatnonzero(hit & setup.eligible)
 
