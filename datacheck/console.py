@@ -60,10 +60,12 @@ def setup_logging(*, quiet: bool = False, verbose: int = 0) -> None:
     handler = RichHandler(console=err_console, show_path=verbose >= 2, show_time=verbose >= 2)
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     # TensorFlow's C++ logging is silenced unless the user asked for debug output.
-    if verbose < 2:
-        import os
+    import os
 
+    if verbose < 2:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    else:
+        os.environ["DATACHECK_NATIVE_LOGS"] = "1"
 
 
 class _RichProgress:

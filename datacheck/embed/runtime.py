@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from datacheck._native import tensorflow
 from datacheck.embed.backbones import BuiltBackbone, build_backbone, cache_tag, get_backbone, weights_id
 
 __all__ = [
@@ -68,6 +69,7 @@ class LiteRTUnavailableError(RuntimeError):
 def keras_backbone(name: str, image_size: int, *, weights: Path | None = None) -> BuiltBackbone:
     """Return the Keras model for ``(name, image_size, weights)``, built once per process (lazily)."""
     key = (name, image_size, weights_id(name, weights))
+    tensorflow()  # import it quietly before Keras does
     with _KERAS_LOCK:
         if key not in _KERAS_MODELS:
             _KERAS_MODELS[key] = build_backbone(name, image_size, weights=weights)

@@ -222,6 +222,9 @@ def _precomputed_knn(graph: KnnGraph) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _umap(reduced: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, seed: int) -> np.ndarray:
     """UMAP of the PCA-reduced bottlenecks (reusing the shared kNN graph when given)."""
+    from datacheck._native import tensorflow
+
+    tensorflow()  # umap imports TensorFlow (for ParametricUMAP) when it is installed; keep that quiet
     import umap
 
     n = len(reduced)

@@ -6,6 +6,7 @@ The JSON schema is documented in docs/report-schema.md.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -69,8 +70,8 @@ class Report:
         }
 
     def to_json(self, indent: int | None = 2) -> str:
-        """The report.json text."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        """The report.json text: strict JSON (NaN and infinities become ``null``)."""
+        return json.dumps(_finite(self.to_dict()), indent=indent, ensure_ascii=False, allow_nan=False)
 
     def status_counts(self) -> Counter:
         """How many checks ended in each status."""
@@ -114,3 +115,14 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
