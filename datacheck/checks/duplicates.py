@@ -54,9 +54,10 @@ class DuplicatesParams(NearDupParams):
 
 @dataclass(frozen=True)
 class _Group:
-    """One group of duplicates (row numbers sorted by path)."""
+    """One group of duplicates: row numbers and their paths, sorted by path."""
 
     rows: tuple[int, ...]
+    files: tuple[str, ...]
     kind: str
     match: str
     similarity: float
@@ -86,9 +87,11 @@ def _groups(ctx: AuditContext, pairs: pd.DataFrame) -> list[_Group]:
     for g, rows in enumerate(groups):
         match = "exact" if len(set(keys[rows])) == 1 else "near"
         kind = "conflicting_labels" if len(set(ctx.labels[rows].tolist())) > 1 else match
+        ordered = sorted(rows.tolist(), key=lambda r: paths[r])
         out.append(
             _Group(
-                rows=tuple(sorted(rows.tolist(), key=lambda r: paths[r])),
+                rows=tuple(ordered),
+                files=tuple(paths[r] for r in ordered),
                 kind=kind,
                 match=match,
                 similarity=_min_cosine(ctx.vectors, rows),
@@ -120,7 +123,7 @@ def _finding(ctx: AuditContext, g: _Group) -> Finding:
         severity=Severity.FAIL if g.kind == "conflicting_labels" else Severity.WARN,
         message=_message(ctx, g),
         advice=_ADVICE[g.kind],
-        files=tuple(ctx.paths[r] for r in g.rows),
+        files=g.files,
         extra={
             "similarity": g.similarity,
             "score": g.score,
@@ -163,7 +166,7 @@ def check_duplicates(ctx: AuditContext, p: DuplicatesParams) -> CheckResult:
     """Exact copies and near duplicates, grouped; copies with different labels fail."""
     pairs = duplicate_pairs(ctx, p)
     groups = _groups(ctx, pairs)
-    groups.sort(key=lambda g: (g.kind != "conflicting_labels", -len(g.rows), ctx.paths[g.rows[0]]))
+    groups.sort(key=lambda g: (g.kind != "conflicting_labels", -len(g.rows), g.files[0]))
     metrics = _metrics(ctx, groups, pairs)
     findings = [_finding(ctx, g) for g in groups]
     summary = _summary(ctx, groups, metrics)

@@ -60,7 +60,7 @@ def _cross_split(ctx: AuditContext, pairs: pd.DataFrame) -> pd.DataFrame:
     return cross.sort_values(["score", "cosine"], ascending=False, ignore_index=True)
 
 
-def _finding(ctx: AuditContext, row: pd.Series) -> Finding:
+def _finding(ctx: AuditContext, paths: tuple[str, ...], row: pd.Series) -> Finding:
     i, j = int(row["i"]), int(row["j"])
     what = "an exact copy" if row["kind"] == "exact" else "a near duplicate"
     return Finding(
@@ -71,7 +71,7 @@ def _finding(ctx: AuditContext, row: pd.Series) -> Finding:
             f"(score {row['score']:.2f}, cosine {row['cosine']:.2f})."
         ),
         advice=_ADVICE,
-        files=(ctx.paths[i], ctx.paths[j]),
+        files=(paths[i], paths[j]),
         extra={
             "similarity": float(row["cosine"]),
             "score": float(row["score"]),
@@ -117,7 +117,8 @@ def check_leakage(ctx: AuditContext, p: LeakageParams) -> CheckResult:
         return CheckResult(CHECK_ID, Status.PASS, "no splits")
     cross = _cross_split(ctx, duplicate_pairs(ctx, p))
     metrics = _metrics(ctx, cross, p.test_split)
-    findings = [_finding(ctx, row) for _, row in cross.head(p.max_findings).iterrows()]
+    paths = ctx.paths
+    findings = [_finding(ctx, paths, row) for _, row in cross.head(p.max_findings).iterrows()]
     summary = _summary(cross, metrics, p.test_split)
     if len(cross) > p.max_findings:
         summary += f" (first {p.max_findings} pairs listed)"
