@@ -202,7 +202,8 @@ def test_merged_class_is_ranked_first_with_clusters_named_after_its_subclasses(
 
 def test_reference_with_a_missing_kind_names_what_is_missing(cifar: Path, cache_dir: Path, tmp_path: Path):
     from datacheck.api import embed
-    from datacheck.checks import all_checks
+    from datacheck.checks.base import registered
+    from datacheck.checks.representativeness import CHECK_ID
     from datacheck.context import build_context
     from datacheck.params import EmbedParams
     from datacheck.runner import run_one
@@ -220,7 +221,7 @@ def test_reference_with_a_missing_kind_names_what_is_missing(cifar: Path, cache_
     ctx = build_context(
         train_embedded.dataset, train_embedded.embeddings, reference=reference_embedded.embeddings
     )
-    spec = all_checks()["representativeness"]
+    spec = registered()[CHECK_ID]
     res = run_one(ctx, spec, spec.default_params())
     assert res.metrics["mode"] == "reference"
     uncovered = [f for f in res.findings if f.kind == "uncovered"]

@@ -10,6 +10,8 @@ Two probes, both cross-validated and compared with what the object itself achiev
    with the centre masked and the thin border ring, each described by a few dozen numbers and scored by a
    cross-validated shrunk LDA, compared with the same probe on the image centre (the object's place).
 
+Only the training split is probed when the dataset has one (a shortcut matters where the model learns it).
+
 The significance rule is what keeps a clean dataset quiet. A cue is reported for a class when
 
 * it is a property nobody intended (format, JPEG quality, camera, size, grayscale) and separates the class
@@ -124,8 +126,19 @@ class _Probe:
 
 @dataclass(frozen=True)
 class _Setup:
-    """What every probe of one run shares."""
+    """What every probe of one run shares.
 
+    Attributes:
+        rows: Context rows probed (the training split when there is one), aligned with ``labels``.
+        labels: Their labels.
+        n_classes: Number of classes.
+        eligible: ``bool[C]`` classes large enough to be reported.
+        folds: Cross-validation fold of each probed row.
+        object_auc: ``float[C]`` one-vs-rest AUC of the kNN vote on the embeddings.
+        baseline: Majority-class rate.
+    """
+
+    rows: np.ndarray
     labels: np.ndarray
     n_classes: int
     eligible: np.ndarray
@@ -138,16 +151,18 @@ class _Setup:
 def shortcuts(ctx: AuditContext, params: ShortcutsParams) -> CheckResult:
     """Image properties or image regions other than the object that predict the label."""
     n_classes = len(ctx.class_names)
-    if n_classes < 2 or ctx.n < 2 * params.n_folds:
+    rows = training_rows(ctx)
+    if n_classes < 2 or len(np.unique(np.asarray(ctx.labels)[rows])) < 2 or len(rows) < 2 * params.n_folds:
         return CheckResult(CHECK_ID, Status.SKIPPED, "needs at least two classes with a few images each")
-    setup = _setup(ctx, params)
+    setup = _setup(ctx, rows, params)
     prop_findings, prop_metrics = _property_probe(ctx, params, setup)
     region_findings, region_metrics = _region_probe(ctx, params, setup)
     findings = sorted(prop_findings + region_findings, key=lambda f: -max(f.extra["auc"].values()))
     metrics = {
+        "probed_images": len(rows),
         "baseline": setup.baseline,
         "object_accuracy": cv.accuracy(
-            cv.neighbour_class_scores(ctx.knn.indices, setup.labels, n_classes), setup.labels
+            cv.neighbour_class_scores(ctx.knn.indices[rows], np.asarray(ctx.labels), n_classes), setup.labels
         ),
         **prop_metrics,
         **region_metrics,
@@ -155,11 +170,23 @@ def shortcuts(ctx: AuditContext, params: ShortcutsParams) -> CheckResult:
     return result(CHECK_ID, _summary(findings), findings, metrics)
 
 
-def _setup(ctx: AuditContext, params: ShortcutsParams) -> _Setup:
-    labels = np.asarray(ctx.labels)
+def training_rows(ctx: AuditContext) -> np.ndarray:
+    """Rows of the training split (``train`` or ``training``) when the dataset has one, else every row.
+
+    A shortcut matters where the model learns it; a held-out split without the cue would only dilute it.
+    """
+    splits = np.array([s if s is not None else "" for s in ctx.splits], dtype=object)
+    train = np.flatnonzero(np.isin(splits, ("train", "training")))
+    return train if len(train) else np.arange(ctx.n)
+
+
+def _setup(ctx: AuditContext, rows: np.ndarray, params: ShortcutsParams) -> _Setup:
+    all_labels = np.asarray(ctx.labels)
+    labels = all_labels[rows]
     n_classes = len(ctx.class_names)
-    object_scores = cv.neighbour_class_scores(ctx.knn.indices, labels, n_classes)
+    object_scores = cv.neighbour_class_scores(ctx.knn.indices[rows], all_labels, n_classes)
     return _Setup(
+        rows=rows,
         labels=labels,
         n_classes=n_classes,
         eligible=np.bincount(labels, minlength=n_classes) >= params.min_class_size,
@@ -171,7 +198,7 @@ def _setup(ctx: AuditContext, params: ShortcutsParams) -> _Setup:
 
 def _summary(findings: Sequence[Finding]) -> str:
     if not findings:
-        return "no image property or outer image region predicts a class better than the object does"
+        return "no image property or outer image region predicts a class suspiciously well"
     parts = [f"{f.extra['cue']} ({', '.join(f.extra['classes'])})" for f in findings]
     noun = "shortcut" if len(findings) == 1 else "shortcuts"
     return f"{len(findings)} suspected {noun}: " + "; ".join(parts)
@@ -181,9 +208,9 @@ def _summary(findings: Sequence[Finding]) -> str:
 
 
 def _property_probe(ctx: AuditContext, params: ShortcutsParams, setup: _Setup) -> tuple[list[Finding], dict]:
-    stats = ctx.stats
-    if len(stats) != ctx.n:
+    if len(ctx.stats) != ctx.n:
         return [], {"property_accuracy": {}}
+    stats = ctx.stats.iloc[setup.rows].reset_index(drop=True)
     cues = [cue for cue in PROPERTY_CUES if cue.available(stats)]
     findings, accuracies, flagged = [], {}, set()
     all_codes = []
@@ -214,7 +241,7 @@ def _property_probe(ctx: AuditContext, params: ShortcutsParams, setup: _Setup) -
 def _nb_probe(codes: np.ndarray, setup: _Setup) -> _Probe:
     scores = cv.cross_val_scores(codes, setup.labels, setup.n_classes, cv.binned_naive_bayes, setup.folds)
     return _Probe(
-        np.arange(len(setup.labels)),
+        setup.rows,
         scores,
         cv.ovr_auc(scores, setup.labels, setup.n_classes),
         cv.accuracy(scores, setup.labels),
@@ -273,18 +300,20 @@ def _combined_finding(
 
 
 def _region_probe(ctx: AuditContext, params: ShortcutsParams, setup: _Setup) -> tuple[list[Finding], dict]:
-    rows = cv.stratified_subsample(setup.labels, params.max_region_rows, params.seed)
+    picked = cv.stratified_subsample(setup.labels, params.max_region_rows, params.seed)
+    rows = setup.rows[picked]
     thumbs = np.asarray(ctx.thumbs)[rows]
     if len(thumbs) == 0 or int(thumbs.max()) == int(thumbs.min()):
         return [], {"region_rows": 0}
     grid = ThumbGrid(thumbs)
     sub = _Setup(
-        labels=setup.labels[rows],
+        rows=rows,
+        labels=setup.labels[picked],
         n_classes=setup.n_classes,
         eligible=setup.eligible,
-        folds=cv.stratified_folds(setup.labels[rows], params.n_folds, params.seed),
+        folds=cv.stratified_folds(setup.labels[picked], params.n_folds, params.seed),
         object_auc=setup.object_auc,
-        baseline=cv.majority_rate(setup.labels[rows]),
+        baseline=cv.majority_rate(setup.labels[picked]),
     )
     centre = _lda_probe(CENTRE, grid, rows, sub)
     regions = outer_regions()
@@ -412,7 +441,7 @@ def _region_finding(
             f"the image centre only {centre.auc.auc[c]:.2f}{spread}"
         )
     names = [ctx.class_names[c] for c in classes]
-    message = f"{region.words} predicts {_join(names)} better than the object does: {effects[0]}"
+    message = f"{region.words} alone predicts {_join(names)}: {effects[0]}"
     extra = {"centre_auc": {ctx.class_names[c]: float(centre.auc.auc[c]) for c in classes}}
     return _finding(
         ctx, region.name, message, _ADVICE_REGION, probe, classes, params, setup, "; ".join(effects), extra
