@@ -1,3 +1,8 @@
+import dataclasses
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -137,3 +142,12 @@ def test_a_group_of_consistent_errors_is_found():
     assert set(found) == planted and set(found.values()) == {"fox"}
     only_cleanlab = check_labels(ctx, LabelsParams(min_margin=1.0))
     assert len(planted & {ctx.paths.index(f.files[0]) for f in only_cleanlab.findings}) < 6
+
+
+def test_docs_page_lists_every_parameter_with_its_default():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "checks" / "labels.md").read_text()
+    documented = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", page, flags=re.MULTILINE))
+    for field in dataclasses.fields(LabelsParams):
+        value = getattr(LabelsParams(), field.name)
+        expected = list(value) if isinstance(value, tuple) else value
+        assert json.loads(documented[field.name]) == expected, field.name
