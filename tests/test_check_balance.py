@@ -76,6 +76,7 @@ def test_splits_missing_classes_and_eval_minimum():
     assert len(owl.files) == 30 and all(f.startswith("test/owl/") for f in owl.files)
     assert res.findings[0].severity is Severity.FAIL
     assert res.metrics["split_counts"]["test"]["fox"] == 0
+    assert res.metrics["smallest_class_count"] == 0  # owl has no training images
 
 
 def test_minimums_use_the_training_split_only():

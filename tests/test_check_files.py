@@ -35,7 +35,14 @@ def test_each_bad_file_is_one_finding_with_its_reason():
     assert "truncated file" in broken.message and broken.extra["reason"] == ISSUES[0].reason
     assert {by_file[(p,)].severity for p in ("cat/notes.txt", "dog/link.jpg", "loose.jpg")} == {Severity.WARN}
     assert res.findings[0].severity is Severity.FAIL  # worst first
-    assert res.metrics["counts"] == {"duplicate_path": 1, "no_label": 1, "not_an_image": 1, "unreadable": 1}
+    counts = res.metrics["counts"]
+    assert {k: n for k, n in counts.items() if n} == {
+        "duplicate_path": 1,
+        "no_label": 1,
+        "not_an_image": 1,
+        "unreadable": 1,
+    }
+    assert counts["missing"] == 0  # every kind is present, so the gate can read counts.unreadable
     assert res.metrics["usable_images"] == 24
     assert all(f.advice.endswith(".") and f.message.endswith(".") for f in res.findings)
 
@@ -44,6 +51,7 @@ def test_clean_dataset_passes():
     res = check_files(_ctx(()), FilesParams())
     assert res.status is Status.PASS and not res.findings
     assert res.metrics["issues"] == 0 and "every file" in res.summary
+    assert res.metrics["counts"]["unreadable"] == 0
 
 
 def test_warn_only_when_nothing_is_unreadable():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from datacheck.checks.base import CheckResult, Finding, Severity, register, result
 from datacheck.context import AuditContext
-from datacheck.dataset import FileIssue
+from datacheck.dataset import ISSUE_KINDS, FileIssue
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def check_files(ctx: AuditContext, params: FilesParams) -> CheckResult:
     """Files that are not usable labelled images: unreadable, not an image, duplicate path, no label."""
     issues = unique_issues((*ctx.dataset.issues, *ctx.failures))
     counts = Counter(i.kind for i in issues)
+    all_counts = {kind: counts.get(kind, 0) for kind in sorted({*ISSUE_KINDS, *counts})}
     reported = [i for i in issues if i.kind not in params.ignore_kinds]
     findings = sorted(
         (_finding(i, params) for i in reported),
@@ -108,7 +109,7 @@ def check_files(ctx: AuditContext, params: FilesParams) -> CheckResult:
     )
     total_files = ctx.n + len({i.path for i in issues})
     metrics = {
-        "counts": dict(sorted(counts.items())),
+        "counts": all_counts,  # every kind, 0 when none: the gate's max_unreadable reads counts.unreadable
         "issues": len(issues),
         "usable_images": ctx.n,
         "issue_fraction": len(issues) / total_files if total_files else 0.0,
