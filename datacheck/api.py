@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datacheck.config import Config, load_config
-from datacheck.dataset import Dataset, FileIssue, discover
+from datacheck.dataset import Dataset, FileIssue, discover, discover_unlabelled
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
 from datacheck.errors import UsageError
 from datacheck.gate import Baseline, FailOn, GatePolicy
@@ -74,6 +75,18 @@ def _load_baseline(path: Path | str) -> Baseline:
     return Baseline.from_report(doc, str(path))
 
 
+def _embed_reference(
+    reference: Path | str | None, params: EmbedParams, image_size: int, progress: ProgressFn | None
+) -> tuple[Path | None, Embeddings | None]:
+    """Embed the reference folder with the dataset's backbone and input size (unlabelled layouts welcome)."""
+    if reference is None:
+        return None, None
+    root = Path(reference)
+    ref = discover_unlabelled(root)
+    same_size = dataclasses.replace(params, image_size=image_size)
+    return root, embed_dataset(ref, same_size, progress=progress)
+
+
 def audit(
     path: Path | str,
     *,
@@ -88,6 +101,7 @@ def audit(
     config: Path | str | None = None,
     policy: GatePolicy | None = None,
     baseline: Path | str | None = None,
+    reference: Path | str | None = None,
     **embed_options: Any,
 ) -> Report:
     """Audit the dataset at ``path``: embed (cached), build the shared context, run the checks, gate.
@@ -106,6 +120,8 @@ def audit(
         config: A datacheck.toml (or pyproject.toml with ``[tool.datacheck]``); explicit arguments win.
         policy: Gate limits; overrides the config's ``[gate]`` table.
         baseline: An earlier report.json: the gate then fails only on findings new since it.
+        reference: A folder of images like those the application will see (any layout; labels are not
+            needed), compared with the dataset by the ``representativeness`` check.
         **embed_options: Fields of :class:`EmbedParams` (``model``, ``image_size``, ``cache_dir``, …).
 
     Returns:
@@ -133,8 +149,9 @@ def audit(
     per_check = build_params(specs, merged)
     dataset = discover(Path(path), manifest=manifest)
     embeddings = embed_dataset(dataset, params, progress=progress)
+    ref_root, ref_embeddings = _embed_reference(reference, params, embeddings.image_size, progress)
     start = time.perf_counter()
-    ctx = build_context(dataset, embeddings, knn)
+    ctx = build_context(dataset, embeddings, knn, reference=ref_embeddings, reference_root=ref_root)
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start
     results = run_checks(ctx, specs, per_check, severity=cfg.severity)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,11 +27,13 @@ class ReferenceSet:
         paths: Paths relative to the reference root.
         vectors: ``float32[M, D]`` L2-normalised bottlenecks, same backbone and size as the dataset's.
         root: The reference folder.
+        logits: ``float32[M, 1000]`` ImageNet logits (names uncovered groups), or ``None``.
     """
 
     paths: tuple[str, ...]
     vectors: np.ndarray
     root: str
+    logits: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,9 @@ class AuditContext:
         """Number of embedded images."""
         return len(self.records)
 
-    @property
+    @functools.cached_property
     def paths(self) -> tuple[str, ...]:
-        """Dataset-relative path of each row."""
+        """Dataset-relative path of each row (computed once)."""
         return tuple(r.path for r in self.records)
 
     @property
@@ -95,6 +98,7 @@ def build_context(
     embeddings: Embeddings,
     knn_params: KnnParams | None = None,
     reference: Embeddings | None = None,
+    reference_root: Path | None = None,
 ) -> AuditContext:
     """Assemble the frozen context, building the shared kNN graph once."""
     records = embeddings.records
@@ -132,6 +136,7 @@ def build_context(
         else ReferenceSet(
             paths=tuple(r.path for r in reference.records),
             vectors=_frozen(l2_normalise(reference.vectors)),
-            root=str(reference.records[0].abs_path.parent) if reference.records else "",
+            root=str(reference_root or ""),
+            logits=None if reference.logits is None else _frozen(reference.logits),
         ),
     )

@@ -481,6 +481,28 @@ def _discover_tree(root: Path) -> Dataset:
     return Dataset(root, layout, tuple(sorted(records, key=lambda r: r.path)), _sorted_issues(issues))
 
 
+def discover_unlabelled(root: Path) -> Dataset:
+    """Every image under ``root`` regardless of folders, e.g. samples of what the application will see.
+
+    Labels are the top-level folder name when there is one (``""`` for images directly in ``root``); the
+    representativeness check compares such a set with the training data and does not use the labels.
+    """
+    _check_root(root)
+    walk = _walk_tree(root)
+    kept, issues = _dedupe_files(walk.files)
+    issues.extend(walk.issues)
+    records: list[ImageRecord] = []
+    for found in kept:
+        if not _is_image_name(found.parts[-1]):
+            issues.append(FileIssue(found.path, "not_an_image", _not_an_image_reason(found.parts[-1])))
+            continue
+        label = display_name(found.parts[0]) if len(found.parts) > 1 else ""
+        records.append(ImageRecord(found.path, found.abs_path, label, None))
+    if not records:
+        raise DatasetError(f"no images found under the reference folder {root}")
+    return Dataset(root, "classes", tuple(sorted(records, key=lambda r: r.path)), _sorted_issues(issues))
+
+
 def _no_images_message(root: Path, issues: list[FileIssue]) -> str:
     kinds = Counter(issue.kind for issue in issues)
     found = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
