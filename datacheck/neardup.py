@@ -127,11 +127,9 @@ def _blur_matrix(n: int, sigma: float) -> np.ndarray:
 
 
 def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of ``float32[N, S, S]``: one matrix product per axis."""
-    n, size, _ = images.shape
-    matrix = _blur_matrix(size, sigma)
-    along_x = (images.reshape(-1, size) @ matrix.T).reshape(n, size, size)
-    return np.matmul(matrix, along_x)
+    """Separable Gaussian blur of ``float32[N, S, S]``: one (batched) matrix product per axis."""
+    matrix = _blur_matrix(images.shape[-1], sigma)
+    return np.matmul(np.matmul(matrix, images), matrix.T)
 
 
 def _maps(gray: np.ndarray, sigma: float) -> np.ndarray:
@@ -158,16 +156,16 @@ def _half_maps(thumbs: np.ndarray) -> np.ndarray:
     out = np.empty((n, 2, size // 2, size // 2), np.float32)
     for start in range(0, n, _MAP_CHUNK):
         gray = _gray(thumbs[start : start + _MAP_CHUNK])
-        half = gray.reshape(len(gray), size // 2, 2, size // 2, 2).mean(axis=(2, 4))
+        half = (gray[:, ::2, ::2] + gray[:, 1::2, ::2] + gray[:, ::2, 1::2] + gray[:, 1::2, 1::2]) / 4
         out[start : start + _MAP_CHUNK] = _maps(half, _BANDPASS_SIGMA / 2)
     return out
 
 
-def _normalise(patches: np.ndarray) -> np.ndarray:
-    """In place: zero mean and unit norm over the last axis (flat patches, with no variance, become zero)."""
-    patches -= patches.mean(axis=-1, keepdims=True)
-    norms = np.sqrt(np.einsum("...i,...i->...", patches, patches))[..., None]
-    patches *= _inverse_norms(norms, patches.shape[-1])
+def _normalise(patches: np.ndarray, axis: int = -1) -> np.ndarray:
+    """In place: zero mean and unit norm along ``axis`` (flat patches, with no variance, become zero)."""
+    patches -= patches.mean(axis=axis, keepdims=True)
+    norms = np.sqrt(np.square(patches).sum(axis=axis, keepdims=True))
+    patches *= _inverse_norms(norms, patches.shape[axis])
     return patches
 
 
@@ -207,12 +205,14 @@ def _variant_matrix(size: int, variants: tuple[tuple[float, float], ...], margin
 
 
 def _transformed(maps: np.ndarray, variants: tuple[tuple[float, float], ...], margin: int) -> np.ndarray:
-    """Central crops of each map under each variant: ``float32[N, V, C, m·m]``, normalised per map."""
+    """Central crops of each map under each variant, normalised per map: ``float32[V, m·m, N, C]``.
+
+    (The layout the sparse product yields; callers transpose once into the layout their product needs.)
+    """
     n, c, size, _ = maps.shape
-    m = size - 2 * margin
-    crops = _variant_matrix(size, variants, margin) @ maps.reshape(n * c, size * size).T  # V·m·m, N·C
-    crops = np.ascontiguousarray(crops.reshape(len(variants), m * m, n, c).transpose(2, 0, 3, 1), np.float32)
-    return _normalise(crops)
+    flat = np.ascontiguousarray(maps.reshape(n * c, size * size).T)  # S·S, N·C
+    crops = (_variant_matrix(size, variants, margin) @ flat).astype(np.float32, copy=False)  # V·m·m, N·C
+    return _normalise(crops.reshape(len(variants), -1, n, c), axis=1)
 
 
 def _flipped(maps: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -314,7 +314,7 @@ def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     best = np.zeros(len(pairs), np.int64)
     cand_ids, cand_local = np.unique(pairs[:, 1], return_inverse=True)
     crops = np.ascontiguousarray(
-        _transformed(maps16[cand_ids], _COARSE_VARIANTS, _COARSE_SHIFT).transpose(2, 0, 1, 3)
+        _transformed(maps16[cand_ids], _COARSE_VARIANTS, _COARSE_SHIFT).transpose(3, 2, 0, 1)
     )
     row_query, table = _slot_table(pairs[:, 0])
     for start in range(0, len(row_query), _ROW_BLOCK):
@@ -329,7 +329,8 @@ def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     side = 2 * _COARSE_SHIFT + 1
     flip_shift = best % (2 * side * side)
     shift = flip_shift % (side * side)
-    return score, flip_shift >= side * side, shift // side - _COARSE_SHIFT, shift % side - _COARSE_SHIFT
+    flip = flip_shift >= side * side
+    return np.clip(score, -1.0, 1.0), flip, shift // side - _COARSE_SHIFT, shift % side - _COARSE_SHIFT
 
 
 def _fine(
@@ -355,13 +356,13 @@ def _fine(
         windows = sliding_window_view(patch, (m, m), axis=(2, 3)).transpose(1, 0, 2, 3, 4, 5)
         windows = np.ascontiguousarray(windows).reshape(n_maps, len(p), -1, m * m)  # C, P, W, m·m
         norms = _window_norms(patch, m).transpose(1, 0, 2, 3).reshape(n_maps, len(p), -1, 1)
-        crops = _transformed(maps32[p[:, 1]], _FINE_VARIANTS, _FINE_SHIFT)  # P, V, C, m·m
-        crops = np.ascontiguousarray(crops.transpose(2, 0, 3, 1))  # C, P, m·m, Z
+        crops = _transformed(maps32[p[:, 1]], _FINE_VARIANTS, _FINE_SHIFT)  # V, m·m, P, C
+        crops = np.ascontiguousarray(crops.transpose(3, 2, 1, 0))  # C, P, m·m, V
         sims = np.zeros((len(p), windows.shape[2], len(_FINE_VARIANTS)), np.float32)
         for ch in range(n_maps):
             sims += np.matmul(windows[ch], crops[ch]) * _inverse_norms(norms[ch], m * m)
         out[sel] = sims.reshape(len(p), -1).max(axis=1) / np.float32(n_maps)
-    return out
+    return np.clip(out, -1.0, 1.0)
 
 
 def verify_pairs(thumbs: np.ndarray, pairs: np.ndarray, refine_above: float) -> Verification:
