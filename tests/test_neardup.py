@@ -224,3 +224,13 @@ def test_exact_groups_link_every_member_across_splits():
     pairs = {tuple(p) for p in neardup._exact_pairs(keys, splits).tolist()}
     # every copy is linked to its own split's first copy and to each other split's first copy
     assert pairs == {(0, 2), (0, 3), (0, 4), (2, 3), (2, 4), (3, 4)}
+
+
+def test_groups_are_stars_not_chains():
+    """A chain of look-alikes (0≈1≈2≈3≈4≈5) does not become one group; identical copies stay together."""
+    chain = [(k, k + 1) for k in range(5)]
+    pairs = pd.DataFrame({"i": [a for a, _ in chain], "j": [b for _, b in chain], "score": 0.9})
+    keys = np.array(["k0", "k1", "k2", "k3", "k4", "k5", "same", "same", "k0"], dtype=object)
+    groups = [g.tolist() for g in neardup.duplicate_groups(9, pairs, keys)]
+    assert sorted(groups) == [[0, 1, 2, 8], [3, 4, 5], [6, 7]]
+    assert [g.tolist() for g in neardup.duplicate_groups(3, pairs.iloc[:0])] == []

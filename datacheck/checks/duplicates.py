@@ -73,15 +73,17 @@ def _min_cosine(vectors: np.ndarray, rows: np.ndarray) -> float:
 
 
 def _groups(ctx: AuditContext, pairs: pd.DataFrame) -> list[_Group]:
-    """Connected components with at least two images, described."""
+    """The groups of :func:`~datacheck.neardup.duplicate_groups`, described."""
     if not len(pairs):
         return []
-    groups = duplicate_groups(ctx.n, pairs)
+    keys = exact_keys(ctx)
+    groups = duplicate_groups(ctx.n, pairs, keys)
     group_of = np.full(ctx.n, -1)
     for g, rows in enumerate(groups):
         group_of[rows] = g
-    edge_score = pairs.groupby(group_of[pairs["i"].to_numpy()])["score"].min()
-    keys = exact_keys(ctx)
+    gi, gj = group_of[pairs["i"].to_numpy()], group_of[pairs["j"].to_numpy()]
+    inside = (gi == gj) & (gi >= 0)
+    edge_score = pairs["score"][inside].groupby(gi[inside]).min()
     paths = ctx.paths
     out = []
     for g, rows in enumerate(groups):
