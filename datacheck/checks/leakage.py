@@ -57,7 +57,12 @@ def _cross_split(ctx: AuditContext, pairs: pd.DataFrame) -> pd.DataFrame:
     cross["i"], cross["j"] = np.where(swap, j, i), np.where(swap, i, j)
     cross["split_i"] = splits[cross["i"].to_numpy()]
     cross["split_j"] = splits[cross["j"].to_numpy()]
-    return cross.sort_values(["score", "cosine"], ascending=False, ignore_index=True)
+    return cross.sort_values(
+        ["score", "cosine", "i", "j"],
+        ascending=[False, False, True, True],
+        kind="mergesort",
+        ignore_index=True,
+    )
 
 
 def _finding(ctx: AuditContext, paths: tuple[str, ...], row: pd.Series) -> Finding:
