@@ -407,6 +407,103 @@ def cache_clear(
     err_console.print(f"cleared {directory}")
 
 
+# ------------------------------------------------------------------------------------------ cifar10
+
+cifar10_app = typer.Typer(help="Reference CIFAR-10 training (docs/cifar10.md).", no_args_is_help=True)
+app.add_typer(cifar10_app, name="cifar10")
+
+
+@cifar10_app.command("train")
+def cifar10_train(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="train/<class>/ + test/<class>/ image folder, or cifar-10-batches-py."),
+    ] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch the CIFAR-10 python batches (needs internet).")
+    ] = False,
+    model: Annotated[str | None, typer.Option("--model", help="resnet9 (GPU) or small (CPU).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Epochs (default: the model's recipe).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Images per replica; global batch = this × replicas.")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="Peak LR at the recipe's batch (scaled with the global batch)."),
+    ] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="0 (CPU), N, or all (default).")] = None,
+    cpu_replicas: Annotated[
+        int | None, typer.Option("--cpu-replicas", help="With --gpus 0: mirror over N logical CPU devices.")
+    ] = None,
+    multi_worker: Annotated[
+        bool, typer.Option("--multi-worker", help="MultiWorkerMirroredStrategy configured by TF_CONFIG.")
+    ] = False,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="auto, float32, mixed_float16 or mixed_bfloat16.")
+    ] = None,
+    sync_bn: Annotated[
+        bool | None, typer.Option("--sync-bn/--no-sync-bn", help="Batch-norm statistics over all replicas.")
+    ] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Random crop (pad 4) and flip.")
+    ] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Flip test-time augmentation.")] = None,
+    exclude_leaks: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude-leaks", help="report.json: also report accuracy without its leaked test images."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="At most N images per split (quick runs).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Checkpoints, metrics.json, tensorboard/.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Initialisation, shuffling, augmentation.")
+    ] = None,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Train a CIFAR-10 classifier; report test accuracy on the full and the leak-free test set."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    from datacheck import terminal
+    from datacheck.train.cifar10.params import TrainParams, parse_gpus
+
+    with ExitCode.guard():
+        params = TrainParams(data=data, download=download).replace(
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            gpus=None if gpus is None else parse_gpus(gpus),
+            cpu_replicas=cpu_replicas,
+            multi_worker=multi_worker,
+            precision=precision,
+            sync_bn=sync_bn,
+            augment=augment,
+            tta=tta,
+            exclude_leaks=exclude_leaks,
+            limit=limit,
+            out=out,
+            resume=resume,
+            seed=seed,
+            cache_dir=cache,
+        )
+        from datacheck.train.cifar10.train import train
+
+        with progress_reporter(quiet=quiet) as progress:
+            result = train(params, progress=progress)
+        console.print(terminal.cifar10_summary(result.metrics))
+        for line in terminal.cifar10_files(result.metrics, result.metrics_path):
+            console.print(line, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     logging.captureWarnings(False)

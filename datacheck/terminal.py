@@ -220,3 +220,65 @@ def diff_summary(changes: dict) -> Group:
         Text(f"gate: {'passed' if gate['before'] else 'failed'} → {'passed' if gate['after'] else 'failed'}")
     )
     return Group(*lines)
+
+
+# ------------------------------------------------------------------------------------------ cifar10
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def cifar10_summary(metrics: dict) -> Group:
+    """A CIFAR-10 run: test accuracy (full and leak-free), speed, devices, batch."""
+    dev, batch, leaks = metrics["devices"], metrics["batch"], metrics["leaks"]
+    table = Table(
+        title=f"datacheck cifar10 train · {metrics['model']} · {metrics['epochs']} epochs",
+        show_header=False,
+        title_justify="left",
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("test accuracy", f"{_pct(metrics['test_accuracy'])} on {metrics['test_images']:,} images")
+    excluded = metrics["test_images"] - metrics["test_images_leak_free"]
+    why = f"{leaks['exact_copies_of_train_images']:,} exact copies of training images"
+    if leaks["report"]:
+        why += f", {leaks['named_by_report']:,} named by {leaks['report']}"
+    table.add_row(
+        "leak-free test accuracy",
+        f"{_pct(metrics['test_accuracy_leak_free'])} on {metrics['test_images_leak_free']:,} images "
+        f"({excluded:,} left out: {why})",
+    )
+    speed = metrics["images_per_second"]
+    table.add_row(
+        "training",
+        f"{metrics['train_images']:,} images, {'—' if speed is None else f'{speed:,.0f}'} img/s, "
+        f"{metrics['train_seconds']:.1f} s training, {metrics['wall_seconds']:.1f} s wall",
+    )
+    table.add_row(
+        "devices",
+        f"{dev['strategy']}: {dev['replicas']} replica(s) on {', '.join(dev['devices'])}"
+        + (f" × {dev['workers']} workers" if dev["workers"] > 1 else "")
+        + f", {dev['precision']}",
+    )
+    table.add_row(
+        "batch",
+        f"{batch['per_replica']} per replica, {batch['global']} global, peak LR "
+        f"{metrics['optimizer']['peak_lr']:.4g}",
+    )
+    parts: list = [table]
+    if metrics["resumed_from_epoch"]:
+        parts.append(Text(f"resumed after epoch {metrics['resumed_from_epoch']}", style="dim"))
+    return Group(*parts)
+
+
+def cifar10_files(metrics: dict, metrics_path: Path | None) -> list[Text]:
+    """Where a run's files are, one line each (print with ``soft_wrap=True`` so paths stay whole)."""
+    if metrics_path is None:
+        return [
+            Text("not the chief worker: metrics, checkpoints and logs are written by the chief", style="dim")
+        ]
+    return [
+        Text(f"wrote {metrics_path}", style="dim"),
+        Text(f"tensorboard --logdir {metrics['tensorboard']}", style="dim"),
+    ]

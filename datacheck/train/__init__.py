@@ -1,0 +1,1 @@
+"""Training on audited data: reference runs (cifar10) and transfer learning."""
