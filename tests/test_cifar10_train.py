@@ -310,6 +310,16 @@ def test_cli_trains_on_the_cpu_reports_both_accuracies_and_resumes(subset, repor
     )  # the optimiser state was restored
     assert after["history"][0] == metrics["history"][0]
     assert (out / "checkpoints" / "ckpt-2.index").is_file()
+    # a finished run resumed with other leak information is evaluated again (here: no report)
+    again = runner.invoke(app, [*_train_args(subset, out, cache, report, 2)[:-2], "--resume"])
+    assert again.exit_code == 0, again.output
+    final = json.loads((out / "metrics.json").read_text())
+    assert len(final["history"]) == 2 and final["optimizer_steps"] == 20
+    assert final["test_accuracy"] == after["test_accuracy"]  # the same model, evaluated again
+    assert (
+        final["test_images_leak_free"] == test_images - len(LEAKED_CLASSES)
+        and final["leaks"]["report"] is None
+    )
 
 
 def test_cli_download_offline_and_bad_options_exit_with_clear_errors(tmp_path, monkeypatch):

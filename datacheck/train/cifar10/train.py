@@ -499,24 +499,31 @@ class _Session:
         return done
 
     def run(self, progress: Progress | None) -> _History:
-        for epoch in range(int(self.epoch.numpy()) + 1, self.plan.epochs + 1):
+        first = int(self.epoch.numpy()) + 1
+        for epoch in range(first, self.plan.epochs + 1):
             record = self._train_epoch(epoch, progress)
             if self.devices.is_chief:
                 record.update(self._evaluate())
             self.history.epochs.append(record)
             self._log(record)
             self.epoch.assign(epoch)
-            self.manager.save(
-                checkpoint_number=epoch
-            )  # every worker saves (collective); others to a temp dir
+            # every worker saves (saving is collective); the others write to their temporary folder
+            self.manager.save(checkpoint_number=epoch)
             if self.devices.is_chief:
-                _write_json(
-                    self.out / STATE_FILE,
-                    {**self.identity, "epochs": self.plan.epochs, "history": self.history.epochs},
-                )
-        if self.devices.is_chief and not self.history.epochs:  # resumed a finished run without its state.json
-            self.history.epochs.append({"epoch": int(self.epoch.numpy()), **self._evaluate()})
+                state = {**self.identity, "epochs": self.plan.epochs, "history": self.history.epochs}
+                _write_json(self.out / STATE_FILE, state)
+        if first > self.plan.epochs and self.devices.is_chief:
+            self._evaluate_again()
         return self.history
+
+    def _evaluate_again(self) -> None:
+        """A resumed run with nothing left to train: evaluate the model now (e.g. with a new leak report)."""
+        record = {"epoch": int(self.epoch.numpy()), **self._evaluate()}
+        if self.history.epochs and self.history.epochs[-1]["epoch"] == record["epoch"]:
+            self.history.epochs[-1] = {**self.history.epochs[-1], **record}
+        else:
+            self.history.epochs.append(record)
+        logger.info("nothing left to train: evaluated the epoch-%d model again", record["epoch"])
 
     def _train_epoch(self, epoch: int, progress: Progress | None) -> dict:
         plan = self.plan
