@@ -792,15 +792,27 @@ def estimate_jpeg_quality(qtables: Mapping[int, Sequence[int]]) -> int | None:
     luma = qtables.get(0)
     if luma is None or len(luma) != 64:
         return None
-    actual_luma = np.asarray(luma, dtype=np.int64)
     chroma = qtables.get(1)
-    actual_chroma = np.asarray(chroma, dtype=np.int64) if chroma is not None and len(chroma) == 64 else None
+    chroma_key = tuple(chroma) if chroma is not None and len(chroma) == 64 else None
+    return _closest_quality(tuple(luma), chroma_key)
 
-    def distance(quality: int) -> tuple[int, int]:
-        std_luma, std_chroma = _ijg_tables(quality)
-        total = int(np.abs(actual_luma - std_luma).sum())
-        if actual_chroma is not None:
-            total += int(np.abs(actual_chroma - std_chroma).sum())
-        return total, -quality
 
-    return min(range(1, 101), key=distance)
+@functools.lru_cache(maxsize=256)
+def _closest_quality(luma: tuple[int, ...], chroma: tuple[int, ...] | None) -> int:
+    """Closest IJG quality for one pair of tables (memoised: a dataset has few distinct tables)."""
+    std_luma, std_chroma = _all_ijg_tables()
+    total = np.abs(std_luma - np.asarray(luma, dtype=np.int64)).sum(axis=1)
+    if chroma is not None:
+        total += np.abs(std_chroma - np.asarray(chroma, dtype=np.int64)).sum(axis=1)
+    # Smallest distance; on ties the highest quality (qualities are 1..100 in row order).
+    best = np.flatnonzero(total == total.min())
+    return int(best[-1]) + 1
+
+
+@functools.cache
+def _all_ijg_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Scaled standard tables for qualities 1..100 as ``int64[100, 64]`` arrays (luma, chroma)."""
+    tables = [_ijg_tables(q) for q in range(1, 101)]
+    return np.stack([t[0] for t in tables]).astype(np.int64), np.stack([t[1] for t in tables]).astype(
+        np.int64
+    )
