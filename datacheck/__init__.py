@@ -10,7 +10,7 @@ from typing import Any
 
 from datacheck._version import __version__
 
-__all__ = ["Report", "__version__", "audit", "embed"]
+__all__ = ["Report", "__version__", "audit", "compare", "embed", "predict", "retrain"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from datacheck.report import Report
 
         return Report
+    if name in ("retrain", "predict", "compare"):
+        from datacheck import train
+
+        return getattr(train, name)
     raise AttributeError(f"module 'datacheck' has no attribute {name!r}")

@@ -407,6 +407,211 @@ def cache_clear(
     err_console.print(f"cleared {directory}")
 
 
+# ------------------------------------------------------------------------------- retrain / predict / compare
+
+HiddenOpt = Annotated[
+    int | None, typer.Option("--hidden", help="Units of the head's hidden layer (0: none).")
+]
+DropoutOpt = Annotated[float | None, typer.Option("--dropout", help="Dropout rate of the head.")]
+L2Opt = Annotated[float | None, typer.Option("--l2", help="L2 weight penalty of the head.")]
+LrOpt = Annotated[float | None, typer.Option("--learning-rate", help="Adam learning rate of the head.")]
+EpochsOpt = Annotated[
+    int | None, typer.Option("--epochs", help="Most epochs (early stopping on validation).")
+]
+PatienceOpt = Annotated[
+    int | None, typer.Option("--patience", help="Epochs without validation improvement before stopping.")
+]
+ClassWeightsOpt = Annotated[
+    bool, typer.Option("--class-weights", help="Weight classes inversely to their size (imbalanced data).")
+]
+ValOpt = Annotated[
+    float | None, typer.Option("--val-percent", help="Validation share by stable hash (no val/ folder).")
+]
+FlipOpt = Annotated[
+    bool,
+    typer.Option(
+        "--flip", help="Train on mirror images too, average image and mirror (first run embeds twice)."
+    ),
+]
+TestPctOpt = Annotated[
+    float | None, typer.Option("--test-percent", help="Test share by stable hash (no test/ folder).")
+]
+
+
+def _check_format(output_format: str) -> None:
+    if output_format not in ("table", "json"):
+        raise typer.BadParameter("--format takes table or json")
+
+
+def _print_json(doc: dict) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def _train_params(
+    hidden, dropout, l2, learning_rate, epochs, patience, class_weights, val_percent, test_percent
+):
+    from datacheck.train.head import HeadParams
+    from datacheck.train.splits import SplitParams
+
+    head = HeadParams().replace(
+        hidden=hidden,
+        dropout=dropout,
+        l2=l2,
+        learning_rate=learning_rate,
+        max_epochs=epochs,
+        patience=patience,
+        class_weights=class_weights or None,
+    )
+    return head, SplitParams().replace(val_percent=val_percent, test_percent=test_percent)
+
+
+@app.command()
+def retrain(
+    path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for model.keras, labels.txt, metrics.json.")
+    ] = Path("model"),
+    manifest: ManifestOpt = None,
+    hidden: HiddenOpt = None,
+    dropout: DropoutOpt = None,
+    l2: L2Opt = None,
+    learning_rate: LrOpt = None,
+    epochs: EpochsOpt = None,
+    patience: PatienceOpt = None,
+    class_weights: ClassWeightsOpt = False,
+    val_percent: ValOpt = None,
+    test_percent: TestPctOpt = None,
+    augment: Annotated[
+        bool, typer.Option("--augment", help="Random crop/flip/brightness. Slower: bypasses the cache.")
+    ] = False,
+    fine_tune: Annotated[
+        int, typer.Option("--fine-tune", help="Also train the last N backbone blocks. Much slower on CPU.")
+    ] = 0,
+    flip: FlipOpt = False,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    model: ModelOpt = None,
+    image_size: SizeOpt = None,
+    runtime: RuntimeOpt = None,
+    weights: WeightsOpt = None,
+    batch_size: BatchOpt = None,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Train a classifier on the cached bottlenecks; export model.keras (raw images in) and its metrics."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    _check_format(output_format)
+    with ExitCode.guard():
+        from datacheck import terminal
+        from datacheck.train.head import RetrainParams
+        from datacheck.train.head import retrain as run_retrain
+
+        head, split = _train_params(
+            hidden, dropout, l2, learning_rate, epochs, patience, class_weights, val_percent, test_percent
+        )
+        params = RetrainParams(
+            embed=_embed_params(model, image_size, runtime, weights, batch_size, cache),
+            split=split,
+            head=head,
+            augment=augment,
+            fine_tune=fine_tune,
+            flip=flip,
+        )
+        with progress_reporter(quiet=quiet or output_format == "json") as progress:
+            result = run_retrain(path, out, params, manifest=manifest, progress=progress)
+    if output_format == "json":
+        _print_json(result.metrics)
+    elif not quiet:
+        console.print(terminal.retrain_summary(result.metrics, result.files))
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="Folder written by `datacheck retrain`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels shown per image.")] = 3,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Classify images with an exported model: the top-k labels and their probabilities."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    _check_format(output_format)
+    with ExitCode.guard():
+        from datacheck import terminal
+        from datacheck.train.head import predict as run_predict
+
+        doc = run_predict(model_dir, images, top_k=top_k).to_dict()
+    if output_format == "json":
+        _print_json(doc)
+    else:
+        console.print(terminal.predictions(doc))
+
+
+@app.command()
+def compare(
+    before: Annotated[Path, typer.Argument(help="The dataset before the change.")],
+    after: Annotated[Path, typer.Argument(help="The dataset after the change.")],
+    test: Annotated[
+        Path | None, typer.Option("--test", help="Test set (default: BEFORE's test images).")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Heads trained per version.")] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Verdict metric: accuracy or macro_f1.")
+    ] = None,
+    keep_duplicates: Annotated[
+        bool, typer.Option("--keep-duplicates", help="Keep test images that duplicate a training image.")
+    ] = False,
+    flip: FlipOpt = False,
+    hidden: HiddenOpt = None,
+    dropout: DropoutOpt = None,
+    l2: L2Opt = None,
+    learning_rate: LrOpt = None,
+    epochs: EpochsOpt = None,
+    patience: PatienceOpt = None,
+    class_weights: ClassWeightsOpt = False,
+    val_percent: ValOpt = None,
+    test_percent: TestPctOpt = None,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    model: ModelOpt = None,
+    image_size: SizeOpt = None,
+    runtime: RuntimeOpt = None,
+    weights: WeightsOpt = None,
+    batch_size: BatchOpt = None,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Did the change help? Heads on BEFORE and AFTER, several seeds, one leak-free test set, a verdict."""
+    setup_logging(quiet=quiet, verbose=verbose)
+    _check_format(output_format)
+    with ExitCode.guard():
+        from datacheck import terminal
+        from datacheck.train.compare import CompareParams
+        from datacheck.train.compare import compare as run_compare
+
+        head, split = _train_params(
+            hidden, dropout, l2, learning_rate, epochs, patience, class_weights, val_percent, test_percent
+        )
+        params = CompareParams().replace(
+            embed=_embed_params(model, image_size, runtime, weights, batch_size, cache),
+            split=split,
+            head=head,
+            seeds=seeds,
+            metric=metric,
+            exclude_duplicates=False if keep_duplicates else None,
+            flip=flip or None,
+        )
+        with progress_reporter(quiet=quiet or output_format == "json") as progress:
+            result = run_compare(before, after, test=test, params=params, progress=progress)
+    if output_format == "json":
+        _print_json(result.to_dict())
+    elif not quiet:
+        console.print(terminal.compare_summary(result.to_dict()))
+
+
 # ------------------------------------------------------------------------------------------ cifar10
 
 cifar10_app = typer.Typer(help="Reference CIFAR-10 training (docs/cifar10.md).", no_args_is_help=True)

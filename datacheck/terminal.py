@@ -222,6 +222,160 @@ def diff_summary(changes: dict) -> Group:
     return Group(*lines)
 
 
+# ------------------------------------------------------------------------------- retrain / predict / compare
+
+#: Rows of per-class tables and mistake lists printed before "… and N more".
+TRAIN_ROWS = 30
+
+
+def _seconds(timings: dict, *keys: str) -> float:
+    return sum(timings.get(k, 0.0) for k in keys)
+
+
+def retrain_summary(metrics: dict, files: dict[str, Path]) -> Group:
+    """What ``retrain`` did: data, accuracy, per-class scores, confident mistakes, time split, files."""
+    ds, bb, ev, t = metrics["dataset"], metrics["backbone"], metrics["evaluation"], metrics["timings"]
+    table = Table(title="datacheck retrain", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    roles = ", ".join(f"{n:,} {role}" for role, n in ds["roles"].items())
+    table.add_row(
+        "dataset", Text(f"{ds['root']}: {ds['images']:,} images, {len(ds['classes'])} classes ({roles})")
+    )
+    table.add_row(
+        "backbone",
+        f"{bb['model']} @ {bb['image_size']} px; {bb['cached']:,} cached, {bb['computed']:,} embedded now",
+    )
+    table.add_row(
+        "head", f"{metrics['training']['epochs']} epochs (best {metrics['training']['best_epoch']})"
+    )
+    table.add_row(
+        f"{metrics['evaluated_on']} accuracy",
+        Text(f"{ev['accuracy']:.2%}  (macro-F1 {ev['macro_f1']:.3f}, {ev['images']:,} images)", style="bold"),
+    )
+    embed = t.get("embed", 0.0)
+    load = t.get("embed_model_load", 0.0)
+    split = f"model load {load:.1f} s, inference {t.get('embed_model', 0.0) - load:.1f} s"
+    table.add_row("time", f"{t.get('total', 0.0):.1f} s total")
+    table.add_row("  embed", f"{embed:.1f} s ({split})")
+    for stage in (
+        "mirror",
+        "train_head",
+        "decode_pixels",
+        "train_augmented",
+        "fine_tune",
+        "evaluate",
+        "export",
+    ):
+        if stage in t:
+            table.add_row(f"  {stage.replace('_', ' ')}", f"{t[stage]:.1f} s")
+    parts: list = [table, _per_class_table(ev["per_class"])]
+    if len(ds["classes"]) <= 12:
+        parts.append(_confusion_table(ev["confusion_matrix"]))
+    if metrics["mistakes"]:
+        parts.append(_mistakes_table(metrics["mistakes"]))
+    parts.append(Text("wrote " + ", ".join(str(p) for p in files.values()), style="dim"))
+    return Group(*parts)
+
+
+def _per_class_table(per_class: dict) -> Table:
+    table = Table(title="per class", title_justify="left")
+    for name in ("class", "precision", "recall", "F1", "images"):
+        table.add_column(name, justify="left" if name == "class" else "right")
+    for k, (name, row) in enumerate(per_class.items()):
+        if k == TRAIN_ROWS:
+            table.add_row("…", "", "", "", f"{len(per_class) - TRAIN_ROWS} more")
+            break
+        table.add_row(
+            Text(name),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
+    return table
+
+
+def _confusion_table(cm: dict) -> Table:
+    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in cm["labels"]:
+        table.add_column(Text(name[:8]), justify="right")
+    for name, row in zip(cm["labels"], cm["counts"], strict=True):
+        table.add_row(Text(name), *(str(v) for v in row))
+    return table
+
+
+def _mistakes_table(mistakes: list[dict]) -> Table:
+    table = Table(title="most confidently misclassified", title_justify="left")
+    for name in ("image", "label", "predicted", "confidence"):
+        table.add_column(name, justify="right" if name == "confidence" else "left", overflow="fold")
+    for m in mistakes[:TRAIN_ROWS]:
+        table.add_row(Text(m["path"]), Text(m["label"]), Text(m["predicted"]), f"{m['confidence']:.1%}")
+    return table
+
+
+def predictions(doc: dict) -> Group:
+    """The top-k labels per image, then the files that could not be read."""
+    table = Table(title="datacheck predict", title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("top labels")
+    for p in doc["predictions"]:
+        top = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p["top"])
+        table.add_row(Text(p["path"]), Text(top))
+    parts: list = [table]
+    for f in doc["failures"]:
+        parts.append(Text(f"not read: {f['path']}: {f['reason']}", style="yellow"))
+    return Group(*parts)
+
+
+_VERDICT_STYLE = {"helped": "bold green", "hurt": "bold red", "no detectable difference": "bold yellow"}
+
+
+def _ci(block: dict, scale: float = 100.0, signed: bool = False) -> str:
+    lo, hi = block["ci"]
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    return f"{fmt.format(scale * block['mean'])} [{fmt.format(scale * lo)}, {fmt.format(scale * hi)}]"
+
+
+def compare_summary(doc: dict) -> Group:
+    """Verdict, means with confidence intervals, the test set used, and per-class changes."""
+    test, settings = doc["test"], doc["settings"]
+    conf = f"{settings['confidence']:.0%}"
+    table = Table(title=f"datacheck compare · {settings['seeds']} seeds · {conf} CI", title_justify="left")
+    for name in ("metric (%)", "BEFORE", "AFTER", "AFTER − BEFORE"):
+        table.add_column(name, justify="left" if name.startswith("metric") else "right")
+    for metric, block in doc["metrics"].items():
+        table.add_row(
+            metric.replace("_", "-") + (" *" if metric == doc["metric"] else ""),
+            _ci(block["before"]),
+            _ci(block["after"]),
+            _ci(block["difference"], signed=True),
+        )
+    used = (
+        f"test set: {test['source']}: {test['used']:,} images used, {test['excluded_duplicates']:,} left out "
+        "as duplicates of a training image"
+    )
+    per_class = Table(
+        title="per class (F1 change, CI not corrected for multiple classes)", title_justify="left"
+    )
+    for name in ("class", "images", "recall", "F1", "ΔF1 (points)", "change"):
+        per_class.add_column(name, justify="left" if name in ("class", "change") else "right")
+    rows = sorted(doc["per_class"], key=lambda r: r["f1"]["delta"])
+    for row in rows[:TRAIN_ROWS]:
+        recall, f1 = row["recall"], row["f1"]
+        per_class.add_row(
+            Text(row["class"]),
+            str(row["support"]),
+            f"{recall['before']:.3f} → {recall['after']:.3f}",
+            f"{f1['before']:.3f} → {f1['after']:.3f}",
+            _ci({"mean": f1["delta"], "ci": f1["ci"]}, signed=True),
+            Text(row["change"], style=_VERDICT_STYLE[row["change"]].replace("bold ", "")),
+        )
+    verdict = Text(doc["summary"], style=_VERDICT_STYLE[doc["verdict"]])
+    return Group(table, Text(used, style="dim"), per_class, verdict)
+
+
 # ------------------------------------------------------------------------------------------ cifar10
 
 
