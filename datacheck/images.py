@@ -720,13 +720,16 @@ def _thumbnail(analysis: np.ndarray) -> bytes:
 
 def _pixel_stats(rgb: np.ndarray, *, gray_mode: bool) -> dict[str, Any]:
     """Every pixel statistic of a ``float32[H, W, 3]`` array, keyed by :class:`ImageStats` field."""
+    # Channel-first copy: numpy reduces a contiguous plane ~20x faster than the length-3 last axis.
+    planes = np.ascontiguousarray(np.moveaxis(rgb, 2, 0))
     luma = rgb @ _LUMA_WEIGHTS
-    high, low = rgb.max(axis=2), rgb.min(axis=2)
+    high = np.maximum(np.maximum(planes[0], planes[1]), planes[2])
+    low = np.minimum(np.minimum(planes[0], planes[1]), planes[2])
     chroma = high - low
     saturation = np.divide(chroma, high, out=np.zeros_like(chroma), where=high > 0)
-    mean_r, mean_g, mean_b = (float(v) for v in rgb.mean(axis=(0, 1)))
-    border = _border_pixels(rgb)
-    border_r, border_g, border_b = (float(v) for v in border.mean(axis=0))
+    mean_r, mean_g, mean_b = (float(v) for v in planes.reshape(3, -1).mean(axis=1))
+    border = _border_pixels(planes)
+    border_r, border_g, border_b = (float(v) for v in border.mean(axis=1))
     return {
         "brightness": float(luma.mean()),
         "contrast": float(luma.std()),
@@ -736,12 +739,20 @@ def _pixel_stats(rgb: np.ndarray, *, gray_mode: bool) -> dict[str, Any]:
         "mean_b": mean_b,
         "sharpness": _laplacian_variance(luma),
         "entropy": _histogram_entropy(luma),
-        "grayscale": gray_mode or float(np.percentile(chroma, 99)) <= GRAYSCALE_CHROMA_TOLERANCE,
+        "grayscale": gray_mode or _nearly_all_gray(chroma),
         "border_r": border_r,
         "border_g": border_g,
         "border_b": border_b,
-        "border_std": float(border.std(axis=0).mean()),
+        "border_std": float(border.std(axis=1).mean()),
     }
+
+
+def _nearly_all_gray(chroma: np.ndarray) -> bool:
+    """At most 1 % of pixels have more colour than :data:`GRAYSCALE_CHROMA_TOLERANCE`.
+
+    A 99th-percentile test done by counting: a tenth of the cost of ``np.percentile``.
+    """
+    return int(np.count_nonzero(chroma > GRAYSCALE_CHROMA_TOLERANCE)) <= 0.01 * chroma.size
 
 
 def _laplacian_variance(luma: np.ndarray) -> float:
@@ -759,14 +770,19 @@ def _histogram_entropy(luma: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def _border_pixels(rgb: np.ndarray) -> np.ndarray:
-    """Pixels of the outer ring, ``float32[N, 3]``."""
-    height, width = rgb.shape[:2]
+def _border_pixels(planes: np.ndarray) -> np.ndarray:
+    """Pixels of the outer ring of channel-first ``float32[3, H, W]`` planes, as ``float32[3, N]``."""
+    height, width = planes.shape[1:]
     ring = max(1, round(BORDER_FRACTION * min(height, width)))
     if 2 * ring >= min(height, width):
-        return rgb.reshape(-1, 3)
-    parts = (rgb[:ring], rgb[-ring:], rgb[ring:-ring, :ring], rgb[ring:-ring, -ring:])
-    return np.concatenate([p.reshape(-1, 3) for p in parts])
+        return planes.reshape(3, -1)
+    parts = (
+        planes[:, :ring],
+        planes[:, -ring:],
+        planes[:, ring:-ring, :ring],
+        planes[:, ring:-ring, -ring:],
+    )
+    return np.concatenate([p.reshape(3, -1) for p in parts], axis=1)
 
 
 # ----------------------------------------------------------------------------------------- JPEG quality

@@ -7,7 +7,8 @@ loader only override fields.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +39,9 @@ class EmbedParams:
             ``"tf"`` forces TensorFlow, ``"litert"`` forces LiteRT.
         weights: Local weights file for Keras Applications backbones (air-gapped use).
         cache_dir: Cache directory; ``None`` means :func:`datacheck.embed.cache.default_cache_dir`.
-        decode_workers: Threads decoding images while the model runs.
+        decode_workers: Threads decoding images while the model runs; default half the CPU cores, since
+            the inference runtime already uses every core (on 2 cores one decoder is 7–10 % faster than
+            two, docs/benchmarks.md).
     """
 
     model: str = "efficientnet-lite0"
@@ -47,7 +50,7 @@ class EmbedParams:
     runtime: Runtime = "auto"
     weights: Path | None = None
     cache_dir: Path | None = None
-    decode_workers: int = 2
+    decode_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) // 2))
 
     def __post_init__(self) -> None:
         if self.image_size != "auto" and not (

@@ -39,6 +39,9 @@ from datacheck.params import EmbedParams
 
 logger = logging.getLogger(__name__)
 
+#: Files hashed per worker task.
+_HASH_CHUNK = 256
+
 #: Called as ``progress(stage, done, total)``; stages are ``"hash"`` and ``"embed"``.
 ProgressFn = Callable[[str, int, int], None]
 
@@ -225,6 +228,10 @@ def _hash_record(record: ImageRecord) -> str | FileIssue:
         return FileIssue(record.path, "unreadable", f"cannot read file: {err.strerror or err}")
 
 
+def _hash_chunk(records: Sequence[ImageRecord]) -> list[str | FileIssue]:
+    return [_hash_record(r) for r in records]
+
+
 @dataclass
 class _Slot:
     """Mutable per-record state while the run assembles its outputs."""
@@ -285,7 +292,7 @@ class _Run:
     def backend(self):
         """The inference backend, loaded on first use so fully cached runs never import TensorFlow."""
         if self._backend is None:
-            from datacheck.embed.runtime import load_backend
+            from datacheck.embed.runtime import available_cores, load_backend
 
             start = time.perf_counter()
             self._backend = load_backend(
@@ -294,6 +301,7 @@ class _Run:
                 weights=self.params.weights,
                 runtime=self.params.runtime,
                 artifact_dir=self.cache.artifact_path(""),
+                replicas=available_cores(),  # one interpreter per core, fed by compute()'s threads
             )
             self._tick("model_load", start)
         return self._backend
@@ -308,14 +316,19 @@ class _Run:
         start = time.perf_counter()
         slots: list[_Slot] = []
         failures: list[FileIssue] = []
-        with ThreadPoolExecutor(self.params.decode_workers) as pool:
-            for i, (record, res) in enumerate(zip(records, pool.map(_hash_record, records), strict=True)):
-                if isinstance(res, FileIssue):
-                    failures.append(res)
-                else:
-                    slots.append(_Slot(record, res))
-                if i % 512 == 0 or i == len(records) - 1:
-                    self.progress("hash", i + 1, len(records))
+        chunks = [records[i : i + _HASH_CHUNK] for i in range(0, len(records), _HASH_CHUNK)]
+        done = 0
+        # Hashing is I/O and hashlib (which releases the GIL): more threads than decoding. Chunks, not one
+        # future per file: 60,000 futures cost seconds of locking on their own.
+        with ThreadPoolExecutor(max(4, self.params.decode_workers)) as pool:
+            for chunk, results in zip(chunks, pool.map(_hash_chunk, chunks), strict=True):
+                for record, res in zip(chunk, results, strict=True):
+                    if isinstance(res, FileIssue):
+                        failures.append(res)
+                    else:
+                        slots.append(_Slot(record, res))
+                done += len(chunk)
+                self.progress("hash", done, len(records))
         self._tick("hash", start)
         return slots, failures
 
@@ -338,28 +351,53 @@ class _Run:
         return misses
 
     def compute(self, misses: Sequence[_Slot]) -> None:
-        """Decode misses in worker threads, embed them batch by batch, commit each batch to the cache."""
+        """Decode misses in worker threads, embed batches on the backend's replicas, commit each to the cache.
+
+        Batches are embedded in parallel on ``backend.replicas`` threads and committed in order by this
+        thread (which owns the SQLite connection).
+        """
+        from datacheck.embed.runtime import available_cores
+
         bs = self.params.batch_size
         batches = [misses[i : i + bs] for i in range(0, len(misses), bs)]
+        cores = available_cores()
         done = 0
-        with ThreadPoolExecutor(self.params.decode_workers) as pool:
+        pending: deque[tuple[list[tuple[_Slot, DecodedImage]], Future | None]] = deque()
+        depth = self.params.decode_workers + cores
+        with (
+            ThreadPoolExecutor(self.params.decode_workers) as pool,
+            ThreadPoolExecutor(cores, "embed") as models,
+        ):
             wait = time.perf_counter()
-            for decoded in _prefetched(pool, batches, self.image_size, depth=self.params.decode_workers + 1):
+            for decoded in _prefetched(pool, batches, self.image_size, depth=depth):
                 self._tick("decode_wait", wait)
-                self._embed_decoded(decoded)
+                ok = self._decoded_ok(decoded)
+                pixels = _stack_pixels([dec for _, dec in ok]) if ok else None
+                # self.backend loads the model on the first decodable batch (never when none decodes)
+                pending.append((ok, models.submit(self.backend, pixels) if ok else None))
                 done += len(decoded)
-                self.progress("embed", done, len(misses))
+                if len(pending) >= (self._backend.replicas if self._backend else 1):
+                    self._store(*pending.popleft())
+                    self.progress("embed", done - sum(len(p[0]) for p in pending), len(misses))
                 wait = time.perf_counter()
+            while pending:
+                self._store(*pending.popleft())
+            self.progress("embed", len(misses), len(misses))
 
-    def _embed_decoded(self, decoded: Sequence[tuple[_Slot, DecodedImage | str]]) -> None:
-        ok = [(slot, dec) for slot, dec in decoded if isinstance(dec, DecodedImage)]
+    @staticmethod
+    def _decoded_ok(decoded: Sequence[tuple[_Slot, DecodedImage | str]]) -> list[tuple[_Slot, DecodedImage]]:
+        """The decoded images of a batch; slots that failed get their reason."""
         for slot, dec in decoded:
             if isinstance(dec, str):
                 slot.error = dec
-        if not ok:
+        return [(slot, dec) for slot, dec in decoded if isinstance(dec, DecodedImage)]
+
+    def _store(self, ok: list[tuple[_Slot, DecodedImage]], future: Future | None) -> None:
+        """Wait for a batch's vectors, attach them to its slots and commit them to the cache."""
+        if future is None:
             return
         start = time.perf_counter()
-        vectors, logits = self.backend(_stack_pixels([dec for _, dec in ok]))
+        vectors, logits = future.result()
         self._tick("model", start)
         start = time.perf_counter()
         tag = self.cache_tag
@@ -378,11 +416,10 @@ def _assemble(run: _Run, slots: Sequence[_Slot], failures: list[FileIssue], comp
     good = [s for s in slots if s.error is None and s.vector is not None]
     failures = failures + [FileIssue(s.record.path, "unreadable", s.error) for s in slots if s.error]
     dim = good[0].vector.shape[0] if good else 0
-    vectors = (
-        np.stack([s.vector for s in good]).astype(np.float32) if good else np.zeros((0, dim), np.float32)
-    )
+    # np.stack with dtype: one copy (stack, then astype, held both 60k-row matrices at once)
+    vectors = np.stack([s.vector for s in good], dtype=np.float32) if good else np.zeros((0, dim), np.float32)
     has_logits = bool(good) and all(s.logits is not None for s in good)
-    logits = np.stack([s.logits for s in good]).astype(np.float32) if has_logits else None
+    logits = np.stack([s.logits for s in good], dtype=np.float32) if has_logits else None
     return Embeddings(
         records=tuple(s.record for s in good),
         vectors=vectors,

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -220,13 +222,29 @@ def _precomputed_knn(graph: KnnGraph) -> tuple[np.ndarray, np.ndarray] | None:
     return knn_indices, knn_dists
 
 
+def _import_umap() -> ModuleType:
+    """Import umap-learn without the TensorFlow import its package ``__init__`` does for ParametricUMAP.
+
+    The map never uses ParametricUMAP, and on a warm-cache audit nothing else needs TensorFlow: importing
+    it would cost ~2.5 s and ~0.5 GB. A ``None`` entry in ``sys.modules`` makes umap's own
+    ``try: from .parametric_umap import ...`` fail the way it does without TensorFlow; the entry is removed
+    again so a later explicit import still works.
+    """
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    blocked = "umap.parametric_umap"
+    sys.modules.setdefault(blocked, None)  # type: ignore[arg-type]
+    try:
+        import umap
+    finally:
+        if sys.modules.get(blocked, ModuleType("placeholder")) is None:
+            del sys.modules[blocked]
+    return umap
+
+
 def _umap(reduced: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, seed: int) -> np.ndarray:
     """UMAP of the PCA-reduced bottlenecks (reusing the shared kNN graph when given)."""
-    from datacheck._native import tensorflow
-
-    tensorflow()  # umap imports TensorFlow (for ParametricUMAP) when it is installed; keep that quiet
-    import umap
-
+    umap = _import_umap()
     n = len(reduced)
     n_neighbors = knn[0].shape[1] if knn is not None else min(UMAP_NEIGHBOURS, n - 1)
     options: dict[str, Any] = {
