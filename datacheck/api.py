@@ -87,6 +87,17 @@ def _embed_reference(
     return root, embed_dataset(ref, same_size, progress=progress)
 
 
+def _knn_store(params: EmbedParams) -> Path | None:
+    """The cache's directory of kNN graphs, or ``None`` when the cache cannot hold one."""
+    from datacheck.embed.cache import Cache, CacheError, default_cache_dir
+
+    try:
+        with Cache(params.cache_dir or default_cache_dir()) as cache:
+            return None if cache.readonly else cache.artifact_path("knn/x").parent
+    except (CacheError, OSError):
+        return None
+
+
 def audit(
     path: Path | str,
     *,
@@ -151,7 +162,14 @@ def audit(
     embeddings = embed_dataset(dataset, params, progress=progress)
     ref_root, ref_embeddings = _embed_reference(reference, params, embeddings.image_size, progress)
     start = time.perf_counter()
-    ctx = build_context(dataset, embeddings, knn, reference=ref_embeddings, reference_root=ref_root)
+    ctx = build_context(
+        dataset,
+        embeddings,
+        knn,
+        reference=ref_embeddings,
+        reference_root=ref_root,
+        knn_store=_knn_store(params),
+    )
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start
     results = run_checks(ctx, specs, per_check, severity=cfg.severity)

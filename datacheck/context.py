@@ -11,7 +11,7 @@ import pandas as pd
 
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
 from datacheck.embed.pipeline import Embeddings
-from datacheck.index import KnnGraph, KnnParams, build_knn, l2_normalise
+from datacheck.index import KnnGraph, KnnParams, build_knn_cached, l2_normalise
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -99,8 +99,13 @@ def build_context(
     knn_params: KnnParams | None = None,
     reference: Embeddings | None = None,
     reference_root: Path | None = None,
+    knn_store: Path | None = None,
 ) -> AuditContext:
-    """Assemble the frozen context, building the shared kNN graph once."""
+    """Assemble the frozen context, building the shared kNN graph once.
+
+    ``knn_store`` is a directory of previously built graphs (:func:`datacheck.index.build_knn_cached`):
+    unchanged vectors reuse their graph.
+    """
     records = embeddings.records
     class_names = tuple(sorted({r.label for r in records}))
     lookup = {name: i for i, name in enumerate(class_names)}
@@ -121,7 +126,7 @@ def build_context(
         labels=_frozen(np.array([lookup[r.label] for r in records], dtype=np.int64)),
         class_names=class_names,
         splits=tuple(r.split for r in records),
-        knn=build_knn(vectors, knn_params),
+        knn=build_knn_cached(vectors, knn_params, knn_store),
         failures=tuple(dataset.issues) + tuple(embeddings.failures),
         embedding_info={
             "model": embeddings.model_id,

@@ -85,3 +85,42 @@ def test_approximate_path_finds_most_neighbours():
     assert graph.indices.shape == (6000, 5)
     assert all(i not in row for i, row in enumerate(graph.indices[:500]))
     assert _recall(graph, _brute_force(l2_normalise(x), 5)) > 0.8
+
+
+def test_cached_graph_is_reused_only_for_the_same_vectors(tmp_path, monkeypatch):
+    import datacheck.index as index
+
+    vectors = l2_normalise(np.random.default_rng(3).normal(size=(300, 64)).astype(np.float32))
+    params = KnnParams(k=5, candidates=10, search_dim=0)
+    first = index.build_knn_cached(vectors, params, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the graph should have come from the store")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(index, "build_knn", no_build)
+        again = index.build_knn_cached(vectors, params, tmp_path)
+    np.testing.assert_array_equal(again.indices, first.indices)
+    np.testing.assert_array_equal(again.similarities, first.similarities)
+    assert again.method == first.method
+
+    changed = vectors.copy()
+    changed[0] = changed[1]  # one image changed: a new key, a new build
+    rebuilt = index.build_knn_cached(changed, params, tmp_path)
+    assert rebuilt.indices[0, 0] == 1 and len(list(tmp_path.glob("*.npz"))) == 2
+    other = index.build_knn_cached(vectors, KnnParams(k=3, candidates=10, search_dim=0), tmp_path)
+    assert other.k == 3  # parameters are part of the key
+
+
+def test_damaged_stored_graph_is_rebuilt(tmp_path):
+    from datacheck.index import build_knn_cached
+
+    vectors = l2_normalise(np.random.default_rng(4).normal(size=(50, 16)).astype(np.float32))
+    params = KnnParams(k=4, candidates=8, search_dim=0)
+    first = build_knn_cached(vectors, params, tmp_path)
+    (stored,) = tmp_path.glob("*.npz")
+    stored.write_bytes(b"not a graph")
+    again = build_knn_cached(vectors, params, tmp_path)
+    np.testing.assert_array_equal(again.indices, first.indices)
+    assert np.load(stored)["indices"].shape == (50, 4)  # written again
