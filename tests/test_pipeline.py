@@ -58,10 +58,9 @@ def test_second_run_is_served_from_cache(tmp_path, cache_dir):
     second = embed_dataset(discover(root), _params(cache_dir))
     assert (second.computed, second.cached, second.runtime) == (0, 12, "cache")
     assert [r.path for r in second.records] == [r.path for r in first.records]
-    cos = np.sum(first.vectors * second.vectors, 1) / (
-        np.linalg.norm(first.vectors, axis=1) * np.linalg.norm(second.vectors, axis=1)
-    )
-    assert cos.min() > 0.9999  # float16 storage
+    # computed rows come back already rounded as the cache stores them: a warm run sees the same bits
+    np.testing.assert_array_equal(second.vectors, first.vectors)
+    np.testing.assert_array_equal(second.logits, first.logits)
     assert second.stats == first.stats
 
 

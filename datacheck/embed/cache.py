@@ -218,6 +218,20 @@ def default_cache_dir() -> Path:
 # ------------------------------------------------------------------------------------- encoding
 
 
+def as_stored(values: np.ndarray) -> np.ndarray:
+    """``values`` as the cache will serve them back: rounded through float16, as float32.
+
+    The pipeline returns freshly computed rows in this form too, so an audit sees identical vectors
+    whether its cache was empty or warm (and content keys over them, like the kNN graph's, match). Rows
+    with values float16 cannot hold are returned unchanged (they are not cached either).
+    """
+    array = np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        half = array.astype(_VECTOR_DTYPE)
+    finite = np.isfinite(half).all(axis=-1, keepdims=True)
+    return np.where(finite, half.astype(np.float32), array)
+
+
 def _encode_array(values: np.ndarray, key: str, what: str) -> bytes | None:
     """1-D array → float16 bytes; ``None`` (with a warning) when a value is not finite in float16."""
     array = np.asarray(values)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
-from datacheck.embed.cache import Cache, default_cache_dir, embedding_key, stats_key
+from datacheck.embed.cache import Cache, as_stored, default_cache_dir, embedding_key, stats_key
 from datacheck.images import (
     STATS_VERSION,
     DecodedImage,
@@ -399,6 +399,8 @@ class _Run:
         start = time.perf_counter()
         vectors, logits = future.result()
         self._tick("model", start)
+        vectors = as_stored(vectors)  # identical to what a warm run reads back
+        logits = None if logits is None else as_stored(logits)
         start = time.perf_counter()
         tag = self.cache_tag
         rows = []
