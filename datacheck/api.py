@@ -87,13 +87,13 @@ def _embed_reference(
     return root, embed_dataset(ref, same_size, progress=progress)
 
 
-def _knn_store(params: EmbedParams) -> Path | None:
-    """The cache's directory of kNN graphs, or ``None`` when the cache cannot hold one."""
+def _derived_store(params: EmbedParams, kind: str) -> Path | None:
+    """The cache's folder for derived arrays of ``kind`` (``knn``, ``map``), or ``None`` if unusable."""
     from datacheck.embed.cache import Cache, CacheError, default_cache_dir
 
     try:
         with Cache(params.cache_dir or default_cache_dir()) as cache:
-            return None if cache.readonly else cache.artifact_path("knn/x").parent
+            return None if cache.readonly else cache.artifact_path(f"{kind}/x").parent
     except (CacheError, OSError):
         return None
 
@@ -168,14 +168,19 @@ def audit(
         knn,
         reference=ref_embeddings,
         reference_root=ref_root,
-        knn_store=_knn_store(params),
+        knn_store=_derived_store(params, "knn"),
     )
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start
     results = run_checks(ctx, specs, per_check, severity=cfg.severity)
     timings.update({f"check_{r.id}": r.seconds for r in results})
     start = time.perf_counter()
-    file_map = build_map(ctx, results, method=map_method)  # type: ignore[arg-type]
+    file_map = build_map(
+        ctx,
+        results,
+        method=map_method,  # type: ignore[arg-type]
+        store=_derived_store(params, "map"),
+    )
     timings["map"] = time.perf_counter() - start
     embedding = dict(ctx.embedding_info)
     return Report(

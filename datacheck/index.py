@@ -16,10 +16,7 @@ the parameters, so re-auditing unchanged data (new thresholds, another check sel
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
@@ -201,61 +198,32 @@ def build_knn(vectors: np.ndarray, params: KnnParams | None = None) -> KnnGraph:
 
 #: Bump when the graph construction changes, so stored graphs are rebuilt.
 GRAPH_VERSION = 1
-#: Stored graphs kept per directory (least recently used ones are deleted beyond it).
-_KEEP_GRAPHS = 8
-
-
-def graph_key(vectors: np.ndarray, params: KnnParams) -> str:
-    """Content key of the graph of these vectors: SHA-256 of their bytes, shape and the parameters."""
-    digest = hashlib.sha256(
-        f"knn-v{GRAPH_VERSION}|{astuple(params)}|{vectors.shape}|{vectors.dtype}".encode()
-    )
-    digest.update(memoryview(np.ascontiguousarray(vectors)).cast("B"))
-    return digest.hexdigest()
-
-
-def _load_graph(path: Path, n: int) -> KnnGraph | None:
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            graph = KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
-    except (OSError, ValueError, KeyError):
-        return None
-    if len(graph.indices) != n or graph.indices.shape != graph.similarities.shape:
-        return None
-    os.utime(path)  # recently used: pruned last
-    return graph
-
-
-def _store_graph(directory: Path, path: Path, graph: KnnGraph) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
-            np.savez(handle, indices=graph.indices, similarities=graph.similarities, method=graph.method)
-        os.replace(handle.name, path)  # atomic: a concurrent reader never sees half a file
-        stored = sorted(directory.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in stored[_KEEP_GRAPHS:]:
-            old.unlink(missing_ok=True)
-    except OSError as err:  # a read-only or full cache only costs the next run the build
-        logger.debug("kNN graph not stored in %s: %s", directory, err)
 
 
 def build_knn_cached(vectors: np.ndarray, params: KnnParams | None, directory: Path | None) -> KnnGraph:
-    """:func:`build_knn`, served from ``directory`` when the same vectors were indexed before.
+    """:func:`build_knn`, served from ``directory`` when the same vectors were indexed with the same params.
 
     Args:
         vectors: ``float32[N, D]``, e.g. the context's L2-normalised bottlenecks.
         params: Graph parameters (part of the key).
-        directory: Where graphs are kept (``None``: always build).
+        directory: Where graphs are kept (:mod:`datacheck.derived`); ``None``: always build.
     """
+    from datacheck import derived
+
     params = params or KnnParams()
     if directory is None or len(vectors) < 2:
         return build_knn(vectors, params)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy for the context's vectors
-    path = Path(directory) / f"{graph_key(vectors, params)[:40]}.npz"
-    graph = _load_graph(path, len(vectors)) if path.is_file() else None
-    if graph is not None:
+    key = derived.content_key(f"knn-v{GRAPH_VERSION}|{astuple(params)}", vectors)
+    stored = derived.load(directory, key)
+    fields = {"indices", "similarities", "method"}
+    if stored is not None and fields <= stored.keys() and len(stored["indices"]) == len(vectors):
         logger.info("kNN graph: %d images, served from %s", len(vectors), directory)
-        return graph
+        return KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
     graph = build_knn(vectors, params)
-    _store_graph(Path(directory), path, graph)
+    derived.store(
+        directory,
+        key,
+        {"indices": graph.indices, "similarities": graph.similarities, "method": np.array(graph.method)},
+    )
     return graph

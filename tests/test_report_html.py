@@ -499,6 +499,25 @@ def test_umap_layout_reuses_the_knn_graph(tmp_path: Path) -> None:
     )
 
 
+def test_stored_layout_is_reused_for_the_same_rows(tmp_path: Path, monkeypatch) -> None:
+    import datacheck.report.embedding_map as embedding_map
+
+    vectors, labels = clustered_vectors([20, 20], dim=16, spread=0.2)
+    ctx = make_context(vectors, labels)
+    first = build_map(ctx, (), method="pca", store=tmp_path)
+
+    def no_layout(*args, **kwargs):
+        raise AssertionError("the layout should have come from the store")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(embedding_map, "_layout", no_layout)
+        again = build_map(ctx, (), method="pca", store=tmp_path)
+    assert (again["x"], again["y"], again["method"]) == (first["x"], first["y"], first["method"])
+    moved = make_context(vectors + np.float32(0.01), labels)  # other vectors: laid out afresh
+    assert build_map(moved, (), method="pca", store=tmp_path)["x"] is not None
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
 def test_map_none_still_indexes_files() -> None:
     vectors, labels = clustered_vectors([5, 5], dim=8)
     ctx = make_context(vectors, labels)

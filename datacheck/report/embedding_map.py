@@ -61,6 +61,7 @@ def build_map(
     method: MapMethod = "umap",
     max_points: int = MAX_POINTS,
     seed: int = 0,
+    store: Path | None = None,
 ) -> dict[str, Any]:
     """The report's ``map`` section: file index, 2-D layout and nearest neighbours of flagged files.
 
@@ -70,6 +71,8 @@ def build_map(
         method: ``"umap"``, ``"pca"`` (first two principal components) or ``"none"`` (no positions).
         max_points: Images placed on the map before subsampling.
         seed: Random seed for the subsample and the layout.
+        store: Folder of earlier layouts (:mod:`datacheck.derived`): the same rows with the same vectors
+            reuse theirs. ``None``: always compute.
 
     Returns:
         A JSON-ready dict; see docs/report-schema.md (``map``).
@@ -84,7 +87,7 @@ def build_map(
     required = {row_of[p] for p in named if p in row_of}
     required.update(j for row in neighbours.values() for j in row)
     rows = _select_rows(ctx.n, required, max_points, seed)
-    used_method, coords = _layout(ctx, rows, method, seed)
+    used_method, coords = _stored_layout(ctx, rows, method, seed, store)
     position = {int(row): pos for pos, row in enumerate(rows)}
     unembedded = sorted({p for p in _top_level_files(results) if p not in row_of})
     split_names = sorted({s for s in ctx.splits if s is not None})
@@ -168,6 +171,30 @@ def _select_rows(n: int, required: set[int], max_points: int, seed: int) -> np.n
 
 
 # --------------------------------------------------------------------------------------------- layout
+
+
+#: Bump when the layout computation changes, so stored layouts are recomputed.
+LAYOUT_VERSION = 1
+
+
+def _stored_layout(
+    ctx: AuditContext, rows: np.ndarray, method: MapMethod, seed: int, store: Path | None
+) -> tuple[str, np.ndarray | None]:
+    """:func:`_layout`, served from ``store`` when these rows' vectors were laid out before."""
+    from datacheck import derived
+
+    if store is None or method == "none" or len(rows) == 0:
+        return _layout(ctx, rows, method, seed)
+    label = f"map-v{LAYOUT_VERSION}|{method}|{seed}|{PCA_DIM}|{UMAP_NEIGHBOURS}|{MIN_UMAP_POINTS}"
+    key = derived.content_key(label, np.asarray(ctx.vectors[rows]), ctx.knn.indices[:0])
+    stored = derived.load(store, key)
+    if stored is not None and {"method", "coords"} <= stored.keys() and len(stored["coords"]) == len(rows):
+        logger.info("map: %d images, layout served from %s", len(rows), store)
+        return str(stored["method"]), stored["coords"]
+    used, coords = _layout(ctx, rows, method, seed)
+    if coords is not None:
+        derived.store(store, key, {"method": np.array(used), "coords": coords})
+    return used, coords
 
 
 def _layout(

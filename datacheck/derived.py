@@ -1,0 +1,72 @@
+"""Arrays derived from embeddings (the kNN graph, the map layout), kept in the cache by content.
+
+Re-auditing unchanged images — other thresholds, another check selection, a gate run after an audit — then
+reuses the two most expensive derived results instead of recomputing them. A key is the SHA-256 of the
+input arrays' bytes and of a label naming every parameter, so any change to an image or a setting misses.
+Each kind lives in its own folder (``artifacts/knn``, ``artifacts/map``), which keeps its most recently
+used entries only. Failing to read or write is never an error: the caller computes instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Entries kept per folder (least recently used ones are deleted beyond it).
+KEEP = 8
+
+
+def content_key(label: str, *arrays: np.ndarray) -> str:
+    """SHA-256 over ``label`` and each array's dtype, shape and bytes."""
+    digest = hashlib.sha256(label.encode())
+    for array in arrays:
+        contiguous = np.ascontiguousarray(array)
+        digest.update(f"|{contiguous.dtype}|{contiguous.shape}|".encode())
+        digest.update(contiguous.tobytes() if contiguous.size == 0 else memoryview(contiguous).cast("B"))
+    return digest.hexdigest()
+
+
+def _path(directory: Path, key: str) -> Path:
+    return Path(directory) / f"{key[:40]}.npz"
+
+
+def load(directory: Path | None, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays stored under ``key``, or ``None`` when absent or unreadable."""
+    if directory is None:
+        return None
+    path = _path(directory, key)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, KeyError) as err:
+        logger.debug("ignoring unreadable %s: %s", path, err)
+        return None
+    os.utime(path)  # recently used: pruned last
+    return arrays
+
+
+def store(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """Keep ``arrays`` under ``key`` (atomically), then prune the folder to :data:`KEEP` entries."""
+    if directory is None:
+        return
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
+            np.savez(handle, **arrays)
+        os.replace(handle.name, _path(directory, key))  # a concurrent reader never sees half a file
+        entries = sorted(directory.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError as err:  # a read-only or full cache only costs the next run the computation
+        logger.debug("not stored in %s: %s", directory, err)
