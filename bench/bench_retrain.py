@@ -101,10 +101,11 @@ def _cifar_variants(flip: bool) -> list[tuple[str, Any, bool]]:
 
     out = [("defaults", HeadParams(), False), ("--hidden 1024", HeadParams(hidden=1024), False)]
     if flip:
-        best = HeadParams(hidden=1024, learning_rate=3e-4, patience=8)
+        slow = HeadParams(hidden=1024, learning_rate=3e-4, patience=8)
         out += [
             ("--flip", HeadParams(), True),
-            ("--flip --hidden 1024 --learning-rate 3e-4 --patience 8", best, True),
+            ("--flip --hidden 1024 --learning-rate 3e-4 --patience 8", slow, True),
+            ("--flip --hidden 1024 --learning-rate 3e-4 --patience 8 --l2 1e-4", slow.replace(l2=1e-4), True),
         ]
     return out
 
