@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
+from datacheck._native import quiet_native_logs
 from datacheck._version import __version__
 from datacheck.dataset import IMAGE_EXTENSIONS, discover
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
@@ -41,6 +41,9 @@ from datacheck.images import ImageDecodeError, decode_image, read_file
 from datacheck.params import EmbedParams
 from datacheck.train.metrics import classification_metrics, confident_mistakes, save_confusion_png
 from datacheck.train.splits import TEST, TRAIN, VAL, SplitParams, assign_roles
+
+with quiet_native_logs():  # TensorFlow's native start-up lines stay off the user's terminal
+    import keras
 
 logger = logging.getLogger(__name__)
 
