@@ -87,13 +87,13 @@ def _embed_reference(
     return root, embed_dataset(ref, same_size, progress=progress)
 
 
-def _derived_store(params: EmbedParams, kind: str) -> Path | None:
-    """The cache's folder for derived arrays of ``kind`` (``knn``, ``map``), or ``None`` if unusable."""
+def _derived_root(params: EmbedParams) -> Path | None:
+    """The cache's folder for derived arrays (:mod:`datacheck.derived`), or ``None`` if unusable."""
     from datacheck.embed.cache import Cache, CacheError, default_cache_dir
 
     try:
         with Cache(params.cache_dir or default_cache_dir()) as cache:
-            return None if cache.readonly else cache.artifact_path(f"{kind}/x").parent
+            return None if cache.readonly else cache.artifact_path("")
     except (CacheError, OSError):
         return None
 
@@ -162,13 +162,14 @@ def audit(
     embeddings = embed_dataset(dataset, params, progress=progress)
     ref_root, ref_embeddings = _embed_reference(reference, params, embeddings.image_size, progress)
     start = time.perf_counter()
+    derived_root = _derived_root(params)
     ctx = build_context(
         dataset,
         embeddings,
         knn,
         reference=ref_embeddings,
         reference_root=ref_root,
-        knn_store=_derived_store(params, "knn"),
+        knn_store=derived_root / "knn" if derived_root else None,
     )
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start
@@ -179,7 +180,7 @@ def audit(
         ctx,
         results,
         method=map_method,  # type: ignore[arg-type]
-        store=_derived_store(params, "map"),
+        store=derived_root / "map" if derived_root else None,
     )
     timings["map"] = time.perf_counter() - start
     embedding = dict(ctx.embedding_info)

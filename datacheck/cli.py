@@ -290,15 +290,13 @@ def diff(
     output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
     """Show what changed between two reports: new and resolved findings, status changes."""
-    import json
-
     from datacheck import terminal
     from datacheck.report.formats import diff_reports
 
     with ExitCode.guard():
         changes = diff_reports(terminal.load_report(old), terminal.load_report(new))
     if output_format == "json":
-        sys.stdout.write(json.dumps(changes, indent=2, ensure_ascii=False) + "\n")
+        _print_json(changes)
     else:
         console.print(terminal.diff_summary(changes))
 

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from datacheck.errors import UsageError
 
@@ -26,8 +26,18 @@ class ParamsError(UsageError, ValueError):
     """A parameter has a value outside its documented range."""
 
 
+class Replaceable:
+    """Mixin for frozen parameter dataclasses: :meth:`replace` that skips unset (``None``) values."""
+
+    __slots__ = ()
+
+    def replace(self, **changes: object) -> Self:
+        """Return a copy with ``changes`` applied; ``None`` values (unset CLI flags) are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[type-var]
+
+
 @dataclass(frozen=True, slots=True)
-class EmbedParams:
+class EmbedParams(Replaceable):
     """How images become bottleneck vectors.
 
     Attributes:
@@ -66,10 +76,6 @@ class EmbedParams:
             raise ParamsError(f"decode_workers must be at least 1, got {self.decode_workers}")
         if self.runtime not in ("auto", "litert", "tf"):
             raise ParamsError(f"runtime must be one of auto, litert, tf; got {self.runtime!r}")
-
-    def replace(self, **changes: object) -> EmbedParams:
-        """Return a copy with ``changes`` applied; ``None`` values (unset CLI flags) are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def as_options(self) -> dict[str, object]:
         """Fields as keyword options for :func:`datacheck.audit`."""

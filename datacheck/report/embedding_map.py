@@ -185,8 +185,11 @@ def _stored_layout(
 
     if store is None or method == "none" or len(rows) == 0:
         return _layout(ctx, rows, method, seed)
-    label = f"map-v{LAYOUT_VERSION}|{method}|{seed}|{PCA_DIM}|{UMAP_NEIGHBOURS}|{MIN_UMAP_POINTS}"
-    key = derived.content_key(label, np.asarray(ctx.vectors[rows]), ctx.knn.indices[:0])
+    # the full map reuses the shared graph, so its k is part of the layout's inputs
+    label = (
+        f"map-v{LAYOUT_VERSION}|{method}|{seed}|{PCA_DIM}|{UMAP_NEIGHBOURS}|{MIN_UMAP_POINTS}|k{ctx.knn.k}"
+    )
+    key = derived.content_key(label, np.asarray(ctx.vectors[rows]))
     stored = derived.load(store, key)
     if stored is not None and {"method", "coords"} <= stored.keys() and len(stored["coords"]) == len(rows):
         logger.info("map: %d images, layout served from %s", len(rows), store)

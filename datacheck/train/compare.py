@@ -29,9 +29,9 @@ from datacheck.dataset import Dataset, discover
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset, resolve_image_size
 from datacheck.errors import UsageError
 from datacheck.neardup import NearDupParams, duplicate_pairs
-from datacheck.params import EmbedParams
+from datacheck.params import EmbedParams, Replaceable
 from datacheck.train.head import HeadParams, predict_proba, train_head
-from datacheck.train.metrics import macro_f1_from_counts, prf_from_counts
+from datacheck.train.metrics import macro_f1_from_counts, one_hot, prf_from_counts
 from datacheck.train.splits import TEST, TRAIN, VAL, SplitParams, assign_roles
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ _BOOT_CHUNK = 256
 
 
 @dataclass(frozen=True)
-class CompareParams:
+class CompareParams(Replaceable):
     """How two dataset versions are compared.
 
     Attributes:
@@ -83,10 +83,6 @@ class CompareParams:
             raise UsageError(f"bootstrap must be at least 100, got {self.bootstrap}")
         if self.metric not in METRICS:
             raise UsageError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
-
-    def replace(self, **changes: object) -> CompareParams:
-        """A copy with ``changes`` applied; ``None`` values (unset CLI flags) are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 # ----------------------------------------------------------------------------------------- the data
@@ -250,18 +246,14 @@ class _Counts:
     total: np.ndarray  # [B]
 
 
-def _one_hot(values: np.ndarray, n: int) -> np.ndarray:
-    return np.eye(n, dtype=np.float32)[values]
-
-
 def _counts(weights: np.ndarray, y: np.ndarray, preds: np.ndarray, n_classes: int) -> _Counts:
     """Weighted per-class counts; ``weights`` is ``[B, n]``, ``preds`` is ``[V, S, n]``."""
-    truth = _one_hot(y, n_classes)
+    truth = one_hot(y, n_classes)
     tp = np.empty((*preds.shape[:2], len(weights), n_classes), np.float64)
     predicted = np.empty_like(tp)
     for v in range(preds.shape[0]):
         for s in range(preds.shape[1]):
-            onehot = _one_hot(preds[v, s], n_classes)
+            onehot = one_hot(preds[v, s], n_classes)
             tp[v, s] = weights @ (onehot * truth)
             predicted[v, s] = weights @ onehot
     return _Counts(

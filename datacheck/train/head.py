@@ -38,8 +38,8 @@ from datacheck.dataset import IMAGE_EXTENSIONS, discover
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
 from datacheck.errors import UsageError
 from datacheck.images import ImageDecodeError, decode_image, read_file
-from datacheck.params import EmbedParams
-from datacheck.train.metrics import classification_metrics, confident_mistakes, save_confusion_png
+from datacheck.params import EmbedParams, Replaceable
+from datacheck.train.metrics import classification_metrics, confident_mistakes, one_hot, save_confusion_png
 from datacheck.train.splits import TEST, TRAIN, VAL, SplitParams, assign_roles
 
 with quiet_native_logs():  # TensorFlow's native start-up lines stay off the user's terminal
@@ -67,7 +67,7 @@ _PIXEL_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
-class HeadParams:
+class HeadParams(Replaceable):
     """The classifier trained on the bottlenecks.
 
     Attributes:
@@ -124,10 +124,6 @@ class HeadParams:
         if self.dropout is not None:
             return self.dropout
         return 0.5 if self.hidden else 0.0
-
-    def replace(self, **changes: object) -> HeadParams:
-        """A copy with ``changes`` applied; ``None`` values (unset CLI flags) are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -321,10 +317,6 @@ def _compile(
     )
 
 
-def _one_hot(y: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.eye(n_classes, dtype=np.float32)[y]
-
-
 def _history(fit_history: Any) -> dict[str, list[float]]:
     return {k: [float(v) for v in values] for k, values in fit_history.history.items()}
 
@@ -370,10 +362,10 @@ def train_head(
     )
     fitted = model.fit(
         x,
-        _one_hot(y, n_classes),
+        one_hot(y, n_classes),
         batch_size=effective_batch_size(len(x), params.batch_size),
         epochs=params.max_epochs,
-        validation_data=(np.asarray(validation[0], np.float32), _one_hot(validation[1], n_classes))
+        validation_data=(np.asarray(validation[0], np.float32), one_hot(validation[1], n_classes))
         if has_val
         else None,
         class_weight=balanced_class_weights(y, n_classes) if params.class_weights else None,
@@ -476,7 +468,7 @@ def continue_with_augmentation(
     start = time.perf_counter()
     model, n_classes = trained.model, trained.model.output_shape[-1]
     rng = np.random.default_rng(params.seed)
-    x_val, y_val = np.asarray(validation[0], np.float32), _one_hot(validation[1], n_classes)
+    x_val, y_val = np.asarray(validation[0], np.float32), one_hot(validation[1], n_classes)
     best_loss = float(model.evaluate(x_val, y_val, verbose=0)[0]) if len(x_val) else np.inf
     best_weights, best_epoch, waited = model.get_weights(), 0, 0
     history: dict[str, list[float]] = {"val_loss": []}
@@ -485,7 +477,7 @@ def continue_with_augmentation(
         x_aug = _augmented_bottlenecks(backend, pixels, rng)
         model.fit(
             x_aug,
-            _one_hot(y, n_classes),
+            one_hot(y, n_classes),
             batch_size=effective_batch_size(len(x_aug), params.batch_size),
             class_weight=weights,
             verbose=0,
@@ -595,7 +587,7 @@ def fine_tune(
     x_train, y_train = train
     data = _FineTuneData(
         x_train,
-        _one_hot(y_train, n_classes),
+        one_hot(y_train, n_classes),
         params.head.batch_size // 4 or 1,
         params.augment,
         params.head.seed,
@@ -604,7 +596,7 @@ def fine_tune(
     model.fit(
         data,
         epochs=params.fine_tune_epochs,
-        validation_data=(validation[0].astype(np.float32), _one_hot(validation[1], n_classes))
+        validation_data=(validation[0].astype(np.float32), one_hot(validation[1], n_classes))
         if has_val
         else None,
         callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=1, restore_best_weights=True)]

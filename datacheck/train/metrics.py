@@ -18,6 +18,11 @@ logger = logging.getLogger(__name__)
 _MAX_LABELLED_CLASSES = 60
 
 
+def one_hot(values: np.ndarray, n_classes: int) -> np.ndarray:
+    """``float32[N, n_classes]`` indicator rows of class indices ``values``."""
+    return np.eye(n_classes, dtype=np.float32)[values]
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """``int64[C, C]`` counts: row = true class, column = predicted class."""
     flat = np.asarray(y_true, np.int64) * n_classes + np.asarray(y_pred, np.int64)

@@ -7,7 +7,6 @@ only on its base name with everything from ``_nohash_`` on ignored, so ``anna_no
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ import numpy as np
 
 from datacheck.dataset import ImageRecord, stable_split_percentage
 from datacheck.errors import UsageError
+from datacheck.params import Replaceable
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _FOLDER_ROLES = {
 
 
 @dataclass(frozen=True, slots=True)
-class SplitParams:
+class SplitParams(Replaceable):
     """How images are divided into training, validation and test roles.
 
     Attributes:
@@ -60,10 +60,6 @@ class SplitParams:
                 f"val_percent + test_percent must leave images for training, got "
                 f"{self.val_percent} + {self.test_percent}"
             )
-
-    def replace(self, **changes: object) -> SplitParams:
-        """A copy with ``changes`` applied; ``None`` values (unset CLI flags) are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def hash_role(path: str, val_percent: float, test_percent: float) -> str:

@@ -7,12 +7,11 @@ recipe's value".
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from datacheck.params import ParamsError
+from datacheck.params import ParamsError, Replaceable
 
 ModelName = Literal["resnet9", "small"]
 Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
@@ -23,7 +22,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_float16", "mixed_bfloat
 
 
 @dataclass(frozen=True, slots=True)
-class TrainParams:
+class TrainParams(Replaceable):
     """What to train, on which data and devices, and where to write the results.
 
     Attributes:
@@ -97,10 +96,6 @@ class TrainParams:
             raise ParamsError("cpu_replicas > 1 splits the CPU and needs gpus=0 (--gpus 0)")
         if self.cpu_replicas > 1 and self.multi_worker:
             raise ParamsError("cpu_replicas cannot be combined with multi_worker")
-
-    def replace(self, **changes: object) -> TrainParams:
-        """Return a copy with ``changes`` applied; ``None`` values (unset CLI flags) are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def parse_gpus(text: str) -> Gpus:
