@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from datacheck.errors import DatacheckError
+from datacheck.outputs import mark
 
 logger = logging.getLogger(__name__)
 
@@ -542,6 +543,8 @@ def execute(plan: Plan, *, journal: Path | None = None, progress: ProgressFn | N
         handle = _Journal(path, create=True)
     except FileExistsError:
         raise JournalError(f"journal {path} already exists; choose another --journal") from None
+    if any(_inside(Path(m.dst), plan.quarantine) for m in plan.moves):
+        mark(plan.quarantine, "quarantine")  # a later audit of the dataset's parent must not read it
     with handle:
         handle.write(header)
         outcome = _forward(plan.moves, frozenset(), handle, progress)

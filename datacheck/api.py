@@ -18,6 +18,7 @@ from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
 from datacheck.errors import UsageError
 from datacheck.gate import Baseline, FailOn, GatePolicy
 from datacheck.index import KnnParams
+from datacheck.outputs import claim, claim_cache
 from datacheck.params import EmbedParams
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def embed(
     progress: ProgressFn | None = None,
 ) -> EmbedResult:
     """Discover the dataset at ``path`` and embed every image (served from the cache where possible)."""
+    claim_cache((params or EmbedParams()).cache_dir, Path(path))
     dataset = discover(Path(path), manifest=manifest)
     return EmbedResult(dataset, embed_dataset(dataset, params, progress=progress))
 
@@ -113,6 +115,7 @@ def audit(
     policy: GatePolicy | None = None,
     baseline: Path | str | None = None,
     reference: Path | str | None = None,
+    out: Path | str | None = None,
     **embed_options: Any,
 ) -> Report:
     """Audit the dataset at ``path``: embed (cached), build the shared context, run the checks, gate.
@@ -133,6 +136,9 @@ def audit(
         baseline: An earlier report.json: the gate then fails only on findings new since it.
         reference: A folder of images like those the application will see (any layout; labels are not
             needed), compared with the dataset by the ``representativeness`` check.
+        out: The folder the caller will write the report to (:meth:`Report.write`). When it lies inside
+            the dataset it is marked as datacheck output before the dataset is read, so this audit and
+            every later one leave it out (:mod:`datacheck.outputs`).
         **embed_options: Fields of :class:`EmbedParams` (``model``, ``image_size``, ``cache_dir``, …).
 
     Returns:
@@ -158,6 +164,9 @@ def audit(
         for k in {*cfg.check_params, *(check_params or {})}
     }
     per_check = build_params(specs, merged)
+    if out is not None:
+        claim(Path(out), "report", Path(path))
+    claim_cache(params.cache_dir, Path(path))
     dataset = discover(Path(path), manifest=manifest)
     embeddings = embed_dataset(dataset, params, progress=progress)
     ref_root, ref_embeddings = _embed_reference(reference, params, embeddings.image_size, progress)

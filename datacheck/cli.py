@@ -161,6 +161,7 @@ def _audit_and_report(
             baseline=baseline,
             progress=progress,
             map_method=map_method,
+            out=out,
             **params.as_options(),  # type: ignore[attr-defined]
         )
     written = report.write(out)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from datacheck.errors import DatasetUnreadableError
+from datacheck.outputs import is_marked
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +294,9 @@ def _check_root(root: Path) -> None:
 def _top_level_folders(root: Path) -> list[str]:
     try:
         with os.scandir(root) as entries:
-            return sorted(e.name for e in entries if not _is_ignored(e.name) and _is_dir(e))
+            return sorted(
+                e.name for e in entries if not _is_ignored(e.name) and _is_dir(e) and not is_marked(e.path)
+            )
     except OSError as err:
         raise DatasetError(f"cannot list dataset folder {root}: {err.strerror or err}") from err
 
@@ -333,6 +336,11 @@ def _scan_dir(pending: _PendingDir, walk: _Walk) -> list[_PendingDir]:
         is_link = entry.is_symlink()
         identity = (st.st_dev, st.st_ino)
         if stat.S_ISDIR(st.st_mode):
+            if is_marked(abs_path):
+                logger.info(
+                    "skipped %s: a folder datacheck wrote (report, cache, model, quarantine)", abs_path
+                )
+                continue
             subdirs.append(_PendingDir(parts, abs_path, identity, pending.via_symlink or is_link, is_link))
         elif stat.S_ISREG(st.st_mode):
             found = _Found(parts, _join_display(parts), abs_path, identity, pending.via_symlink or is_link)

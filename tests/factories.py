@@ -1,4 +1,5 @@
-"""Build audit contexts directly from arrays, so check tests plant problems without embedding images."""
+"""Build audit contexts directly from arrays, so check tests plant problems without embedding images; and
+small image datasets on disk for the tests that run the real model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from datacheck.context import AuditContext
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
@@ -81,3 +83,20 @@ def make_context(
             "computed": n,
         },
     )
+
+
+def random_scene(seed: int) -> Image.Image:
+    """A 48-px picture of smooth random colour blobs, different for every seed."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).resize((48, 48), Image.BICUBIC)
+
+
+def splits_dataset(root: Path, *, train: int = 6, test: int = 3) -> Path:
+    """``root/{train,test}/{apple,pear}/<i>.png``, every image distinct; returns ``root``."""
+    for s, split in enumerate(("train", "test")):
+        for k, label in enumerate(("apple", "pear")):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(train if split == "train" else test):
+                random_scene(10_000 * s + 100 * k + i).save(folder / f"{i}.png")
+    return root

@@ -42,7 +42,10 @@ def test_missing_kind_in_reference_is_found():
         "dog",
         "ship",
     )
-    assert res.metrics["domain_auc"] > 0.6
+    # Separating the novel share perfectly and the rest not at all gives AUC 0.5 + share/2; ask for half
+    # of that gain (the AUC's sampling spread here is ~0.02).
+    frog_share = sum(p.startswith("frog/") for p in ref_paths) / len(ref_paths)
+    assert res.metrics["domain_auc"] > 0.5 + 0.25 * frog_share
     assert res.status is Status.WARN
 
 

@@ -229,4 +229,6 @@ def test_reference_with_a_missing_kind_names_what_is_missing(cifar: Path, cache_
     missing = Counter(p.split("/")[0] for f in uncovered for p in f.extra["all_files"])
     others = sum(n for c, n in missing.items() if c != "automobile")
     assert missing["automobile"] >= 15 and missing["automobile"] >= 3 * others, missing  # 50 in the reference
-    assert res.metrics["domain_auc"] > 0.55
+    # A domain classifier that tells the novel share of the reference apart perfectly, and the rest not at
+    # all, reaches AUC 0.5 + share/2 (0.6 here); ask for half of that gain.
+    assert res.metrics["domain_auc"] > 0.5 + 0.25 * 50 / 250

@@ -81,7 +81,9 @@ def test_identical_datasets_show_no_detectable_difference(tmp_path, model_cache)
     assert doc["test"]["used"] > 0 and doc["test"]["excluded_duplicates"] == 0
     acc = doc["metrics"]["accuracy"]
     assert acc["difference"]["ci"][0] <= 0 <= acc["difference"]["ci"][1]
-    assert acc["before"]["per_seed"] == pytest.approx(acc["after"]["per_seed"], abs=0.02)
+    # same vectors, same seeds: the heads agree up to thread-order rounding, which may move one test image
+    one_image = 1 / doc["test"]["used"]
+    assert acc["before"]["per_seed"] == pytest.approx(acc["after"]["per_seed"], abs=one_image)
     assert {row["class"] for row in doc["per_class"]} <= {"red", "green", "blue"}
 
 

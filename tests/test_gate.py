@@ -8,13 +8,12 @@ import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from datacheck.cli import app
 from datacheck.config import ConfigError, load_config
+from tests.factories import splits_dataset
 
 POLICY = '[checks]\nonly = ["files", "duplicates", "leakage"]\n'
 
@@ -24,18 +23,8 @@ def cache_dir(model_cache: Path) -> Path:
     return model_cache
 
 
-def _scene(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).resize((48, 48), Image.BICUBIC)
-
-
 def _dataset(root: Path, *, leak: bool) -> Path:
-    for s, split in enumerate(("train", "test")):
-        for k, label in enumerate(("apple", "pear")):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(6 if split == "train" else 3):
-                _scene(10_000 * s + 100 * k + i).save(folder / f"{i}.png")
+    splits_dataset(root)
     if leak:
         shutil.copy(root / "train" / "apple" / "0.png", root / "test" / "apple" / "leaked.png")
     (root / "datacheck.toml").write_text(POLICY)

@@ -146,6 +146,7 @@ def test_retrain_writes_model_metrics_and_picture(trained):
         "labels.txt",
         "metrics.json",
         "confusion_matrix.png",
+        ".datacheck-output",  # so that an audit of a folder holding this one never reads it as data
     }
     assert (out / "labels.txt").read_text().split() == ["blue", "green", "red"]
     assert json.loads((out / "metrics.json").read_text()) == metrics
@@ -188,7 +189,11 @@ def test_export_loads_in_a_fresh_process_and_predicts_the_same(trained, tmp_path
     raw = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])  # 48 px: the model resizes
     np.save(tmp_path / "pixels.npy", pixels)
     np.save(tmp_path / "raw.npy", raw)
-    expected = predict_proba(load_model(out).model, pixels)
+    loaded = load_model(out).model
+    expected = predict_proba(loaded, pixels)
+    # Graph-mode predict may pick other (fused) kernels than the eager call: that gap, measured here on
+    # this CPU, is the rounding a fresh process running the same predict can show too.
+    graph_gap = float(np.abs(loaded.predict(pixels, verbose=0) - expected).max())
     code = (
         "import sys, numpy as np, keras\n"
         "import datacheck.train.head  # registers datacheck>ImagePreprocess\n"
@@ -200,10 +205,16 @@ def test_export_loads_in_a_fresh_process_and_predicts_the_same(trained, tmp_path
     args = [sys.executable, "-c", code, str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), expected, atol=1e-5)
+    eps = float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), expected, atol=2 * graph_gap + 8 * eps)
     from_raw = np.load(tmp_path / "b.npy")  # Lanczos in TF vs Pillow: close, not bit-identical
-    assert (from_raw.argmax(1) == expected.argmax(1)).all()
-    assert np.abs(from_raw - expected).max() < 0.1
+    gap = float(np.abs(from_raw - expected).max())
+    assert gap < 0.1
+    # a prediction can only flip where the two top probabilities are closer than twice the gap
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > 2 * gap
+    assert decided.sum() >= len(files) // 2
+    assert (from_raw.argmax(1) == expected.argmax(1))[decided].all()
 
 
 def test_predict_refuses_a_folder_without_a_model(tmp_path):

@@ -40,6 +40,7 @@ import numpy as np
 
 from datacheck._version import __version__
 from datacheck.errors import DatacheckError
+from datacheck.outputs import mark
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +396,7 @@ class Cache:
                 raise CacheError(
                     f"cannot create cache directory {self.directory}: {err}; pass --cache DIR"
                 ) from err
+            mark(self.directory, "cache")
         self._check_header()
         try:
             conn = self._connect()

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from datacheck._native import tensorflow
+from datacheck._native import quiet_native_logs, tensorflow
 from datacheck.embed.backbones import BuiltBackbone, build_backbone, cache_tag, get_backbone, weights_id
 
 __all__ = [
@@ -187,7 +187,11 @@ class _Interpreter:
     """One LiteRT interpreter with its tensor indices and the batch size its tensors are allocated for."""
 
     def __init__(self, interpreter_cls: Any, model_content: bytes, threads: int, image_size: int) -> None:
-        self.interpreter = interpreter_cls(model_content=model_content, num_threads=threads)
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on the first allocation;
+        # later re-allocations (other batch sizes, from the pipeline's threads) are silent.
+        with quiet_native_logs():
+            self.interpreter = interpreter_cls(model_content=model_content, num_threads=threads)
+            self.interpreter.allocate_tensors()
         self.input, self.outputs = _signature_indices(self.interpreter)
         self.image_size = image_size
         self.batch = 0
@@ -305,7 +309,8 @@ def convert_to_tflite(model: Any, *, fp16_weights: bool = False) -> bytes:
             if fp16_weights:
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
                 converter.target_spec.supported_types = [tf.float16]
-            return bytes(converter.convert())
+            with quiet_native_logs():  # the converter's MLIR and delegate lines
+                return bytes(converter.convert())
     except Exception as err:  # the converter raises many types (ConverterError, ValueError, ...)
         raise LiteRTUnavailableError(f"TFLite conversion failed: {type(err).__name__}: {err}") from err
 

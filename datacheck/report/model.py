@@ -18,6 +18,7 @@ import pandas as pd
 from datacheck import __version__
 from datacheck.checks.base import CheckResult
 from datacheck.gate import GateResult
+from datacheck.outputs import mark
 
 #: Bump only for incompatible changes to report.json; additive fields keep the version.
 SCHEMA_VERSION = 1
@@ -83,7 +84,7 @@ class Report:
         Returns:
             The paths written, by kind (``json``, ``csv``, ``html``, ``thumbs``).
         """
-        out_dir.mkdir(parents=True, exist_ok=True)
+        mark(out_dir, "report")
         paths = {"json": out_dir / "report.json", "csv": out_dir / "findings.csv"}
         _atomic_write(paths["json"], self.to_json())
         frame = self.findings()

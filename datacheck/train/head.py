@@ -38,6 +38,7 @@ from datacheck.dataset import IMAGE_EXTENSIONS, discover
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
 from datacheck.errors import UsageError
 from datacheck.images import ImageDecodeError, decode_image, read_file
+from datacheck.outputs import claim, claim_cache, mark
 from datacheck.params import EmbedParams, Replaceable
 from datacheck.train.metrics import classification_metrics, confident_mistakes, one_hot, save_confusion_png
 from datacheck.train.splits import TEST, TRAIN, VAL, SplitParams, assign_roles
@@ -968,7 +969,7 @@ def _write_outputs(
     data: LabelledBottlenecks,
     metrics: dict,
 ) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "model")
     files = {
         "model": out / MODEL_FILE,
         "labels": out / LABELS_FILE,
@@ -1045,6 +1046,8 @@ def retrain(
     params = params or RetrainParams()
     clock = _Clock()
     start = time.perf_counter()
+    claim(Path(out), "model", Path(path))
+    claim_cache(params.embed.cache_dir, Path(path))
     dataset = discover(Path(path), manifest=manifest)
     embeddings = embed_dataset(dataset, params.embed, progress=progress)
     clock.timings.update({f"embed_{k}": v for k, v in embeddings.timings.items() if k != "total"})

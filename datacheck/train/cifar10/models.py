@@ -81,6 +81,15 @@ def build_model(name: str, *, num_classes: int = 10, sync_bn: bool = False, seed
     raise ValueError(f"unknown model {name!r}")
 
 
+def _logits_dtype() -> str:
+    """float32 logits under every policy (mixed precision included); float64 under a float64 policy.
+
+    Mixed-precision models keep their logits in float32 for a stable softmax; a float64 model (the tests'
+    exact-arithmetic reference) must not round its last layers to float32.
+    """
+    return "float64" if keras.mixed_precision.dtype_policy().compute_dtype == "float64" else "float32"
+
+
 def kernels(model: keras.Model) -> list:
     """The convolution and dense kernels: the weights the L2 penalty applies to (not biases, not BN)."""
     return [w for w in model.trainable_weights if w.path.endswith("kernel")]
@@ -119,8 +128,8 @@ def _resnet9(num_classes: int, sync_bn: bool) -> keras.Model:
     x = keras.layers.MaxPooling2D(name="layer3_pool")(x)
     x = _residual(x, 512, sync_bn, "res3")
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
-    x = keras.layers.Dense(num_classes, use_bias=False, dtype="float32", name="classifier")(x)
-    outputs = keras.layers.Rescaling(0.125, dtype="float32", name="logits")(x)
+    x = keras.layers.Dense(num_classes, use_bias=False, dtype=_logits_dtype(), name="classifier")(x)
+    outputs = keras.layers.Rescaling(0.125, dtype=_logits_dtype(), name="logits")(x)
     return keras.Model(inputs, outputs, name="resnet9")
 
 
@@ -135,7 +144,7 @@ def _small(num_classes: int) -> keras.Model:
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(256, activation="relu", kernel_initializer="he_normal", name="fc")(x)
     small_init = keras.initializers.RandomNormal(stddev=0.01)  # start near the uniform prediction
-    outputs = keras.layers.Dense(num_classes, kernel_initializer=small_init, dtype="float32", name="logits")(
-        x
-    )
+    outputs = keras.layers.Dense(
+        num_classes, kernel_initializer=small_init, dtype=_logits_dtype(), name="logits"
+    )(x)
     return keras.Model(inputs, outputs, name="small")

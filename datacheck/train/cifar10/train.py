@@ -229,7 +229,7 @@ def make_train_step(
             )
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=plan.global_batch)
             if recipe.weight_decay and weights:
-                l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) for w in weights])
+                l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, loss.dtype))) for w in weights])
                 loss += tf.nn.scale_regularization_loss(0.5 * recipe.weight_decay * l2)
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
