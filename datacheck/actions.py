@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from datacheck.errors import DatacheckError
-from datacheck.outputs import mark
+from datacheck.outputs import MARKER, mark
 
 logger = logging.getLogger(__name__)
 
@@ -543,10 +543,11 @@ def execute(plan: Plan, *, journal: Path | None = None, progress: ProgressFn | N
         handle = _Journal(path, create=True)
     except FileExistsError:
         raise JournalError(f"journal {path} already exists; choose another --journal") from None
-    if any(_inside(Path(m.dst), plan.quarantine) for m in plan.moves):
-        mark(plan.quarantine, "quarantine")  # a later audit of the dataset's parent must not read it
     with handle:
         handle.write(header)
+        if any(_inside(Path(m.dst), plan.quarantine) for m in plan.moves):
+            _make_dirs(plan.quarantine, handle)
+            mark(plan.quarantine, "quarantine")  # a later audit of the dataset's parent must not read it
         outcome = _forward(plan.moves, frozenset(), handle, progress)
     outcome.renamed = plan.renamed
     return outcome
@@ -607,10 +608,7 @@ def _apply_one(move: Move, handle: _Journal) -> bool:
         return True
     if state != "pending":
         raise _Conflict(state)
-    for folder in _missing_dirs(dst.parent):
-        handle.write({"type": "mkdir", "path": str(folder)})
-        folder.mkdir(exist_ok=True)
-        _fsync_dir(folder.parent)
+    _make_dirs(dst.parent, handle)
     if sha256_file(src) != move.sha256:
         raise _Conflict("changed since the plan was made (hash mismatch)")
     _relink(src, dst, move.sha256)
@@ -629,6 +627,14 @@ def _state(src: Path, dst: Path, sha: str) -> str:
             return "both"
         return f"{dst} exists and is another file; nothing is overwritten"
     return "neither the file nor its moved copy exists"
+
+
+def _make_dirs(folder: Path, handle: _Journal) -> None:
+    """Create ``folder`` and its missing ancestors, each journalled first so that undo removes it."""
+    for missing in _missing_dirs(folder):
+        handle.write({"type": "mkdir", "path": str(missing)})
+        missing.mkdir(exist_ok=True)
+        _fsync_dir(missing.parent)
 
 
 def _missing_dirs(folder: Path) -> list[Path]:
@@ -714,6 +720,8 @@ def undo(journal: Path, *, progress: ProgressFn | None = None) -> Outcome:
                 progress(n, len(state.moves))
         for folder in reversed(state.made_dirs):
             with contextlib.suppress(OSError):  # not empty (someone's files) or already gone
+                if os.listdir(folder) == [MARKER]:  # only datacheck's own marker left: the folder is ours
+                    os.unlink(os.path.join(folder, MARKER))
                 os.rmdir(folder)
         outcome.complete = not outcome.conflicts
         if outcome.complete:
