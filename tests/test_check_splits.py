@@ -100,3 +100,43 @@ def test_namer_prefers_characteristic_labels():
 def test_params_are_validated(bad):
     with pytest.raises(ValueError):
         SplitsParams(**bad)
+
+
+def _blobs_with_merge(separated_by: float, seed: int = 0):
+    """Three one-blob classes and a fourth made of two blobs ``separated_by`` apart (in blob spreads)."""
+    rng = np.random.default_rng(seed)
+    dim = 32
+    centres = rng.standard_normal((5, dim)) * 3
+    centres[4] = centres[3] + separated_by * rng.standard_normal(dim) / np.sqrt(dim)
+    blob = np.repeat(np.arange(5), 120)
+    vectors = (centres[blob] + rng.standard_normal((len(blob), dim))).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 3])[blob]
+    return vectors, labels
+
+
+def test_split_decision_is_relative_to_the_dataset():
+    """A merge of two touching blobs is less separated than an absolute cut-off wants, but far more than
+    this dataset's single classes: the relative rule reports it, the old absolute rule (max_crossing 0.2
+    for every dataset) does not."""
+    vectors, labels = _blobs_with_merge(separated_by=4.0)
+    ctx = make_context(vectors, labels, knn=KnnParams(k=10, candidates=30))
+    res = splits(ctx, SplitsParams())
+    found = [f for f in res.findings if f.kind == "split"]
+    assert [f.extra["class"] for f in found] == ["class3"], res.summary
+    assert found[0].extra["separation"] < 0.8  # below the absolute rule's 1 − max_crossing
+    assert found[0].extra["score"] > 0.5  # past halfway from a typical single class to a typical merge
+    assert res.metrics["merged_pair_separation"] > max(
+        res.metrics["separations"][c] for c in ("class0", "class1", "class2")
+    )
+
+
+def test_reference_threshold_and_fallback():
+    from datacheck.checks.splits import Reference
+
+    ref = Reference(single={0: 0.6, 1: 0.62, 2: 0.9}, pairs=[((0, 1), 0.85), ((0, 2), 0.95), ((1, 2), 0.9)])
+    threshold, single, merge = ref.threshold(2, fallback=0.8)
+    assert (single, merge) == (0.61, 0.85) and threshold == pytest.approx((0.61 + 0.85) / 2)
+    # never below another class's own separation
+    assert ref.threshold(0, fallback=0.8)[0] == pytest.approx(max((0.62 + 0.9) / 2, 0.9))
+    # two classes: no pair to learn from, the absolute fallback
+    assert Reference(single={0: 0.6, 1: 0.7}, pairs=[]).threshold(0, fallback=0.8)[0] == 0.8

@@ -162,7 +162,14 @@ def test_clean_control_stays_quiet(cifar: Path, cache_dir: Path, tmp_path: Path)
     for check in ("shortcuts", "diversity"):
         assert results[check].status is Status.PASS, results[check].summary
         assert results[check].findings == ()
-    assert not [f for f in results["splits"].findings if f.kind == "split"], results["splits"].summary
+    # The split decision is relative to the dataset: with only four classes its reference is thin, and a
+    # class with real sub-structure (CIFAR dogs: face close-ups vs whole animals, separation 0.76 against
+    # 0.63-0.72 for the others) may be suggested — as information, scored below a typical merge of two
+    # real categories (score < 1), never as a warning.
+    splits = [f for f in results["splits"].findings if f.kind == "split"]
+    assert len(splits) <= 1 and all(f.severity == "info" and f.extra["score"] < 1 for f in splits), results[
+        "splits"
+    ].summary
 
 
 # -------------------------------------------------------------------------------------------------- splits

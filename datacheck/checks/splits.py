@@ -52,8 +52,8 @@ class SplitsParams:
     Attributes:
         max_k: Largest number of clusters tried per class (from 2).
         max_crossing: Largest crossing ratio (0 = no kNN edge between clusters, 1 = random) of a clustering
-            that counts as separated. CIFAR-10 classes at 96 px score 0.27 or more; a class merged from
-            automobile, ship and horse scores 0.13.
+            that counts as separated — only when the dataset has too few classes (under 3) to measure what
+            a single class and a merge of two classes look like in it (see :func:`reference_separations`).
         min_cluster_fraction: Every cluster must hold at least this share of the class…
         min_cluster_size: …and at least this many images.
         regularisation: Spectral regularisation τ in units of the mean degree.
@@ -61,7 +61,9 @@ class SplitsParams:
         max_merges: Most merge findings reported (strongest first).
         n_names: Most ImageNet labels in a cluster's name.
         n_examples: Example files per cluster in ``files`` (``clusters[].files`` always lists every member).
-        seed: Seed of k-means.
+        reference_pairs: Most pairs of classes merged on the fly to measure how separated a merge of two
+            real categories is in this dataset.
+        seed: Seed of k-means and of the reference pairs.
     """
 
     max_k: int = 5
@@ -73,6 +75,7 @@ class SplitsParams:
     max_merges: int = 20
     n_names: int = 3
     n_examples: int = 3
+    reference_pairs: int = 12
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class SplitsParams:
             raise ValueError(f"merge_mixing must be in (0, 2], got {self.merge_mixing}")
         if self.min_cluster_size < 2 or self.max_merges < 0 or self.n_names < 1 or self.n_examples < 0:
             raise ValueError("min_cluster_size must be >= 2, max_merges and n_examples >= 0, n_names >= 1")
+        if self.reference_pairs < 1:
+            raise ValueError(f"reference_pairs must be at least 1, got {self.reference_pairs}")
 
 
 @dataclass(frozen=True)
@@ -107,29 +112,81 @@ class Clustering:
     distance: np.ndarray
 
 
+@dataclass(frozen=True)
+class Reference:
+    """How separated ordinary classes, and merges of two of them, are in this dataset.
+
+    Attributes:
+        single: Best separation of each class (by class index).
+        pairs: ``((a, b), separation)`` of the unions of sampled class pairs.
+    """
+
+    single: dict[int, float]
+    pairs: list[tuple[tuple[int, int], float]]
+
+    def threshold(self, label: int, fallback: float) -> tuple[float, float, float]:
+        """``(threshold, typical single, typical merge)`` for ``label``, from the *other* classes only.
+
+        The threshold is halfway between the median separation of single classes and the median of merged
+        pairs — a class is worth splitting when its own structure looks more like two categories put together
+        than like one — and at least the separation of every other class. Without at least one other class
+        and one pair, ``fallback`` (``1 − max_crossing``).
+        """
+        singles = [v for c, v in self.single.items() if c != label]
+        merges = [v for (a, b), v in self.pairs if label not in (a, b)]
+        if not singles or not merges:
+            return fallback, float("nan"), float("nan")
+        single, merge = float(np.median(singles)), float(np.median(merges))
+        if merge <= single:  # merges look no different from single classes here: nothing to go on
+            return fallback, single, merge
+        # and above every other class: a class is only worth splitting when it stands out among them
+        return max((single + merge) / 2, max(singles)), single, merge
+
+
 @register(CHECK_ID, SplitsParams)
 def splits(ctx: AuditContext, params: SplitsParams) -> CheckResult:
     """Classes whose images form separate clusters, and class pairs the embeddings cannot tell apart."""
     if ctx.n == 0 or not ctx.class_names:
         return CheckResult(CHECK_ID, Status.SKIPPED, "no embedded images")
     namer = ImageNetNamer(ctx.logits) if ctx.logits is not None else None
-    split_findings = []
     labels = np.asarray(ctx.labels)
+    profiles = {
+        label: separation_profile(*class_graph(ctx.knn.indices, labels, label), params)
+        for label in range(len(ctx.class_names))
+    }
+    reference = reference_separations(ctx.knn.indices, labels, profiles, params)
+    split_findings = []
     for label, name in enumerate(ctx.class_names):
-        members, rows, cols = class_graph(ctx.knn.indices, labels, label)
-        clustering = cluster_class(len(members), rows, cols, params)
-        if clustering is not None:
-            split_findings.append(_split_finding(ctx, name, members, clustering, namer, params))
+        members, candidates = profiles[label]
+        threshold, single, merge = reference.threshold(label, 1.0 - params.max_crossing)
+        chosen = choose_clustering(candidates, threshold)
+        if chosen is not None:
+            score = _merge_likeness(best_separation(candidates), threshold, single, merge)
+            split_findings.append(_split_finding(ctx, name, members, chosen, score, namer, params))
     split_findings.sort(key=lambda f: -f.extra["score"])
     merge_findings = _merge_findings(ctx, params)
     metrics = {
         "split_scores": {f.extra["class"]: f.extra["score"] for f in split_findings},
+        "separations": {ctx.class_names[c]: v for c, v in reference.single.items()},
+        "merged_pair_separation": float(np.median([v for _, v in reference.pairs]))
+        if reference.pairs
+        else None,
         "splittable_classes": len(split_findings),
         "merge_pairs": len(merge_findings),
     }
     return result(
         CHECK_ID, _summary(split_findings, merge_findings), split_findings + merge_findings, metrics
     )
+
+
+def _merge_likeness(separation: float, threshold: float, single: float, merge: float) -> float:
+    """0 at the typical single class, 0.5 at the threshold, 1 at the typical merge of two classes.
+
+    Without references (fewer than 3 classes) the separation itself, so scores still rank classes.
+    """
+    if np.isnan(single) or np.isnan(merge) or merge <= single:
+        return separation
+    return (separation - single) / (merge - single)
 
 
 def _summary(split_findings: list[Finding], merge_findings: list[Finding]) -> str:
@@ -158,8 +215,12 @@ def class_graph(
     Returns:
         ``(members, rows, cols)``: the class's row numbers and its directed edges in member positions.
     """
-    members = np.flatnonzero(labels == label)
-    position = np.full(len(labels), -1, dtype=np.int64)
+    return group_graph(indices, np.flatnonzero(labels == label))
+
+
+def group_graph(indices: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shared kNN graph restricted to ``members`` (row numbers): ``(members, rows, cols)``."""
+    position = np.full(len(indices), -1, dtype=np.int64)
     position[members] = np.arange(len(members))
     neighbours = indices[members]
     inside = (neighbours >= 0) & (position[np.maximum(neighbours, 0)] >= 0)
@@ -209,36 +270,76 @@ def crossing_ratio(assignment: np.ndarray, rows: np.ndarray, cols: np.ndarray) -
     return crossing / max(1.0 - float((shares**2).sum()), 1e-12)
 
 
-def cluster_class(n: int, rows: np.ndarray, cols: np.ndarray, params: SplitsParams) -> Clustering | None:
-    """Spectral clustering of one class's kNN graph.
+def separation_profile(
+    members: np.ndarray, rows: np.ndarray, cols: np.ndarray, params: SplitsParams
+) -> tuple[np.ndarray, list[Clustering]]:
+    """Spectral clusterings of one group's kNN graph whose clusters are big enough, in eigengap order.
 
-    Candidate k are tried in order of their eigengap (the classic choice of k in spectral clustering); the
-    first whose clusters are all large enough and well separated (crossing ratio ≤ ``max_crossing``) wins.
+    k = 2..``max_k`` are tried in order of the gap after the k-th eigenvalue (the classic choice of k in
+    spectral clustering), largest gap first.
 
     Args:
-        n: Images in the class.
+        members: The group's row numbers.
         rows: Edge sources (member positions).
         cols: Edge targets (member positions).
         params: Check parameters.
 
     Returns:
-        The chosen clustering, ``None`` when no k qualifies (or the class is too small for two clusters).
+        ``(members, clusterings)``; no clustering when the group is too small for two clusters.
     """
+    n = len(members)
     min_size = max(params.min_cluster_size, int(np.ceil(params.min_cluster_fraction * n)))
     max_k = min(params.max_k, n // max(min_size, 1))
     if max_k < 2 or len(rows) == 0 or n <= max_k + 2:
-        return None
+        return members, []
     values, embedding = _spectral_embedding(n, rows, cols, max_k + 1, params.regularisation)
     gaps = values[1:max_k] - values[2 : max_k + 1]  # gap after the k-th eigenvalue, k = 2..max_k
+    candidates = []
     for k in (int(i) + 2 for i in np.argsort(-gaps, kind="stable")):
         space = embedding[:, :k] / np.maximum(np.linalg.norm(embedding[:, :k], axis=1, keepdims=True), 1e-12)
         model = kmeans(space, k, n_init=4, seed=params.seed)
         if np.bincount(model.labels, minlength=k).min() < min_size:
             continue
         ratio = crossing_ratio(model.labels, rows, cols)
-        if ratio <= params.max_crossing:
-            return _ordered(1.0 - ratio, model.labels, np.sqrt(model.distances))
-    return None
+        candidates.append(_ordered(1.0 - ratio, model.labels, np.sqrt(model.distances)))
+    return members, candidates
+
+
+def best_separation(candidates: list[Clustering]) -> float:
+    """The highest separation among the candidate clusterings (0 without any)."""
+    return max((c.separation for c in candidates), default=0.0)
+
+
+def choose_clustering(candidates: list[Clustering], threshold: float) -> Clustering | None:
+    """The first clustering, in eigengap order, separated at least as well as ``threshold`` (or ``None``).
+
+    Trying k in eigengap order rather than taking the largest separated k keeps a clustering that also
+    halves one coherent group from being chosen; the separation of every k is still measured, so the
+    decision (is the class worth splitting?) uses the best of them.
+    """
+    return next((c for c in candidates if c.separation >= threshold), None)
+
+
+def reference_separations(
+    indices: np.ndarray,
+    labels: np.ndarray,
+    profiles: dict[int, tuple[np.ndarray, list[Clustering]]],
+    params: SplitsParams,
+) -> Reference:
+    """Best separation of every class, and of the unions of up to ``reference_pairs`` random class pairs."""
+    single = {label: best_separation(candidates) for label, (_, candidates) in profiles.items() if candidates}
+    classes = sorted(single)
+    pairs = [(a, b) for i, a in enumerate(classes) for b in classes[i + 1 :]]
+    rng = np.random.default_rng(params.seed)
+    if len(pairs) > params.reference_pairs:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), params.reference_pairs, replace=False))]
+    merged = []
+    for a, b in pairs:
+        members = np.flatnonzero((labels == a) | (labels == b))
+        _, candidates = separation_profile(*group_graph(indices, members), params)
+        if candidates:
+            merged.append(((a, b), best_separation(candidates)))
+    return Reference(single, merged)
 
 
 def _ordered(score: float, assignment: np.ndarray, distances: np.ndarray) -> Clustering:
@@ -255,6 +356,7 @@ def _split_finding(
     class_name: str,
     members: np.ndarray,
     clustering: Clustering,
+    score: float,
     namer: ImageNetNamer | None,
     params: SplitsParams,
 ) -> Finding:
@@ -278,7 +380,12 @@ def _split_finding(
         ),
         advice=_ADVICE_SPLIT,
         files=tuple(examples),
-        extra={"class": class_name, "score": clustering.separation, "clusters": clusters},
+        extra={
+            "class": class_name,
+            "score": score,
+            "separation": clustering.separation,
+            "clusters": clusters,
+        },
     )
 
 
