@@ -140,8 +140,12 @@ def _audit_and_report(
     map_method: str,
     params: object,
     quiet: bool,
+    enforced: bool,
 ) -> bool:
-    """Shared body of ``audit`` and ``gate``: run, write files, print; return whether the gate passed."""
+    """Shared body of ``audit`` and ``gate``: run, write files, print; return whether the gate passed.
+
+    ``enforced``: whether this command exits 1 when the gate fails (``gate``, or ``audit --fail-on``).
+    """
     from datacheck import api, terminal
     from datacheck import config as config_mod
 
@@ -175,7 +179,7 @@ def _audit_and_report(
     elif output_format == "markdown":
         sys.stdout.write(terminal.markdown(doc))
     elif not quiet:
-        console.print(terminal.audit_summary(report, written))
+        console.print(terminal.audit_summary(report, written, enforced=enforced))
     return report.gate.passed
 
 
@@ -219,6 +223,7 @@ def audit(
             map_method,
             params,
             quiet,
+            enforced=fail_on is not None,
         )
     if fail_on is not None and not passed:
         raise typer.Exit(ExitCode.GATE_FAILED)
@@ -264,6 +269,7 @@ def gate(
             map_method,
             params,
             quiet,
+            enforced=True,
         )
     if not passed:
         raise typer.Exit(ExitCode.GATE_FAILED)

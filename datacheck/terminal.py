@@ -71,8 +71,11 @@ _STATUS_STYLE = {
 }
 
 
-def audit_summary(report: Report, written: dict[str, Path]) -> Group:
-    """One row per check (status, headline, findings), then the gate verdict and the files written."""
+def audit_summary(report: Report, written: dict[str, Path], *, enforced: bool = True) -> Group:
+    """One row per check (status, headline, findings), then the gate verdict and the files written.
+
+    ``enforced``: the command exits 1 on a failed gate; otherwise the verdict says what it *would* be.
+    """
     ds = report.dataset
     table = Table(
         title=(
@@ -90,11 +93,22 @@ def audit_summary(report: Report, written: dict[str, Path]) -> Group:
         table.add_row(
             res.id, Text(status, style=_STATUS_STYLE[status]), str(len(res.findings)), Text(res.summary)
         )
-    verdict = (
-        Text("gate passed", style="green")
-        if report.gate.passed
-        else Text(f"gate failed: {', '.join(v['check'] for v in report.gate.violations)}", style="bold red")
-    )
+    failing = ", ".join(v["check"] for v in report.gate.violations)
+    if enforced:
+        verdict = (
+            Text("gate passed", style="green")
+            if report.gate.passed
+            else Text(f"gate failed: {failing}", style="bold red")
+        )
+    else:
+        verdict = (
+            Text("the gate would pass (run `datacheck gate` or pass --fail-on to enforce it)", style="green")
+            if report.gate.passed
+            else Text(
+                f"the gate would fail on: {failing} (run `datacheck gate` or pass --fail-on to enforce it)",
+                style="yellow",
+            )
+        )
     files = Text("wrote " + ", ".join(str(p) for p in written.values()), style="dim")
     return Group(table, verdict, files)
 

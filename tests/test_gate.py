@@ -173,3 +173,13 @@ def test_init_writes_every_default_and_it_parses(tmp_path):
     target.write_text(uncommented)
     assert load_config(target).gate.max_leak_pairs == 0  # every default is itself valid
     assert CliRunner().invoke(app, ["init", str(target)]).exit_code == 2  # no silent overwrite
+
+
+def test_audit_without_a_gate_says_what_the_gate_would_do(tmp_path, cache_dir):
+    root = _dataset(tmp_path / "ds", leak=True)  # its datacheck.toml: files, duplicates, leakage
+    args = ["--cache", str(cache_dir), "--map", "none", "--image-size", "96"]
+    audit = CliRunner().invoke(app, ["audit", str(root), "--out", str(tmp_path / "a"), *args])
+    assert audit.exit_code == 0, audit.output
+    assert "would fail on" in audit.output and "gate failed" not in audit.output
+    gate = CliRunner().invoke(app, ["gate", str(root), "--out", str(tmp_path / "g"), *args])
+    assert gate.exit_code == 1 and "gate failed" in gate.output
