@@ -26,8 +26,10 @@ from rich.progress import (
 
 from datacheck.errors import DatacheckError
 
-console = Console()
-err_console = Console(stderr=True)
+# Not a terminal (a CI log, a pipe, a file): no line breaks inserted into text, so a path or a command
+# printed on one line stays one line that can be copied; tables are still laid out to the width.
+console = Console(soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 _STAGE_LABELS = {"hash": "Reading files", "embed": "Embedding"}
 

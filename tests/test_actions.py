@@ -131,12 +131,14 @@ def test_cli_dry_run_then_yes_then_undo(audited: tuple[dict, Path, Path], tmp_pa
     assert tree(root) == before
 
     done = runner.invoke(
-        app, ["apply", str(decisions), "--report", str(report_json), "--yes"], env={"COLUMNS": "300"}
+        app, ["apply", str(decisions), "--report", str(report_json), "--yes"], env={"COLUMNS": "80"}
     )
     assert done.exit_code == 0, done.output
     assert "moved 4 of 4 files" in done.output
     journal = next(actions.default_quarantine(root).glob("journals/*.jsonl"))
-    assert str(journal) in done.output.replace("\n", "")
+    # not a terminal, 80 columns: the command a user copies from a CI log is one unbroken line
+    assert len(f"undo with: datacheck undo {journal}") > 80
+    assert f"undo with: datacheck undo {journal}" in done.output.splitlines()
     assert tree(root) != before
 
     undo = runner.invoke(app, ["undo", str(journal)])
