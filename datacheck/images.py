@@ -3,8 +3,11 @@
 One decode serves everything: the ``size×size×3`` uint8 RGB model input (the whole image, aspect squashed,
 like TF retrain.py) and cheap per-image statistics used by the checks. Decoding is defensive:
 
-* Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is enforced, never raised; images over it
-  fail with ``"image too large: …"``.
+* A pixel limit (``max_pixels``, default :data:`datacheck.params.MAX_IMAGE_PIXELS`, 250 MP — above
+  Pillow's own 89 MP, so 100 MP photographs are audited) refuses decompression bombs with ``"image too
+  large: …"``; so does a file above Pillow's limit with fewer than one byte per
+  :data:`BOMB_PIXELS_PER_BYTE` pixels (no real photograph compresses that far; a bomb does). Large JPEGs
+  decode in draft mode (below), so a 100 MP JPEG needs a few tens of MB.
 * EXIF orientation is applied; 16-bit images are scaled (not clipped) to 8 bit; CMYK is converted (with its
   ICC profile when it has one); transparency is composited onto neutral grey; animations use frame one.
 * Large JPEGs are decoded with ``Image.draft`` (DCT scaling) to the smallest power-of-two reduction whose
@@ -38,6 +41,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from datacheck.params import MAX_IMAGE_PIXELS
+
 logger = logging.getLogger(__name__)
 
 #: Version of :meth:`ImageStats.to_bytes`'s format and of the statistics' definitions. Bump it whenever
@@ -53,6 +58,13 @@ BACKGROUND_RGB: tuple[int, int, int] = (128, 128, 128)
 
 #: Large JPEGs are DCT-downscaled while decoding, keeping at least this short side.
 DRAFT_MIN_SIDE = 640
+
+#: Above Pillow's default pixel limit, an image must have at least one byte of file per this many pixels.
+#: deflate's best ratio is about 1032:1, so only flat synthetic content comes near it; bombs are built there.
+BOMB_PIXELS_PER_BYTE = 1000
+
+#: Pillow's own default decompression-bomb limit (``Image.MAX_IMAGE_PIXELS`` as shipped).
+_PILLOW_LIMIT = 89_478_485
 
 #: Short side of the image the statistics are computed on (so they compare across image sizes).
 ANALYSIS_SIDE = 128
@@ -390,13 +402,16 @@ def read_file(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
 # --------------------------------------------------------------------------------------------- decoding
 
 
-def decode_image(data: bytes, size: int, *, name: str = "") -> DecodedImage:
+def decode_image(
+    data: bytes, size: int, *, name: str = "", max_pixels: int = MAX_IMAGE_PIXELS
+) -> DecodedImage:
     """Decode an encoded image once into the model input and its statistics.
 
     Args:
         data: The file's bytes (see :func:`read_file`).
         size: Side of the square model input in pixels.
         name: File name, for log messages and the extension-mismatch note.
+        max_pixels: Largest image accepted (width × height); see the module docstring for bombs.
 
     Returns:
         The ``size×size×3`` uint8 RGB model input, :class:`ImageStats` and notes.
@@ -411,11 +426,11 @@ def decode_image(data: bytes, size: int, *, name: str = "") -> DecodedImage:
         raise ImageDecodeError("empty file: 0 bytes")
     notes: list[str] = []
     try:
-        rgb, header, meta = _decode_rgb(data, notes)
+        rgb, header, meta = _decode_rgb(data, notes, max_pixels)
     except ImageDecodeError:
         raise
     except Exception as err:  # Pillow raises many types on damaged input; each becomes a reason
-        reason = _failure_reason(err, data)
+        reason = _failure_reason(err, data, max_pixels)
         logger.debug("cannot decode %s: %s", name or "<bytes>", reason)
         raise ImageDecodeError(reason) from err
     width, height = _oriented_size(header.size, meta.orientation)
@@ -444,11 +459,11 @@ class _Metadata:
     jpeg_quality: int | None
 
 
-def _decode_rgb(data: bytes, notes: list[str]) -> tuple[Image.Image, _Header, _Metadata]:
+def _decode_rgb(data: bytes, notes: list[str], max_pixels: int) -> tuple[Image.Image, _Header, _Metadata]:
     """Open, decode (with draft for large JPEGs), orient and convert to RGB."""
-    with _pillow_warnings(notes):
+    with _pillow_warnings(notes, max_pixels):
         img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-        _check_pixel_limit(img.size)
+        _check_pixel_limit(img.size, len(data), max_pixels)
         header = _Header(img.format or "unknown", img.mode, img.size, _frame_count(img))
     _draft_large_jpeg(img)
     img.load()
@@ -460,19 +475,26 @@ def _decode_rgb(data: bytes, notes: list[str]) -> tuple[Image.Image, _Header, _M
 
 
 @contextmanager
-def _pillow_warnings(notes: list[str]) -> Iterator[None]:
+def _pillow_warnings(notes: list[str], max_pixels: int | None = None) -> Iterator[None]:
     """Turn DecompressionBombWarning into an error and Pillow's other warnings into notes, locally.
 
-    ``warnings.catch_warnings`` changes process-wide state, so sections are serialised with a lock and kept
-    short (opening headers, reading metadata; never pixel decoding). Warnings other threads raise meanwhile
-    are re-issued unchanged afterwards.
+    ``warnings.catch_warnings`` and Pillow's ``MAX_IMAGE_PIXELS`` are process-wide state, so sections are
+    serialised with a lock and kept short (opening headers, reading metadata; never pixel decoding).
+    Warnings other threads raise meanwhile are re-issued unchanged afterwards. With ``max_pixels``, Pillow's
+    limit is that for the section (datacheck checks the size itself, :func:`_check_pixel_limit`).
     """
     recorded: list[warnings.WarningMessage] = []
     try:
         with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings(record=True) as recorded:
             warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+            saved = Image.MAX_IMAGE_PIXELS
+            if max_pixels is not None:
+                Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                yield
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     finally:
         for caught in recorded:
             if _is_pillow_warning(caught):
@@ -490,18 +512,21 @@ def _pil_dir() -> str:
     return os.path.dirname(os.path.abspath(Image.__file__))
 
 
-def _check_pixel_limit(size: tuple[int, int]) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
+def _check_pixel_limit(size: tuple[int, int], file_bytes: int, max_pixels: int) -> None:
     pixels = size[0] * size[1]
-    if limit is not None and pixels > limit:
-        raise ImageDecodeError(_too_large_reason(pixels))
+    if pixels > max_pixels:
+        raise ImageDecodeError(_too_large_reason(pixels, max_pixels))
+    if pixels > _PILLOW_LIMIT and file_bytes * BOMB_PIXELS_PER_BYTE < pixels:
+        raise ImageDecodeError(
+            f"image too large: {pixels} pixels in a {file_bytes}-byte file looks like a decompression bomb "
+            f"(under 1 byte per {BOMB_PIXELS_PER_BYTE} pixels)"
+        )
 
 
-def _too_large_reason(pixels: int | None) -> str:
-    limit = Image.MAX_IMAGE_PIXELS
+def _too_large_reason(pixels: int | None, max_pixels: int) -> str:
     if pixels is None:
-        return f"image too large: it exceeds the safety limit of {limit} pixels"
-    return f"image too large: {pixels} pixels exceeds the safety limit of {limit}"
+        return f"image too large: it exceeds the safety limit of {max_pixels} pixels (max_image_pixels)"
+    return f"image too large: {pixels} pixels exceeds the safety limit of {max_pixels} (max_image_pixels)"
 
 
 def _frame_count(img: Image.Image) -> int:
@@ -576,12 +601,12 @@ def _exif_text(value: object) -> str:
     return " ".join("".join(ch for ch in value if ch.isprintable()).split())
 
 
-def _failure_reason(err: Exception, data: bytes) -> str:
+def _failure_reason(err: Exception, data: bytes, max_pixels: int) -> str:
     """One-line reason for a decoding exception, with a stable head."""
     message = _one_line(str(err))
     if isinstance(err, Image.DecompressionBombError | Image.DecompressionBombWarning):
         match = re.search(r"\((\d+) pixels\)", message)
-        return _too_large_reason(int(match.group(1)) if match else None)
+        return _too_large_reason(int(match.group(1)) if match else None, max_pixels)
     sniffed = _sniff_format(data)
     if isinstance(err, UnidentifiedImageError):
         if sniffed:

@@ -21,6 +21,9 @@ ImageSize = int | Literal["auto"]
 MIN_IMAGE_SIZE = 32
 MAX_IMAGE_SIZE = 640
 
+#: Largest image decoded, in pixels (see ``EmbedParams.max_image_pixels``).
+MAX_IMAGE_PIXELS = 250_000_000
+
 
 class ParamsError(UsageError, ValueError):
     """A parameter has a value outside its documented range."""
@@ -52,6 +55,10 @@ class EmbedParams(Replaceable):
         decode_workers: Threads decoding images while the model runs; default half the CPU cores, since
             the inference runtime already uses every core (on 2 cores one decoder is 7–10 % faster than
             two, docs/benchmarks.md).
+        max_image_pixels: Largest image accepted, in pixels (width × height). 250 MP by default, 2.8×
+            Pillow's own 89 MP, so 100 MP photographs, scans and aerial images are audited; decompression
+            bombs are refused (beyond this, or absurdly many pixels for the file's size: see
+            :func:`datacheck.images.decode_image`).
     """
 
     model: str = "efficientnet-lite0"
@@ -61,6 +68,7 @@ class EmbedParams(Replaceable):
     weights: Path | None = None
     cache_dir: Path | None = None
     decode_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) // 2))
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         if self.image_size != "auto" and not (
@@ -74,6 +82,8 @@ class EmbedParams(Replaceable):
             raise ParamsError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.decode_workers < 1:
             raise ParamsError(f"decode_workers must be at least 1, got {self.decode_workers}")
+        if self.max_image_pixels < 1:
+            raise ParamsError(f"max_image_pixels must be at least 1, got {self.max_image_pixels}")
         if self.runtime not in ("auto", "litert", "tf"):
             raise ParamsError(f"runtime must be one of auto, litert, tf; got {self.runtime!r}")
 

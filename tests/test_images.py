@@ -25,6 +25,7 @@ from datacheck.images import (
     estimate_jpeg_quality,
     read_file,
 )
+from datacheck.params import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:
     from conftest import ImageFactory
@@ -305,21 +306,45 @@ def test_text_file_named_jpg(image_factory: ImageFactory) -> None:
     assert "This is a te" in reason
 
 
-@pytest.mark.parametrize("side", [20_000, 10_000])  # over twice the limit (Pillow error) / over it (warning)
-def test_decompression_bomb_is_refused(image_factory: ImageFactory, side: int) -> None:
+def test_decompression_bomb_over_the_limit_is_refused(image_factory: ImageFactory) -> None:
     limit_before = Image.MAX_IMAGE_PIXELS
+    side = 20_000  # 400 MP declared in a header of a few bytes
     with warnings.catch_warnings(record=True) as leaked:
         warnings.simplefilter("always")
         reason = decode_fails(image_factory.png_bomb(side=side))
-    assert reason == f"image too large: {side * side} pixels exceeds the safety limit of {limit_before}"
-    assert limit_before == Image.MAX_IMAGE_PIXELS
+    limit = f"the safety limit of {MAX_IMAGE_PIXELS} (max_image_pixels)"
+    assert reason == f"image too large: {side * side} pixels exceeds {limit}"
+    assert limit_before == Image.MAX_IMAGE_PIXELS, "Pillow's global limit is restored"
     assert not [w for w in leaked if issubclass(w.category, Image.DecompressionBombWarning)]
+    # a lower limit of the user's own applies too
+    with pytest.raises(ImageDecodeError, match="exceeds the safety limit of 1000000"):
+        decode_image(read_file(image_factory.png_bomb(side=2_000)), 16, max_pixels=1_000_000)
+
+
+def test_bomb_under_the_limit_is_refused_by_its_file_size(image_factory: ImageFactory) -> None:
+    """100 MP declared in a few bytes: under the pixel limit, but no real image compresses that far."""
+    reason = decode_fails(image_factory.png_bomb(side=10_000))
+    assert reason.startswith("image too large: 100000000 pixels in a ")
+    assert "looks like a decompression bomb" in reason
+
+
+@pytest.mark.slow
+def test_photographs_beyond_pillows_own_limit_are_decoded(tmp_path: Path) -> None:
+    """A 108 MP JPEG (draft-decoded) and a 100 MP PNG: refused by Pillow's 89 MP default, audited here."""
+    gradient = Image.linear_gradient("L")
+    jpeg, png = tmp_path / "aerial.jpg", tmp_path / "scan.png"
+    gradient.resize((12_000, 9_000)).convert("RGB").save(jpeg, quality=60)
+    gradient.resize((10_000, 10_000)).save(png, compress_level=1)
+    for path, size in ((jpeg, (12_000, 9_000)), (png, (10_000, 10_000))):
+        decoded = decode_image(read_file(path), 32)
+        assert (decoded.stats.width, decoded.stats.height) == size
+        assert decoded.pixels.shape == (32, 32, 3)
 
 
 def test_no_warning_filters_leak(image_factory: ImageFactory) -> None:
     filters_before = list(warnings.filters)
     paths = [
-        image_factory.png_bomb(side=10_000),
+        image_factory.png_bomb(side=20_000),
         image_factory.save("ok.png", image_factory.noise((8, 8))),
     ] * 4
     datas = [read_file(p) for p in paths]

@@ -35,7 +35,7 @@ from datacheck.images import (
     decode_image,
     read_file,
 )
-from datacheck.params import EmbedParams
+from datacheck.params import MAX_IMAGE_PIXELS, EmbedParams
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +112,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_batch(items: Sequence[tuple[str, bytes]], image_size: int) -> list[DecodedImage | str]:
+def decode_batch(
+    items: Sequence[tuple[str, bytes]], image_size: int, max_pixels: int = MAX_IMAGE_PIXELS
+) -> list[DecodedImage | str]:
     """Decode a batch; each entry is a :class:`DecodedImage` or the one-line reason it failed."""
     out: list[DecodedImage | str] = []
     for name, data in items:
         try:
-            out.append(decode_image(data, image_size, name=name))
+            out.append(decode_image(data, image_size, name=name, max_pixels=max_pixels))
         except ImageDecodeError as err:
             out.append(str(err))
     return out
@@ -245,33 +247,39 @@ class _Slot:
     error: str | None = None
 
 
-def _read_and_decode(slots: Sequence[_Slot], image_size: int) -> list[tuple[_Slot, DecodedImage | str]]:
+def _read_and_decode(
+    slots: Sequence[_Slot], image_size: int, max_pixels: int
+) -> list[tuple[_Slot, DecodedImage | str]]:
     out: list[tuple[_Slot, DecodedImage | str]] = []
     for slot in slots:
         try:
             data = read_file(slot.record.abs_path)
             slot.sha = sha256_bytes(data)  # the bytes we decode are the bytes we key by
-            out.append((slot, decode_image(data, image_size, name=slot.record.path)))
+            out.append((slot, decode_image(data, image_size, name=slot.record.path, max_pixels=max_pixels)))
         except ImageDecodeError as err:
             out.append((slot, str(err)))
     return out
 
 
 def _prefetched(
-    pool: ThreadPoolExecutor, batches: Sequence[Sequence[_Slot]], image_size: int, depth: int
+    pool: ThreadPoolExecutor,
+    batches: Sequence[Sequence[_Slot]],
+    image_size: int,
+    depth: int,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Iterator[list[tuple[_Slot, DecodedImage | str]]]:
     """Yield decoded batches in order while up to ``depth`` later batches decode in the background."""
     pending: deque[Future] = deque()
     it = iter(batches)
     for batch in it:
-        pending.append(pool.submit(_read_and_decode, batch, image_size))
+        pending.append(pool.submit(_read_and_decode, batch, image_size, max_pixels))
         if len(pending) >= depth:
             break
     while pending:
         yield pending.popleft().result()
         nxt = next(it, None)
         if nxt is not None:
-            pending.append(pool.submit(_read_and_decode, nxt, image_size))
+            pending.append(pool.submit(_read_and_decode, nxt, image_size, max_pixels))
 
 
 class _Run:
@@ -369,7 +377,8 @@ class _Run:
             ThreadPoolExecutor(cores, "embed") as models,
         ):
             wait = time.perf_counter()
-            for decoded in _prefetched(pool, batches, self.image_size, depth=depth):
+            limit = self.params.max_image_pixels
+            for decoded in _prefetched(pool, batches, self.image_size, depth=depth, max_pixels=limit):
                 self._tick("decode_wait", wait)
                 ok = self._decoded_ok(decoded)
                 pixels = _stack_pixels([dec for _, dec in ok]) if ok else None
