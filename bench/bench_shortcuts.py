@@ -22,6 +22,7 @@ the whole image-statistics vector predicting the class; it "detects" when its ba
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import tarfile
 import tempfile
@@ -32,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from datacheck import api
+from datacheck.images import ImageStats
 from datacheck.params import EmbedParams
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -65,19 +67,10 @@ ORACLE_FEATURES: dict[str, tuple[str, ...]] = {
     "frame": ("border_r", "border_g", "border_b", "border_std"),
 }
 
+#: The numeric image-statistics vector the baseline learns from: every float field of ImageStats, plus the
+#: file size and JPEG quality.
 NUMERIC_STATS = (
-    "brightness",
-    "contrast",
-    "saturation",
-    "mean_r",
-    "mean_g",
-    "mean_b",
-    "sharpness",
-    "entropy",
-    "border_r",
-    "border_g",
-    "border_b",
-    "border_std",
+    *(f.name for f in dataclasses.fields(ImageStats) if f.type == "float"),
     "file_size",
     "jpeg_quality",
 )
