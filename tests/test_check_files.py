@@ -1,8 +1,3 @@
-import dataclasses
-import json
-import re
-from pathlib import Path
-
 import pytest
 
 from datacheck.checks.base import Severity, Status
@@ -71,12 +66,3 @@ def test_params_are_validated():
     with pytest.raises(ValueError):
         FilesParams(fail_kinds="unreadable")
     assert FilesParams(fail_kinds=["missing"]).fail_kinds == ("missing",)
-
-
-def test_docs_page_lists_every_parameter_with_its_default():
-    page = (Path(__file__).resolve().parents[1] / "docs" / "checks" / "files.md").read_text()
-    documented = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", page, flags=re.MULTILINE))
-    for field in dataclasses.fields(FilesParams):
-        value = getattr(FilesParams(), field.name)
-        expected = list(value) if isinstance(value, tuple) else value
-        assert json.loads(documented[field.name]) == expected, field.name

@@ -1,8 +1,3 @@
-import dataclasses
-import json
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -233,12 +228,3 @@ def test_regularisation_fixed_or_chosen_from_the_grid():
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     assert choose_regularisation(unit, labels, LabelsParams(regularisation=0.7)) == 0.7
     assert choose_regularisation(unit, labels, LabelsParams()) in C_GRID
-
-
-def test_docs_page_lists_every_parameter_with_its_default():
-    page = (Path(__file__).resolve().parents[1] / "docs" / "checks" / "labels.md").read_text()
-    documented = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", page, flags=re.MULTILINE))
-    for field in dataclasses.fields(LabelsParams):
-        value = getattr(LabelsParams(), field.name)
-        expected = list(value) if isinstance(value, tuple) else value
-        assert json.loads(documented[field.name]) == expected, field.name

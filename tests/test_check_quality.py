@@ -1,8 +1,3 @@
-import dataclasses
-import json
-import re
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,12 +120,3 @@ def test_params_are_validated():
         QualityParams(z_threshold=0)
     with pytest.raises(ValueError):
         QualityParams(dark_max_luma=230)
-
-
-def test_docs_page_lists_every_parameter_with_its_default():
-    page = (Path(__file__).resolve().parents[1] / "docs" / "checks" / "quality.md").read_text()
-    documented = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", page, flags=re.MULTILINE))
-    for field in dataclasses.fields(QualityParams):
-        value = getattr(QualityParams(), field.name)
-        expected = list(value) if isinstance(value, tuple) else value
-        assert json.loads(documented[field.name]) == expected, field.name
