@@ -162,7 +162,7 @@ def test_map_renders_points_and_hover_shows_the_thumbnail(browser, hostile) -> N
         assert shown in fmap["path"]
         img = tooltip.locator("img")
         assert img.get_attribute("src") == f"thumbs/{fmap['sha256'][fmap['path'].index(shown)]}.jpg"
-        page.wait_for_function("() => document.querySelector('#map-tooltip img').naturalWidth > 0")
+        _wait_until(page, "document.querySelector('#map-tooltip img').naturalWidth > 0")
 
         # clicking a point filters the galleries to its class
         page.mouse.click(x, y)
@@ -174,6 +174,19 @@ def test_map_renders_points_and_hover_shows_the_thumbnail(browser, hostile) -> N
         watch.assert_clean()
     finally:
         page.close()
+
+
+def _wait_until(page, expression: str, timeout_s: float = 15.0) -> None:
+    """Poll ``expression`` until it is true.
+
+    Playwright's ``wait_for_function`` re-evaluates a string predicate with ``eval`` inside the page, which
+    the report's Content-Security-Policy (no 'unsafe-eval') refuses whenever the first check is false; an
+    ``evaluate`` call from here goes through the debugging protocol, which the policy does not apply to.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_s:.0f} s: {expression}"
+        page.wait_for_timeout(50)
 
 
 def _tile(page, finding: str, n: int = 0):
@@ -365,7 +378,7 @@ def test_ten_thousand_images_stay_small_and_paint_fast(browser, tmp_path: Path) 
     page.goto((out / "report.html").as_uri())
     page.wait_for_selector("html[data-ready]")
     ready = time.perf_counter() - start
-    page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0")
+    _wait_until(page, "performance.getEntriesByName('first-contentful-paint').length > 0")
     paint = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime")
     page.close()
     print(f"10k report: {size / 1e6:.1f} MB, first contentful paint {paint:.0f} ms, ready {ready:.2f} s")
