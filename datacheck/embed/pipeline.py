@@ -266,7 +266,7 @@ def _prefetched(
     batches: Sequence[Sequence[_Slot]],
     image_size: int,
     depth: int,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_pixels: int,
 ) -> Iterator[list[tuple[_Slot, DecodedImage | str]]]:
     """Yield decoded batches in order while up to ``depth`` later batches decode in the background."""
     pending: deque[Future] = deque()
