@@ -18,6 +18,7 @@ byte-identical (hashes verified), removing the folders the apply created. See do
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from datacheck.dataset import CONTAINER_LAYOUTS
 from datacheck.errors import DatacheckError
 from datacheck.outputs import MARKER, mark
 
@@ -48,6 +50,10 @@ class DecisionsError(DatacheckError):
     """The decisions cannot be applied as they are (wrong report, changed files, bad file); nothing moved."""
 
     exit_code = 2
+
+
+class NotMovableError(DecisionsError):
+    """The dataset's images live inside container files (shards, tables): see :func:`write_change_list`."""
 
 
 class JournalError(DatacheckError):
@@ -252,8 +258,13 @@ def plan(decisions: DecisionSet, report: Mapping[str, Any], *, quarantine: Path 
             (hash mismatch), not in the report, or cannot be moved as asked. Nothing is planned then.
     """
     root = Path(report["dataset"]["root"])
-    _check_identity(decisions, report, root)
     layout = report["dataset"].get("layout", "classes")
+    if layout in CONTAINER_LAYOUTS:
+        raise NotMovableError(
+            f"the images of this dataset are inside {layout} files, which apply cannot rewrite: "
+            "nothing was moved; `datacheck apply` writes the decisions as a change list instead"
+        )
+    _check_identity(decisions, report, root)
     hashes = _report_hashes(report)
     qdir = Path(quarantine) if quarantine is not None else default_quarantine(root)
     if _inside(qdir, root):
@@ -304,6 +315,54 @@ def plan(decisions: DecisionSet, report: Mapping[str, Any], *, quarantine: Path 
         moves=tuple(moves),
         unchanged=tuple(unchanged),
     )
+
+
+#: Columns of the change list written for datasets apply cannot move.
+CHANGE_LIST_COLUMNS = ("key", "action", "target", "sha256", "finding")
+
+
+def is_movable(report: Mapping[str, Any]) -> bool:
+    """Whether ``apply`` can move this report's images (plain files, not container members)."""
+    return report["dataset"].get("layout", "classes") not in CONTAINER_LAYOUTS
+
+
+def write_change_list(decisions: DecisionSet, report: Mapping[str, Any], out: Path) -> tuple[Path, int]:
+    """Write the remove/relabel decisions as a CSV for a dataset kept in container files.
+
+    The list is what a user's export step applies where the shards or tables are produced (filter the
+    removed keys, rewrite the relabelled ones). Every decision is checked against the report first (same
+    report, each key in it with the same hash); keep and ignore decisions are left out.
+
+    Returns:
+        The file written and the number of changes in it.
+
+    Raises:
+        DecisionsError: The decisions do not belong to this report.
+    """
+    if decisions.report_id != report.get("report_id"):
+        _check_identity(decisions, report, Path(report["dataset"]["root"]))
+    hashes = _report_hashes(report)
+    rows, problems = [], []
+    for decision in decisions.decisions:
+        if decision.action not in MOVING_ACTIONS:
+            continue
+        recorded = hashes.get(decision.file)
+        if recorded is None or (decision.sha256 is not None and decision.sha256 != recorded):
+            problems.append(f"'{decision.file}': not in the report with this hash")
+            continue
+        rows.append([decision.file, decision.action, decision.target or "", recorded, decision.finding or ""])
+    if problems:
+        raise DecisionsError(
+            _listing(f"refusing: {len(problems)} decisions do not match the report", problems)
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CHANGE_LIST_COLUMNS)
+        writer.writerows(rows)
+    tmp.replace(out)
+    return out, len(rows)
 
 
 def _check_identity(decisions: DecisionSet, report: Mapping[str, Any], root: Path) -> None:

@@ -20,6 +20,8 @@ from datacheck.gate import Baseline, FailOn, GatePolicy
 from datacheck.index import KnnParams
 from datacheck.outputs import claim, claim_cache
 from datacheck.params import EmbedParams
+from datacheck.sources import FORMATS
+from datacheck.sources.fs import is_uri
 
 if TYPE_CHECKING:
     from datacheck.report import Report
@@ -45,12 +47,27 @@ def embed(
     params: EmbedParams | None = None,
     *,
     manifest: Path | None = None,
+    format_in: str = "auto",
     progress: ProgressFn | None = None,
 ) -> EmbedResult:
-    """Discover the dataset at ``path`` and embed every image (served from the cache where possible)."""
-    claim_cache((params or EmbedParams()).cache_dir, Path(path))
-    dataset = discover(Path(path), manifest=manifest)
+    """Discover the dataset at ``path`` and embed every image (served from the cache where possible).
+
+    ``format_in`` is :func:`~datacheck.dataset.discover`'s (``"auto"``: by the path).
+    """
+    claim_cache((params or EmbedParams()).cache_dir, _local(path))
+    dataset = _discover(path, manifest, format_in)
     return EmbedResult(dataset, embed_dataset(dataset, params, progress=progress))
+
+
+def _local(path: Path | str) -> Path:
+    """The local folder a dataset path names (a URI names none: nothing local can be inside it)."""
+    return Path(path) if not is_uri(str(path)) else Path("/nonexistent-remote-dataset")
+
+
+def _discover(path: Path | str, manifest: Path | None, format_in: str) -> Dataset:
+    if format_in not in FORMATS:
+        raise UsageError(f"unknown dataset format '{format_in}': use {', '.join(FORMATS)}")
+    return discover(path if is_uri(str(path)) else Path(path), manifest=manifest, format_in=format_in)
 
 
 def _dataset_summary(dataset: Dataset, failures: tuple[FileIssue, ...]) -> dict:
@@ -104,6 +121,7 @@ def audit(
     path: Path | str,
     *,
     manifest: Path | None = None,
+    format_in: str = "auto",
     checks: Sequence[str] | None = None,
     skip: Sequence[str] = (),
     check_params: Mapping[str, Mapping[str, Any]] | None = None,
@@ -123,6 +141,8 @@ def audit(
     Args:
         path: Dataset folder (or CSV manifest with ``manifest``).
         manifest: CSV with ``path,label[,split]`` columns.
+        format_in: How to read ``path``: ``"auto"`` (by the path), ``"folder"``, ``"manifest"``,
+            ``"webdataset"``, ``"parquet"`` or ``"hf"`` (see docs/datasets.md).
         checks: Check ids to run (default: all).
         skip: Check ids to leave out.
         check_params: Per-check parameter overrides, e.g. ``{"balance": {"min_images": 50}}``.
@@ -165,9 +185,9 @@ def audit(
     }
     per_check = build_params(specs, merged)
     if out is not None:
-        claim(Path(out), "report", Path(path))
-    claim_cache(params.cache_dir, Path(path))
-    dataset = discover(Path(path), manifest=manifest)
+        claim(Path(out), "report", _local(path))
+    claim_cache(params.cache_dir, _local(path))
+    dataset = _discover(path, manifest, format_in)
     embeddings = embed_dataset(dataset, params, progress=progress)
     ref_root, ref_embeddings = _embed_reference(reference, params, embeddings.image_size, progress)
     start = time.perf_counter()
@@ -206,4 +226,5 @@ def audit(
         ),
         timings=timings,
         map=file_map,
+        containers={r.path: r for r in dataset.records if r.blob is not None},
     )

@@ -41,6 +41,16 @@ BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per f
 ManifestOpt = Annotated[
     Path | None, typer.Option("--manifest", help="CSV manifest with columns path,label[,split].")
 ]
+FormatInOpt = Annotated[
+    str,
+    typer.Option(
+        "--format-in",
+        help="Dataset format: auto, folder, manifest, webdataset, parquet or hf (see docs/datasets.md).",
+    ),
+]
+PATH_HELP = (
+    "Dataset folder, CSV manifest, WebDataset shards, Parquet or a saved Hugging Face dataset (path or URI)."
+)
 
 
 def _version_callback(value: bool) -> None:
@@ -69,8 +79,9 @@ def _embed_params(model, image_size, runtime, weights, batch_size, cache):
 
 @app.command()
 def embed(
-    path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
+    path: Annotated[str, typer.Argument(help=PATH_HELP)],
     manifest: ManifestOpt = None,
+    format_in: FormatInOpt = "auto",
     model: ModelOpt = None,
     image_size: SizeOpt = None,
     runtime: RuntimeOpt = None,
@@ -87,7 +98,7 @@ def embed(
     with ExitCode.guard():
         params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
         with progress_reporter(quiet=quiet) as progress:
-            result = api.embed(path, params, manifest=manifest, progress=progress)
+            result = api.embed(path, params, manifest=manifest, format_in=format_in, progress=progress)
         if not quiet:
             console.print(terminal.embed_summary(result))
 
@@ -127,7 +138,7 @@ FormatOpt = Annotated[
 
 
 def _audit_and_report(
-    path: Path,
+    path: str,
     out: Path,
     checks: str | None,
     skip: str | None,
@@ -137,6 +148,7 @@ def _audit_and_report(
     junit: Path | None,
     output_format: str,
     manifest: Path | None,
+    format_in: str,
     map_method: str,
     params: object,
     quiet: bool,
@@ -153,11 +165,12 @@ def _audit_and_report(
         raise typer.BadParameter("--fail-on takes 'warn' or 'fail'")
     if output_format not in ("table", "json", "markdown"):
         raise typer.BadParameter("--format takes table, json or markdown")
-    config_path = config_mod.find_config(path if path.is_dir() else None, config)
+    config_path = config_mod.find_config(Path(path) if Path(path).is_dir() else None, config)
     with progress_reporter(quiet=quiet or output_format != "table") as progress:
         report = api.audit(
             path,
             manifest=manifest,
+            format_in=format_in,
             checks=_split_ids(checks),
             skip=_split_ids(skip) or (),
             fail_on=fail_on,
@@ -185,7 +198,7 @@ def _audit_and_report(
 
 @app.command()
 def audit(
-    path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
+    path: Annotated[str, typer.Argument(help=PATH_HELP)],
     out: OutOpt = Path("report"),
     checks: ChecksOpt = None,
     skip: SkipOpt = None,
@@ -195,6 +208,7 @@ def audit(
     junit: JunitOpt = None,
     output_format: FormatOpt = "table",
     manifest: ManifestOpt = None,
+    format_in: FormatInOpt = "auto",
     model: ModelOpt = None,
     image_size: SizeOpt = None,
     runtime: RuntimeOpt = None,
@@ -220,6 +234,7 @@ def audit(
             junit,
             output_format,
             manifest,
+            format_in,
             map_method,
             params,
             quiet,
@@ -231,7 +246,7 @@ def audit(
 
 @app.command()
 def gate(
-    path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
+    path: Annotated[str, typer.Argument(help=PATH_HELP)],
     out: OutOpt = Path("report"),
     checks: ChecksOpt = None,
     skip: SkipOpt = None,
@@ -241,6 +256,7 @@ def gate(
     junit: JunitOpt = None,
     output_format: FormatOpt = "table",
     manifest: ManifestOpt = None,
+    format_in: FormatInOpt = "auto",
     model: ModelOpt = None,
     image_size: SizeOpt = None,
     runtime: RuntimeOpt = None,
@@ -266,6 +282,7 @@ def gate(
             junit,
             output_format,
             manifest,
+            format_in,
             map_method,
             params,
             quiet,
@@ -346,9 +363,17 @@ def apply_decisions(
         else:
             assert decisions is not None
             report_path = report or decisions.parent / "report.json"
-            plan = actions.plan(
-                actions.load_decisions(decisions), actions.load_report(report_path), quarantine=quarantine
-            )
+            loaded, audited = actions.load_decisions(decisions), actions.load_report(report_path)
+            if not actions.is_movable(audited):
+                written, count = actions.write_change_list(
+                    loaded, audited, decisions.with_suffix(".changes.csv")
+                )
+                console.print(
+                    f"these images are inside {audited['dataset']['layout']} files, which apply does not "
+                    f"rewrite: nothing was moved; wrote {count} changes (key, action, target) to {written}"
+                )
+                return
+            plan = actions.plan(loaded, audited, quarantine=quarantine)
             if not quiet or not yes:
                 console.print(terminal.apply_plan(plan))
             if not yes:

@@ -7,6 +7,9 @@ Three layouts are understood (see docs/datasets.md):
   (train, val, valid, validation, dev, test; any case, stored lower-cased).
 * ``manifest``: a CSV file with a header and the columns ``path,label[,split]``.
 
+Datasets stored in container files (WebDataset tar shards, Parquet, a Hugging Face dataset saved to disk)
+are read by :mod:`datacheck.sources`; their records carry a :class:`Blob` that says where the bytes live.
+
 Every file that is not part of the dataset is reported as a :class:`FileIssue` instead of being dropped
 silently. A path is either a record or an issue, never both (the one exception: a manifest that lists the
 same path twice). Paths are relative to the dataset root with ``/`` separators, printable and JSON-safe even
@@ -34,7 +37,10 @@ from datacheck.outputs import is_marked
 
 logger = logging.getLogger(__name__)
 
-Layout = Literal["classes", "splits", "manifest"]
+Layout = Literal["classes", "splits", "manifest", "webdataset", "parquet", "hf"]
+
+#: Layouts whose images live inside container files: readable, but ``apply`` cannot move them.
+CONTAINER_LAYOUTS: frozenset[str] = frozenset({"webdataset", "parquet", "hf"})
 
 #: File extensions treated as images (compared lower-cased).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -68,6 +74,24 @@ class DatasetError(DatasetUnreadableError):
 
 
 @dataclass(frozen=True, slots=True)
+class Blob:
+    """Where an image's bytes live inside a container file (see :mod:`datacheck.sources`).
+
+    Attributes:
+        kind: ``"tar"`` (a WebDataset shard member), ``"parquet"`` or ``"arrow"`` (a table row).
+        container: The container file: a local path or an fsspec URI.
+        position: ``tar``: (byte offset of the member's data, its size); ``parquet``: (row group, row in the
+            group); ``arrow``: (0, row).
+        column: The image column of a table (``""`` for tar).
+    """
+
+    kind: Literal["tar", "parquet", "arrow"]
+    container: str
+    position: tuple[int, int]
+    column: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     r"""One labelled image.
 
@@ -76,12 +100,15 @@ class ImageRecord:
         abs_path: The path to open (keeps the exact bytes of the file name).
         label: Class name (the class folder's name, or the manifest's label).
         split: Lower-cased split name, or ``None`` when the dataset has no splits.
+        blob: Set when the image is inside a container file; then ``path`` is a stable key (shard and
+            member, or file and row) and ``abs_path`` the container file.
     """
 
     path: str
     abs_path: Path
     label: str
     split: str | None
+    blob: Blob | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +131,21 @@ class Dataset:
     """A discovered dataset: its labelled images and the files left out.
 
     Attributes:
-        root: Absolute dataset root; every path is relative to it.
+        root: Absolute dataset root (or the fsspec URI of a container dataset); every path is relative to it.
         layout: How labels were found: ``"classes"``, ``"splits"`` or ``"manifest"``.
         records: Labelled images, sorted by path.
         issues: Files that are not part of the dataset, sorted by path.
     """
 
-    root: Path
+    root: Path | str
     layout: Layout
     records: tuple[ImageRecord, ...]
     issues: tuple[FileIssue, ...] = ()
+
+    @property
+    def movable(self) -> bool:
+        """Whether ``apply`` can move the images (they are plain files, not members of containers)."""
+        return self.layout not in CONTAINER_LAYOUTS
 
     def __len__(self) -> int:
         return len(self.records)
@@ -193,13 +225,17 @@ def display_name(name: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
-def discover(root: Path, manifest: Path | None = None) -> Dataset:
+def discover(root: Path | str, manifest: Path | None = None, *, format_in: str = "auto") -> Dataset:
     """Find every labelled image of a dataset.
 
     Args:
-        root: The dataset folder, or a CSV manifest file.
+        root: The dataset folder, a CSV manifest file, or a container dataset (a WebDataset ``.tar`` shard
+            or folder of shards, a ``.parquet`` file or folder, a Hugging Face dataset saved to disk; local
+            or an fsspec URI such as ``s3://bucket/shards``).
         manifest: A CSV manifest (``path,label[,split]`` header); relative paths in it are relative to the
             manifest's folder. Output paths are relative to ``root``.
+        format_in: ``"auto"`` (by the path, see :func:`datacheck.sources.detect_format`), ``"folder"``,
+            ``"manifest"``, ``"webdataset"``, ``"parquet"`` or ``"hf"``.
 
     Returns:
         The dataset, with every file left out reported in :attr:`Dataset.issues`.
@@ -208,22 +244,33 @@ def discover(root: Path, manifest: Path | None = None) -> Dataset:
         DatasetError: The root does not exist, is empty, holds no labelled image, or the manifest is
             malformed. The message says what to do.
     """
+    from datacheck.sources import detect_format, discover_container
+
+    kind = detect_format(root, manifest) if format_in == "auto" else format_in
+    if kind in CONTAINER_LAYOUTS:
+        dataset = discover_container(root, kind)
+        _log_discovered(dataset)
+        return dataset
     root = Path(os.path.abspath(root))
-    if manifest is None and root.suffix.lower() == ".csv" and root.is_file():
+    if manifest is None and kind == "manifest":
         root, manifest = root.parent, root
     if manifest is not None:
         dataset = _discover_manifest(root, Path(os.path.abspath(manifest)))
     else:
         dataset = _discover_tree(root)
+    _log_discovered(dataset)
+    return dataset
+
+
+def _log_discovered(dataset: Dataset) -> None:
     logger.info(
         "discovered %d images in %d classes under %s (%s layout); %d files left out",
         len(dataset.records),
         len(dataset.classes),
-        root,
+        dataset.root,
         dataset.layout,
         len(dataset.issues),
     )
-    return dataset
 
 
 # ----------------------------------------------------------------------------------------- folder trees

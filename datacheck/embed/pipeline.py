@@ -14,6 +14,7 @@ Two layers:
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import statistics
 import time
@@ -36,6 +37,7 @@ from datacheck.images import (
     read_file,
 )
 from datacheck.params import MAX_IMAGE_PIXELS, EmbedParams
+from datacheck.sources import read_record
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +183,12 @@ def auto_image_size(median_short_side: float) -> int:
     return 224
 
 
-def _header_short_side(path: Path) -> int | None:
+def _header_short_side(record: ImageRecord) -> int | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        source = record.abs_path if record.blob is None else io.BytesIO(read_record(record))
+        with Image.open(source) as img:
             return min(img.size)
     except Exception:  # any unreadable file simply does not vote
         return None
@@ -196,7 +199,7 @@ def resolve_image_size(params: EmbedParams, records: Sequence[ImageRecord]) -> i
     if params.image_size != "auto":
         return int(params.image_size)
     step = max(1, len(records) // _AUTO_SIZE_SAMPLE)
-    sides = [s for r in records[::step] if (s := _header_short_side(r.abs_path)) is not None]
+    sides = [s for r in records[::step] if (s := _header_short_side(r)) is not None]
     size = auto_image_size(statistics.median(sides)) if sides else 224
     logger.info(
         "image size auto: %d px (median short side %s of %d sampled images)",
@@ -219,6 +222,11 @@ def _hash_file(path: Path) -> str:
 
 
 def _hash_record(record: ImageRecord) -> str | FileIssue:
+    if record.blob is not None:  # a container member: its bytes are small and read in one go
+        try:
+            return sha256_bytes(read_record(record))
+        except ImageDecodeError as err:
+            return FileIssue(record.path, "unreadable", str(err))
     try:
         return _hash_file(record.abs_path)
     except OSError as err:
@@ -253,7 +261,7 @@ def _read_and_decode(
     out: list[tuple[_Slot, DecodedImage | str]] = []
     for slot in slots:
         try:
-            data = read_file(slot.record.abs_path)
+            data = read_record(slot.record)
             slot.sha = sha256_bytes(data)  # the bytes we decode are the bytes we key by
             out.append((slot, decode_image(data, image_size, name=slot.record.path, max_pixels=max_pixels)))
         except ImageDecodeError as err:

@@ -9,6 +9,7 @@ import json
 import math
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pandas as pd
 
 from datacheck import __version__
 from datacheck.checks.base import CheckResult
+from datacheck.dataset import ImageRecord
 from datacheck.gate import GateResult
 from datacheck.outputs import mark
 
@@ -37,6 +39,8 @@ class Report:
     map: dict[str, Any] | None = None
     #: Unique id of this report: annotators' decisions are stored and checked under it.
     report_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Records of images inside container files, by key: where thumbnails read their bytes (not in JSON).
+    containers: Mapping[str, ImageRecord] = field(default_factory=dict, repr=False, compare=False)
 
     def check(self, check_id: str) -> CheckResult:
         """The result of one check; ``KeyError`` if it did not run."""
@@ -106,7 +110,8 @@ class Report:
         if self.map and self.map.get("path"):
             thumbs = out_dir / THUMBS_DIR
             files = zip(self.map["path"], self.map["sha256"], strict=True)
-            missing = write_thumbnails(Path(self.dataset["root"]), files, thumbs).missing
+            root = Path(self.dataset["root"])
+            missing = write_thumbnails(root, files, thumbs, containers=self.containers).missing
             written["thumbs"] = thumbs
         written["html"] = write_html(self.to_dict(), out_dir, missing_thumbs=missing)
         return written

@@ -8,17 +8,22 @@ opened gets no thumbnail (the page shows a placeholder) and never stops the repo
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from datacheck.dataset import ImageRecord
+from datacheck.sources import read_record
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +69,15 @@ def write_thumbnails(
     *,
     size: int = THUMB_SIZE,
     workers: int | None = None,
+    containers: Mapping[str, ImageRecord] | None = None,
 ) -> ThumbnailStats:
     """Write a thumbnail for each ``(dataset-relative path, sha256)`` into ``out_dir``.
 
     Args:
         root: Dataset root the paths are relative to.
         files: Pairs of path and content hash; entries without a hash are skipped.
+        containers: Records of images inside container files by key (read with
+            :func:`~datacheck.sources.read_record`); other paths are files under ``root``.
         out_dir: The thumbnails folder (created).
         size: Long side in pixels.
         workers: Threads (Pillow decodes and resizes without the GIL); default: CPU count, at most 8.
@@ -78,7 +86,8 @@ def write_thumbnails(
         How many were written, already present, or failed.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo: dict[str, Path] = {}
+    todo: dict[str, Path | ImageRecord] = {}
+    containers = containers or {}
     existing = 0
     for path, sha in files:
         if not sha or not _SHA256.match(sha) or sha in todo:
@@ -86,7 +95,7 @@ def write_thumbnails(
         if (out_dir / thumb_name(sha)).exists():
             existing += 1
             continue
-        todo[sha] = Path(root) / path
+        todo[sha] = containers.get(path) or Path(root) / path
     threads = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         outcomes = list(
@@ -102,16 +111,16 @@ def write_thumbnails(
     )
 
 
-def _one(src: Path, dst: Path, size: int) -> bool:
+def _one(src: Path | ImageRecord, dst: Path, size: int) -> bool:
     try:
-        make_thumbnail(src, dst, size)
+        make_thumbnail(src if isinstance(src, Path) else io.BytesIO(read_record(src)), dst, size)
     except Exception as err:  # a broken or vanished file only loses its thumbnail
         logger.debug("no thumbnail for %s: %s", src, err)
         return False
     return True
 
 
-def make_thumbnail(src: Path, dst: Path, size: int = THUMB_SIZE) -> None:
+def make_thumbnail(src: Path | BinaryIO, dst: Path, size: int = THUMB_SIZE) -> None:
     """Write one thumbnail atomically (temporary file, then rename).
 
     Raises:

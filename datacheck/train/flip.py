@@ -13,14 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
+from datacheck.dataset import ImageRecord
 from datacheck.embed.cache import Cache, default_cache_dir, embedding_key
 from datacheck.embed.pipeline import Embeddings, ProgressFn, sha256_bytes
-from datacheck.images import ImageDecodeError, decode_image, read_file
+from datacheck.images import ImageDecodeError, decode_image
 from datacheck.params import EmbedParams
+from datacheck.sources import read_record
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ def mirror_tag(embeddings: Embeddings, params: EmbedParams) -> str:
     return cache_tag(embeddings.model_id, embeddings.image_size, weights=params.weights) + MIRROR_TAG_SUFFIX
 
 
-def _mirrored_pixels(path: Path, image_size: int, expected_sha: str) -> np.ndarray:
-    data = read_file(path)
+def _mirrored_pixels(record: ImageRecord, image_size: int, expected_sha: str) -> np.ndarray:
+    data = read_record(record)
     if sha256_bytes(data) != expected_sha:
-        raise ImageDecodeError(f"{path} changed since it was embedded; run the command again")
-    return decode_image(data, image_size, name=str(path)).pixels[:, ::-1]
+        raise ImageDecodeError(f"{record.path} changed since it was embedded; run the command again")
+    return decode_image(data, image_size, name=record.path).pixels[:, ::-1]
 
 
 def _compute(
@@ -56,7 +57,7 @@ def _compute(
     with ThreadPoolExecutor(params.decode_workers) as pool:
         for start in range(0, len(rows), bs):
             batch = rows[start : start + bs]
-            args = [(embeddings.records[i].abs_path, size, embeddings.file_sha256[i]) for i in batch]
+            args = [(embeddings.records[i], size, embeddings.file_sha256[i]) for i in batch]
             pixels = np.stack(list(pool.map(lambda a: _mirrored_pixels(*a), args)))
             vectors = backend(pixels)[0]
             cache.put_embeddings(

@@ -34,12 +34,13 @@ import numpy as np
 
 from datacheck._native import quiet_native_logs
 from datacheck._version import __version__
-from datacheck.dataset import IMAGE_EXTENSIONS, discover
+from datacheck.dataset import IMAGE_EXTENSIONS, ImageRecord, discover
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
 from datacheck.errors import UsageError
 from datacheck.images import ImageDecodeError, decode_image, read_file
 from datacheck.outputs import claim, claim_cache, mark
 from datacheck.params import EmbedParams, Replaceable
+from datacheck.sources import read_record
 from datacheck.train.metrics import classification_metrics, confident_mistakes, one_hot, save_confusion_png
 from datacheck.train.splits import TEST, TRAIN, VAL, SplitParams, assign_roles
 
@@ -399,19 +400,19 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> 
 # ---------------------------------------------------------------------------------------- pixel paths
 
 
-def decode_pixels(paths: Sequence[Path], image_size: int, workers: int = 2) -> np.ndarray:
-    """Decode image files to ``uint8[N, S, S, 3]`` exactly as the embedding pipeline does.
+def decode_pixels(records: Sequence[ImageRecord], image_size: int, workers: int = 2) -> np.ndarray:
+    """Decode images to ``uint8[N, S, S, 3]`` exactly as the embedding pipeline does.
 
     Raises:
-        ImageDecodeError: A file cannot be decoded (the pipeline already left such files out).
+        ImageDecodeError: An image cannot be decoded (the pipeline already left such files out).
     """
 
-    def one(path: Path) -> np.ndarray:
-        return decode_image(read_file(path), image_size, name=str(path)).pixels
+    def one(record: ImageRecord) -> np.ndarray:
+        return decode_image(read_record(record), image_size, name=record.path).pixels
 
-    out = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    out = np.empty((len(records), image_size, image_size, 3), np.uint8)
     with ThreadPoolExecutor(workers) as pool:
-        for i, pixels in enumerate(pool.map(one, paths)):
+        for i, pixels in enumerate(pool.map(one, records)):
             out[i] = pixels
     return out
 
@@ -821,9 +822,9 @@ class LabelledBottlenecks:
         """Dataset-relative paths of the rows with ``role``."""
         return [self.embeddings.records[i].path for i in self.rows(role)]
 
-    def abs_paths(self, role: str) -> list[Path]:
+    def records_of(self, role: str) -> list[ImageRecord]:
         """Paths to open for the rows with ``role``."""
-        return [self.embeddings.records[i].abs_path for i in self.rows(role)]
+        return [self.embeddings.records[i] for i in self.rows(role)]
 
 
 def label_bottlenecks(
@@ -912,7 +913,9 @@ def _train(
     start = clock.lap("train_head", start)
     pixels = None
     if params.augment or params.fine_tune:
-        pixels = decode_pixels(data.abs_paths(TRAIN), data.embeddings.image_size, params.embed.decode_workers)
+        pixels = decode_pixels(
+            data.records_of(TRAIN), data.embeddings.image_size, params.embed.decode_workers
+        )
         start = clock.lap("decode_pixels", start)
     if params.augment:
         logger.warning(
@@ -929,7 +932,7 @@ def _train(
     extractor = feature_extractor(
         params.embed.model, data.embeddings.image_size, weights=params.embed.weights, fresh=True
     )
-    val_pixels = decode_pixels(data.abs_paths(VAL), data.embeddings.image_size, params.embed.decode_workers)
+    val_pixels = decode_pixels(data.records_of(VAL), data.embeddings.image_size, params.embed.decode_workers)
     fine_tune(extractor, trained.model, (pixels, y_train), (val_pixels, validation[1]), params)
     clock.lap("fine_tune", start)
     return trained, extractor
@@ -947,7 +950,7 @@ def _evaluate(
     if extractor is None:
         probs = data.proba(trained.model, role)
     else:
-        pixels = decode_pixels(data.abs_paths(role), data.embeddings.image_size, params.embed.decode_workers)
+        pixels = decode_pixels(data.records_of(role), data.embeddings.image_size, params.embed.decode_workers)
         model = export_model(extractor, trained.model, data.embeddings.image_size, mirror=params.flip)
         probs = predict_proba(model, pixels, _PIXEL_BATCH)
     y = data.xy(role)[1]

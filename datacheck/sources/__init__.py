@@ -1,0 +1,124 @@
+"""Datasets kept in container files: WebDataset tar shards, Parquet, Hugging Face datasets saved to disk.
+
+Each reader turns its format into the same frozen :class:`~datacheck.dataset.Dataset` the folder walk
+produces, so every check, the report, the gate and the cache work unchanged:
+
+* a record's :attr:`~datacheck.dataset.ImageRecord.path` is a stable key — ``<shard>/<member>`` for a tar
+  member, ``<file>#<row>`` for a table row — and its :class:`~datacheck.dataset.Blob` says where the bytes
+  are; :func:`read_record` reads them (one function for every consumer: embedding, thumbnails, training);
+* the cache stays content-addressed: the same JPEG in a folder and in a shard has the same key, so a
+  dataset converted between formats is not embedded again;
+* ``apply`` cannot move a member out of a container: it writes the decisions as a list instead.
+
+Containers may be local paths or fsspec URIs (``s3://…``, ``gs://…``, ``memory://…``); the libraries that
+read them (``pyarrow``, ``fsspec``) are the optional extra ``datacheck[formats]``. Tar shards need only the
+standard library when local.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from datacheck.dataset import CONTAINER_LAYOUTS, Dataset, DatasetError, ImageRecord
+from datacheck.images import MAX_FILE_BYTES, read_file
+from datacheck.sources.fs import is_uri, isdir, isfile, listdir
+
+logger = logging.getLogger(__name__)
+
+#: Values of ``--format-in``.
+FORMATS: tuple[str, ...] = ("auto", "folder", "manifest", "webdataset", "parquet", "hf")
+
+_SUFFIX_FORMATS = {".tar": "webdataset", ".parquet": "parquet", ".csv": "manifest"}
+_HF_MARKERS = ("dataset_dict.json", "state.json")
+
+
+def detect_format(root: Path | str, manifest: Path | None = None) -> str:
+    """The format of ``root`` from its name and contents.
+
+    A ``.tar`` / ``.parquet`` / ``.csv`` file is a WebDataset shard / Parquet table / manifest; a folder
+    with ``dataset_dict.json`` or ``state.json`` is a Hugging Face dataset saved with ``save_to_disk``; a
+    folder whose only data files (at any depth, hidden ones ignored) are ``.tar`` or ``.parquet`` is that
+    format; anything else is an image folder.
+    """
+    if manifest is not None:
+        return "manifest"
+    text = str(root)
+    suffix = Path(text.rstrip("/")).suffix.lower()
+    if suffix in _SUFFIX_FORMATS and isfile(text):
+        return _SUFFIX_FORMATS[suffix]
+    if not isdir(text):
+        return "folder"  # the folder walk words the error (missing path, not a folder)
+    names = listdir(text)
+    if any(Path(n).name in _HF_MARKERS for n in names):
+        return "hf"
+    data = _data_suffixes(text)
+    if data and data <= {".tar"}:
+        return "webdataset"
+    if data and data <= {".parquet"}:
+        return "parquet"
+    return "folder"
+
+
+def _data_suffixes(root: str, depth: int = 3) -> set[str]:
+    """Suffixes of the files under ``root`` (a few levels deep), hidden files and sidecars ignored."""
+    suffixes: set[str] = set()
+    pending = [(root, 0)]
+    while pending:
+        folder, level = pending.pop()
+        for name in listdir(folder):
+            base = Path(name).name
+            if base.startswith(".") or base.lower() in _SIDECARS:
+                continue
+            if isdir(name):
+                if level < depth:
+                    pending.append((name, level + 1))
+                continue
+            suffixes.add(Path(base).suffix.lower())
+    return suffixes
+
+
+#: Files beside shards or tables that describe them rather than hold data.
+_SIDECARS = frozenset({"classes.txt", "readme.md", "license", "license.txt", "dataset_info.json"})
+
+
+def discover_container(root: Path | str, kind: str) -> Dataset:
+    """Read a container dataset of format ``kind`` (one of the container layouts)."""
+    if kind not in CONTAINER_LAYOUTS:
+        raise ValueError(f"not a container format: {kind!r}")
+    text = str(root) if is_uri(str(root)) else str(Path(root).absolute())
+    if not (isfile(text) or isdir(text)):
+        raise DatasetError(f"{text} does not exist: pass a {kind} file or folder")
+    if kind == "webdataset":
+        from datacheck.sources.webdataset import discover_webdataset
+
+        return discover_webdataset(text)
+    from datacheck.sources.tables import discover_hf, discover_parquet
+
+    return discover_parquet(text) if kind == "parquet" else discover_hf(text)
+
+
+def read_record(record: ImageRecord, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The encoded bytes of one image, wherever it lives.
+
+    Raises:
+        ImageDecodeError: The bytes cannot be read; the reason is one line (``"cannot read …"``).
+    """
+    if record.blob is None:
+        return read_file(record.abs_path, max_bytes=max_bytes)
+    from datacheck.sources.blobs import read_blob
+
+    return read_blob(record.blob, max_bytes=max_bytes)
+
+
+_SPLIT_PREFIX = re.compile(r"^(train|val|valid|validation|dev|test)(?=$|[-_.\d])", re.IGNORECASE)
+
+
+def split_from_name(*names: str) -> str | None:
+    """The split named by a file or folder name (``train-0001.tar``, ``test/``), first match wins."""
+    for name in names:
+        match = _SPLIT_PREFIX.match(Path(name).name)
+        if match:
+            return match.group(1).lower()
+    return None

@@ -1,0 +1,141 @@
+"""WebDataset tar shards: ``<key>.<image ext>`` plus ``<key>.cls`` (the label) per sample.
+
+A shard is listed once with :mod:`tarfile` (no member data is read except the small label files); each
+image becomes a record whose key is ``<shard>/<member>`` and whose bytes are read later by offset. The
+label is the text of ``<key>.cls`` (or ``<key>.label``); when it is a number and ``classes.txt`` (one name
+per line) sits beside the shards, the number picks the name. The split comes from a split-named folder or
+shard name (``train-000.tar``, ``test/000.tar``). A damaged shard keeps the members before the damage and
+is reported; a sample without a label file is reported as ``no_label``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from datacheck.dataset import (
+    IMAGE_EXTENSIONS,
+    Blob,
+    Dataset,
+    DatasetError,
+    FileIssue,
+    ImageRecord,
+    _sorted_issues,
+)
+from datacheck.sources import fs, split_from_name
+
+logger = logging.getLogger(__name__)
+
+#: Label members, in order of preference (WebDataset's convention is ``.cls``).
+LABEL_SUFFIXES: tuple[str, ...] = (".cls", ".label")
+
+#: Largest label file read (a label is a word or a number).
+_MAX_LABEL_BYTES = 4096
+
+
+@dataclass
+class _Sample:
+    """The members of one WebDataset sample (same key), as met in the shard."""
+
+    images: list[tarfile.TarInfo] = field(default_factory=list)
+    label: str | None = None
+
+
+def discover_webdataset(root: str) -> Dataset:
+    """Read every shard under ``root`` (a ``.tar`` file or a folder of them)."""
+    shards = [root] if fs.isfile(root) else sorted(_shards_under(root))
+    if not shards:
+        raise DatasetError(f"no .tar shards under {root}: pass a WebDataset shard or a folder of shards")
+    names = _class_names(root)
+    records: list[ImageRecord] = []
+    issues: list[FileIssue] = []
+    for shard in shards:
+        rel = fs.relative(shard, root)
+        split = split_from_name(*PurePosixPath(rel).parts)
+        for item in _read_shard(shard, rel, split, names):
+            (records if isinstance(item, ImageRecord) else issues).append(item)
+    if not records:
+        raise DatasetError(
+            f"no labelled images in the shards under {root}: each sample needs <key>.jpg (or another image "
+            f"type) and <key>.cls with its label; {len(issues)} members left out"
+        )
+    ordered = tuple(sorted(records, key=lambda r: r.path))
+    return Dataset(fs.dataset_root(root), "webdataset", ordered, _sorted_issues(issues))
+
+
+def _shards_under(folder: str) -> Iterator[str]:
+    for entry in fs.listdir(folder):
+        name = PurePosixPath(entry).name
+        if name.startswith("."):
+            continue
+        if fs.isdir(entry):
+            yield from _shards_under(entry)
+        elif name.lower().endswith(".tar"):
+            yield entry
+
+
+def _class_names(root: str) -> list[str] | None:
+    folder = root if fs.isdir(root) else fs.parent(root)
+    path = folder.rstrip("/") + "/classes.txt"
+    if not fs.isfile(path):
+        return None
+    with fs.open_binary(path) as handle:
+        return [
+            line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()
+        ]
+
+
+def _read_shard(
+    shard: str, rel: str, split: str | None, names: list[str] | None
+) -> Iterator[ImageRecord | FileIssue]:
+    samples: dict[str, _Sample] = {}
+    try:
+        with fs.open_binary(shard) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+            for member in tar:
+                _add_member(tar, member, samples)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        kept = sum(len(s.images) for s in samples.values())
+        yield FileIssue(
+            rel,
+            "unreadable",
+            f"damaged tar shard: {err or type(err).__name__} ({kept} images before the damage are used; "
+            "rewrite the shard to include the rest)",
+        )
+    for key, sample in samples.items():
+        for member in sample.images:
+            path = f"{rel}/{member.name}"
+            if not sample.label:
+                wanted = " or ".join(LABEL_SUFFIXES)
+                yield FileIssue(
+                    path, "no_label", f"no label: sample {key!r} has no (or an empty) {wanted} member"
+                )
+                continue
+            blob = Blob("tar", shard, (member.offset_data, member.size))
+            yield ImageRecord(path, fs.local_path(shard), _label_name(sample.label, names), split, blob)
+
+
+def _add_member(tar: tarfile.TarFile, member: tarfile.TarInfo, samples: dict[str, _Sample]) -> None:
+    if not member.isfile():
+        return
+    path = PurePosixPath(member.name)
+    if path.name.startswith("."):
+        return
+    stem, _, ext = path.name.partition(".")
+    # WebDataset keys keep the folder: a/b/x.seg.png is key a/b/x, field seg.png.
+    key = str(path.parent / stem)
+    suffix = "." + ext.lower() if ext else ""
+    sample = samples.setdefault(key, _Sample())
+    if "." + suffix.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS and suffix not in LABEL_SUFFIXES:
+        sample.images.append(member)
+    elif suffix in LABEL_SUFFIXES and sample.label is None and member.size <= _MAX_LABEL_BYTES:
+        handle = tar.extractfile(member)
+        sample.label = handle.read().decode("utf-8", "replace").strip() if handle else None
+
+
+def _label_name(text: str, names: list[str] | None) -> str:
+    if names and text.isdigit() and int(text) < len(names):
+        return names[int(text)]
+    return text
