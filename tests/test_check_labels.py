@@ -228,3 +228,25 @@ def test_regularisation_fixed_or_chosen_from_the_grid():
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     assert choose_regularisation(unit, labels, LabelsParams(regularisation=0.7)) == 0.7
     assert choose_regularisation(unit, labels, LabelsParams()) in C_GRID
+
+
+def test_findings_do_not_depend_on_names_or_listing_order():
+    """The same images and labels listed in another order under other names (a folder vs a shard or a table)
+    give the same findings: folds are drawn in content order."""
+    vectors, _, noisy, _ = _flipped(12, seed=4)
+    hashes = [f"{i:064x}" for i in np.random.default_rng(5).permutation(len(noisy))]
+    first = make_context(vectors, noisy, class_names=NAMES, file_sha256=hashes)
+    order = np.random.default_rng(6).permutation(len(noisy))
+    renamed = [f"shard-{j:03d}.tar/{i}.jpg" for j, i in enumerate(order)]
+    second = make_context(
+        vectors[order], noisy[order], class_names=NAMES, file_sha256=[hashes[i] for i in order], paths=renamed
+    )
+    by_content = {
+        (f.kind, first.file_sha256[first.paths.index(f.files[0])], f.extra["suggested"], f.extra["score"])
+        for f in check_labels(first, LabelsParams()).findings
+    }
+    assert len(by_content) >= 10
+    assert by_content == {
+        (f.kind, second.file_sha256[second.paths.index(f.files[0])], f.extra["suggested"], f.extra["score"])
+        for f in check_labels(second, LabelsParams()).findings
+    }

@@ -398,6 +398,16 @@ def _model_probabilities(
     return out_of_fold_probabilities(features, labels, n_classes, params, trusted, start=fitted)[0]
 
 
+def _content_order(ctx: AuditContext, rows: np.ndarray) -> np.ndarray:
+    """``rows`` ordered by content hash, then label.
+
+    Folds and samples are drawn in this order, so the findings depend on the images and labels alone, not on
+    file names or the order in which a folder, shard or table lists them.
+    """
+    hashes = np.asarray(ctx.file_sha256)[rows]
+    return rows[np.lexsort((ctx.labels[rows], hashes))]
+
+
 def score_labels(ctx: AuditContext, params: LabelsParams) -> LabelScores | str:
     """Run the label model; returns a reason string instead when there is too little to learn from."""
     from cleanlab.count import num_label_issues
@@ -411,7 +421,7 @@ def score_labels(ctx: AuditContext, params: LabelsParams) -> LabelScores | str:
             f"needs at least 2 classes with {params.min_class_images} or more images each "
             f"({len(classes)} of {len(ctx.class_names)} have that many)"
         )
-    rows = np.flatnonzero(np.isin(ctx.labels, classes))
+    rows = _content_order(ctx, np.flatnonzero(np.isin(ctx.labels, classes)))
     remap = np.full(len(ctx.class_names), -1, dtype=np.int64)
     remap[classes] = np.arange(len(classes))
     labels = remap[ctx.labels[rows]]
