@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -472,6 +472,31 @@ def _decode_rgb(data: bytes, notes: list[str], max_pixels: int) -> tuple[Image.I
     if meta.orientation in _ORIENTATION_TRANSPOSE:
         img = img.transpose(_ORIENTATION_TRANSPOSE[meta.orientation])
     return _to_rgb(img, notes), header, meta
+
+
+def open_image(source: Path | IO[bytes], *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image lazily under the same pixel limit and bomb rule as :func:`decode_image`.
+
+    For consumers that decode images the audit already accepted (thumbnails): a 100 MP photograph opens, a
+    decompression bomb does not.
+
+    Raises:
+        ImageDecodeError: Over the limit, or a bomb by the pixels-per-byte rule.
+        OSError: Not an image (Pillow's own errors).
+    """
+    notes: list[str] = []
+    with _pillow_warnings(notes, max_pixels):
+        img = Image.open(source)
+        size = source.stat().st_size if isinstance(source, Path) else _stream_size(source)
+        _check_pixel_limit(img.size, size, max_pixels)
+    return img
+
+
+def _stream_size(stream: IO[bytes]) -> int:
+    position = stream.tell()
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(position)
+    return size
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from datacheck.images import (
     read_file,
 )
 from datacheck.params import MAX_IMAGE_PIXELS
+from datacheck.report.thumbnails import make_thumbnail
 
 if TYPE_CHECKING:
     from conftest import ImageFactory
@@ -339,6 +340,16 @@ def test_photographs_beyond_pillows_own_limit_are_decoded(tmp_path: Path) -> Non
         decoded = decode_image(read_file(path), 32)
         assert (decoded.stats.width, decoded.stats.height) == size
         assert decoded.pixels.shape == (32, 32, 3)
+        thumb = tmp_path / f"{path.stem}-thumb.jpg"
+        make_thumbnail(path, thumb, 64)  # the report's thumbnail too, under the same limit
+        with Image.open(thumb) as small:
+            assert max(small.size) == 64
+
+
+def test_thumbnails_refuse_a_bomb(image_factory: ImageFactory, tmp_path: Path) -> None:
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        make_thumbnail(image_factory.png_bomb(side=10_000), tmp_path / "t.jpg", 64)
+    assert not (tmp_path / "t.jpg").exists()
 
 
 def test_no_warning_filters_leak(image_factory: ImageFactory) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -230,6 +231,7 @@ def test_fsspec_uris_read_the_same_bytes(tmp_path: Path) -> None:
         tmp_path / "t.parquet",
     )
     fs.pipe("/bucket/t.parquet", (tmp_path / "t.parquet").read_bytes())
+    assert _by_bytes(discover(f"file://{local}")) == _by_bytes(discover(local))
     try:
         remote = discover("memory://bucket/wds")
         assert remote.root == "memory://bucket/wds" and remote.layout == "webdataset"
@@ -311,3 +313,21 @@ def test_read_record_reports_an_empty_table_cell(tmp_path: Path) -> None:
     records = discover(tmp_path / "t.parquet").records
     with pytest.raises(ImageDecodeError, match="no image bytes"):
         read_record(records[1])
+
+
+def test_cli_format_in(tmp_path: Path) -> None:
+    root = write_hf(tmp_path / "hf", _images(2, 1))
+    runner = CliRunner()
+    bad = runner.invoke(app, ["embed", str(root), "--format-in", "zip", "--cache", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "unknown dataset format 'zip'" in bad.output
+    wrong = runner.invoke(
+        app, ["embed", str(root), "--format-in", "webdataset", "--cache", str(tmp_path / "c")]
+    )
+    assert wrong.exit_code == 3 and "no .tar shards" in wrong.output
+    ok = runner.invoke(
+        app,
+        ["embed", str(root), "--format-in", "hf", "--cache", str(tmp_path / "c"), "--image-size", "96"],
+        env={"COLUMNS": "300"},
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "(hf layout)" in ok.output and re.search(r"images embedded\s*│\s*6\b", ok.output)

@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import re
-import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from datacheck.dataset import ImageRecord
+from datacheck.images import open_image
 from datacheck.sources import read_record
 
 logger = logging.getLogger(__name__)
@@ -126,15 +126,13 @@ def make_thumbnail(src: Path | BinaryIO, dst: Path, size: int = THUMB_SIZE) -> N
     Raises:
         OSError: The file cannot be read or the thumbnail cannot be written.
         PIL.UnidentifiedImageError: Not an image.
-        Image.DecompressionBombError: Larger than Pillow's pixel limit.
+        ImageDecodeError: Over the audit's pixel limit, or a decompression bomb.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(src) as img:
-            if img.format in ("JPEG", "MPO"):
-                img.draft("RGB", (size * 2, size * 2))
-            img.load()
-            small = _to_rgb(ImageOps.exif_transpose(img))
+    with open_image(src) as img:  # the audit's pixel limit and bomb rule, not Pillow's 89 MP default
+        if img.format in ("JPEG", "MPO"):
+            img.draft("RGB", (size * 2, size * 2))
+        img.load()
+        small = _to_rgb(ImageOps.exif_transpose(img))
     small.thumbnail((size, size), Image.Resampling.LANCZOS)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     small.save(tmp, "JPEG", quality=JPEG_QUALITY, optimize=True)
