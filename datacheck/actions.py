@@ -339,8 +339,7 @@ def write_change_list(decisions: DecisionSet, report: Mapping[str, Any], out: Pa
     Raises:
         DecisionsError: The decisions do not belong to this report.
     """
-    if decisions.report_id != report.get("report_id"):
-        _check_identity(decisions, report, Path(report["dataset"]["root"]))
+    _check_report_id(decisions, report)
     hashes = _report_hashes(report)
     rows, problems = [], []
     for decision in decisions.decisions:
@@ -365,12 +364,16 @@ def write_change_list(decisions: DecisionSet, report: Mapping[str, Any], out: Pa
     return out, len(rows)
 
 
-def _check_identity(decisions: DecisionSet, report: Mapping[str, Any], root: Path) -> None:
+def _check_report_id(decisions: DecisionSet, report: Mapping[str, Any]) -> None:
     if decisions.report_id != report.get("report_id"):
         raise DecisionsError(
             f"these decisions were made on report {decisions.report_id}, not on report "
             f"{report.get('report_id')} (pass --report with the report.json they were exported from)"
         )
+
+
+def _check_identity(decisions: DecisionSet, report: Mapping[str, Any], root: Path) -> None:
+    _check_report_id(decisions, report)
     if os.path.normpath(decisions.dataset_root) != os.path.normpath(str(root)):
         raise DecisionsError(
             f"these decisions are for the dataset at {decisions.dataset_root}, but the report is of {root}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,6 +57,18 @@ def listdir(path: str) -> list[str]:
         return sorted(fs.unstrip_protocol(p) for p in fs.ls(inner, detail=False) if p.rstrip("/") != inner)
     except OSError:
         return []
+
+
+def files_under(folder: str, suffix: str) -> Iterator[str]:
+    """Files named ``*<suffix>`` (any case) at any depth under ``folder``; hidden ones are skipped."""
+    for entry in listdir(folder):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("."):
+            continue
+        if isdir(entry):
+            yield from files_under(entry, suffix)
+        elif name.lower().endswith(suffix):
+            yield entry
 
 
 def open_binary(path: str) -> IO[bytes]:

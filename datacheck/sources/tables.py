@@ -77,7 +77,7 @@ def _pyarrow() -> Any:
 def discover_parquet(root: str) -> Dataset:
     """Read every ``.parquet`` file under ``root`` (a file or a folder, at any depth)."""
     _pyarrow()
-    files = [root] if fs.isfile(root) else sorted(_files_under(root, ".parquet"))
+    files = [root] if fs.isfile(root) else sorted(fs.files_under(root, ".parquet"))
     if not files:
         raise DatasetError(f"no .parquet files under {root}")
     records: list[ImageRecord] = []
@@ -260,17 +260,6 @@ def _dataset(root: str, layout: str, records: list[ImageRecord], issues: list[Fi
         raise DatasetError(f"no labelled images in {root}: {reasons or 'the tables are empty'}")
     ordered = tuple(sorted(records, key=lambda r: r.path))
     return Dataset(fs.dataset_root(root), layout, ordered, _sorted_issues(issues))  # type: ignore[arg-type]
-
-
-def _files_under(folder: str, suffix: str) -> Iterator[str]:
-    for entry in fs.listdir(folder):
-        name = PurePosixPath(entry).name
-        if name.startswith("."):
-            continue
-        if fs.isdir(entry):
-            yield from _files_under(entry, suffix)
-        elif name.lower().endswith(suffix):
-            yield entry
 
 
 def _join(folder: str, name: str) -> str:

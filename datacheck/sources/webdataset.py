@@ -46,7 +46,7 @@ class _Sample:
 
 def discover_webdataset(root: str) -> Dataset:
     """Read every shard under ``root`` (a ``.tar`` file or a folder of them)."""
-    shards = [root] if fs.isfile(root) else sorted(_shards_under(root))
+    shards = [root] if fs.isfile(root) else sorted(fs.files_under(root, ".tar"))
     if not shards:
         raise DatasetError(f"no .tar shards under {root}: pass a WebDataset shard or a folder of shards")
     names = _class_names(root)
@@ -64,17 +64,6 @@ def discover_webdataset(root: str) -> Dataset:
         )
     ordered = tuple(sorted(records, key=lambda r: r.path))
     return Dataset(fs.dataset_root(root), "webdataset", ordered, _sorted_issues(issues))
-
-
-def _shards_under(folder: str) -> Iterator[str]:
-    for entry in fs.listdir(folder):
-        name = PurePosixPath(entry).name
-        if name.startswith("."):
-            continue
-        if fs.isdir(entry):
-            yield from _shards_under(entry)
-        elif name.lower().endswith(".tar"):
-            yield entry
 
 
 def _class_names(root: str) -> list[str] | None:
