@@ -75,6 +75,32 @@ def test_rename_is_free_and_one_changed_file_is_recomputed(tmp_path, cache_dir):
     assert "pears/0.png" in {r.path for r in again.records}
 
 
+def test_unchanged_files_are_not_read_again_but_a_stealthy_edit_is_caught(tmp_path, cache_dir, monkeypatch):
+    """Warm runs trust a remembered hash only while size, mtime, ctime, inode and device are unchanged."""
+    import os
+
+    from datacheck.embed import pipeline
+
+    root = _tree(tmp_path / "ds", seed=4)
+    embed_dataset(discover(root), _params(cache_dir))
+    read: list[str] = []
+    real = pipeline._hash_file
+    monkeypatch.setattr(pipeline, "_hash_file", lambda path: read.append(path.name) or real(path))
+    again = embed_dataset(discover(root), _params(cache_dir))
+    assert read == [] and (again.computed, again.cached) == (0, 12)
+
+    target = root / "pear" / "2.png"
+    before = target.stat()
+    edited = bytearray(target.read_bytes())
+    edited[-20] ^= 0xFF  # same size, different content...
+    target.write_bytes(bytes(edited))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # ...and the modification time put back
+    assert (target.stat().st_size, target.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    third = embed_dataset(discover(root), _params(cache_dir))
+    assert read == ["2.png"]  # st_ctime moved: only that file was read again
+    assert third.file_sha256 != again.file_sha256
+
+
 def test_pure_batch_step_matches_the_pipeline(tmp_path, cache_dir):
     root = _tree(tmp_path / "ds", seed=3, per_class=2)
     result = embed_dataset(discover(root), _params(cache_dir))

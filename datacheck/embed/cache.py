@@ -88,6 +88,13 @@ _SCHEMA = (
 )
 _TABLES = frozenset({"meta", "tags", "embeddings", "stats"})
 
+#: The file-hash memo (added after schema 1; created on first write, so older caches gain it in place).
+_FILE_HASHES = """CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    sha BLOB NOT NULL
+)"""
+
 _T = TypeVar("_T")
 EmbeddingRow = tuple[np.ndarray, np.ndarray | None]
 """A cached embedding: float32 bottleneck vector and float32 logits (or ``None``)."""
@@ -708,6 +715,47 @@ class Cache:
 
         return self._write(body)
 
+    # -- file-hash memo ---------------------------------------------------------------------------
+
+    def get_file_hashes(self, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``{path: (fingerprint, sha256 hex)}`` remembered for these paths (:meth:`put_file_hashes`).
+
+        Raises:
+            CacheError: If the database cannot be read.
+        """
+        found: dict[str, tuple[str, str]] = {}
+        with self._read() as conn:
+            if "file_hashes" not in _tables(conn):
+                return found
+            for chunk in _chunks(list(dict.fromkeys(paths)), MAX_SQL_VARIABLES):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT path, fingerprint, sha FROM file_hashes WHERE path IN ({marks})"
+                for path, fingerprint, sha in conn.execute(sql, chunk):
+                    found[path] = (fingerprint, bytes(sha).hex())
+        return found
+
+    def put_file_hashes(self, items: Sequence[tuple[str, str, str]]) -> int:
+        """Remember ``(absolute path, stat fingerprint, sha256 hex)`` so an unchanged file is not re-read.
+
+        Returns:
+            The number of rows written.
+
+        Raises:
+            CacheError: If the cache is read-only, locked for too long or cannot be written.
+        """
+        rows = [(path, fingerprint, bytes.fromhex(_check_sha(sha))) for path, fingerprint, sha in items]
+        if not rows:
+            return 0
+
+        def body(conn: sqlite3.Connection) -> int:
+            conn.execute(_FILE_HASHES)
+            conn.executemany(
+                "INSERT OR REPLACE INTO file_hashes (path, fingerprint, sha) VALUES (?, ?, ?)", rows
+            )
+            return len(rows)
+
+        return self._write(body)
+
     # -- housekeeping -----------------------------------------------------------------------------
 
     def artifact_path(self, name: str) -> Path:
@@ -763,6 +811,7 @@ class Cache:
         def body(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM embeddings")
             conn.execute("DELETE FROM stats")
+            conn.execute("DROP TABLE IF EXISTS file_hashes")
 
         self._write(body)
         self._compact()

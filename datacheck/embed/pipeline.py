@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import statistics
 import time
 from collections import deque
@@ -27,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
-from datacheck.embed.cache import Cache, as_stored, default_cache_dir, embedding_key, stats_key
+from datacheck.embed.cache import (
+    Cache,
+    CacheError,
+    as_stored,
+    default_cache_dir,
+    embedding_key,
+    stats_key,
+)
 from datacheck.images import (
     STATS_VERSION,
     DecodedImage,
@@ -238,6 +246,22 @@ def _hash_record(record: ImageRecord) -> str | FileIssue:
         return FileIssue(record.path, "unreadable", f"cannot read file: {err.strerror or err}")
 
 
+def file_fingerprint(record: ImageRecord) -> str | None:
+    """What must be unchanged for a file's remembered hash to be trusted, or ``None`` (not a local file).
+
+    Size, modification *and* status-change times in nanoseconds, inode and device: an edit that keeps the
+    size and restores the modification time (``touch -d``, ``os.utime``) still moves ``st_ctime``, which no
+    user can set. Members of containers are not remembered (their bytes are read anyway).
+    """
+    if record.blob is not None:
+        return None
+    try:
+        st = os.stat(record.abs_path)
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
+
+
 def _hash_chunk(records: Sequence[ImageRecord]) -> list[str | FileIssue]:
     return [_hash_record(r) for r in records]
 
@@ -329,11 +353,16 @@ class _Run:
         return cache_tag(self.params.model, self.image_size, weights=self.params.weights)
 
     def hash_all(self, records: Sequence[ImageRecord]) -> tuple[list[_Slot], list[FileIssue]]:
+        """Content hashes of every record; unchanged files (same stat fingerprint) are not read again."""
         start = time.perf_counter()
+        fingerprints = {r.path: fp for r in records if (fp := file_fingerprint(r)) is not None}
+        remembered = self._remembered_hashes(records, fingerprints)
         slots: list[_Slot] = []
         failures: list[FileIssue] = []
-        chunks = [records[i : i + _HASH_CHUNK] for i in range(0, len(records), _HASH_CHUNK)]
-        done = 0
+        todo = [r for r in records if r.path not in remembered]
+        chunks = [todo[i : i + _HASH_CHUNK] for i in range(0, len(todo), _HASH_CHUNK)]
+        done = len(remembered)
+        fresh: dict[str, str] = {}
         # Hashing is I/O and hashlib (which releases the GIL): more threads than decoding. Chunks, not one
         # future per file: 60,000 futures cost seconds of locking on their own.
         with ThreadPoolExecutor(max(4, self.params.decode_workers)) as pool:
@@ -342,11 +371,43 @@ class _Run:
                     if isinstance(res, FileIssue):
                         failures.append(res)
                     else:
-                        slots.append(_Slot(record, res))
+                        fresh[record.path] = res
                 done += len(chunk)
                 self.progress("hash", done, len(records))
+        hashes = remembered | fresh
+        slots = [_Slot(r, hashes[r.path]) for r in records if r.path in hashes]
+        self._remember_hashes(records, fingerprints, fresh)
+        logger.info("hashed %d files, %d unchanged since the last run (not read)", len(todo), len(remembered))
         self._tick("hash", start)
         return slots, failures
+
+    def _remembered_hashes(
+        self, records: Sequence[ImageRecord], fingerprints: dict[str, str]
+    ) -> dict[str, str]:
+        try:
+            stored = self.cache.get_file_hashes([str(r.abs_path) for r in records if r.path in fingerprints])
+        except CacheError as err:
+            logger.debug("file-hash memo unavailable: %s", err)
+            return {}
+        out: dict[str, str] = {}
+        for record in records:
+            hit = stored.get(str(record.abs_path))
+            if hit is not None and hit[0] == fingerprints.get(record.path):
+                out[record.path] = hit[1]
+        return out
+
+    def _remember_hashes(
+        self, records: Sequence[ImageRecord], fingerprints: dict[str, str], fresh: dict[str, str]
+    ) -> None:
+        rows = [
+            (str(r.abs_path), fingerprints[r.path], fresh[r.path])
+            for r in records
+            if r.path in fresh and r.path in fingerprints
+        ]
+        try:
+            self.cache.put_file_hashes(rows)
+        except CacheError as err:  # a read-only cache only costs the next run the reading
+            logger.debug("file hashes not remembered: %s", err)
 
     def fill_from_cache(self, slots: Sequence[_Slot]) -> list[_Slot]:
         """Fill slots the cache can serve; return the slots that still need decoding."""
