@@ -198,7 +198,7 @@ def audit(
         knn,
         reference=ref_embeddings,
         reference_root=ref_root,
-        knn_store=derived_root / "knn" if derived_root else None,
+        derived_dir=derived_root,
     )
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start

@@ -55,6 +55,8 @@ class AuditContext:
         failures: Files that could not be read or decoded.
         embedding_info: Model id, image size, dim, runtime, cached and computed counts.
         reference: Images like those the application will see (``--reference``), or ``None``.
+        derived_dir: The cache's folder of arrays derived by content (:mod:`datacheck.derived`: the kNN
+            graph, near-duplicate pair scores), or ``None`` to compute everything afresh.
     """
 
     dataset: Dataset
@@ -71,6 +73,7 @@ class AuditContext:
     failures: tuple[FileIssue, ...]
     embedding_info: dict
     reference: ReferenceSet | None = None
+    derived_dir: Path | None = None
 
     @property
     def n(self) -> int:
@@ -99,12 +102,12 @@ def build_context(
     knn_params: KnnParams | None = None,
     reference: Embeddings | None = None,
     reference_root: Path | None = None,
-    knn_store: Path | None = None,
+    derived_dir: Path | None = None,
 ) -> AuditContext:
     """Assemble the frozen context, building the shared kNN graph once.
 
-    ``knn_store`` is a directory of previously built graphs (:func:`datacheck.index.build_knn_cached`):
-    unchanged vectors reuse their graph.
+    ``derived_dir`` keeps arrays derived by content (:mod:`datacheck.derived`): unchanged vectors reuse their
+    kNN graph (``<derived_dir>/knn``), unchanged image pairs their near-duplicate scores.
     """
     records = embeddings.records
     class_names = tuple(sorted({r.label for r in records}))
@@ -126,7 +129,7 @@ def build_context(
         labels=_frozen(np.array([lookup[r.label] for r in records], dtype=np.int64)),
         class_names=class_names,
         splits=tuple(r.split for r in records),
-        knn=build_knn_cached(vectors, knn_params, knn_store),
+        knn=build_knn_cached(vectors, knn_params, derived_dir / "knn" if derived_dir else None),
         failures=tuple(dataset.issues) + tuple(embeddings.failures),
         embedding_info={
             "model": embeddings.model_id,
@@ -144,4 +147,5 @@ def build_context(
             root=str(reference_root or ""),
             logits=None if reference.logits is None else _frozen(reference.logits),
         ),
+        derived_dir=derived_dir,
     )

@@ -43,6 +43,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import sparse
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from datacheck.context import AuditContext
     from datacheck.index import KnnGraph
 
@@ -465,22 +467,87 @@ def _near_pairs(ctx: AuditContext, params: NearDupParams, keys: np.ndarray) -> p
     pairs, cos = candidate_pairs(ctx.knn, params.min_cosine)
     different = keys[pairs[:, 0]] != keys[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
     pairs, cos = pairs[different], cos[different]
-    ver = verify_pairs(ctx.thumbs, pairs, refine_above=params.min_score - _COARSE_SLACK)
-    hit = np.nan_to_num(ver.score, nan=-1.0) >= params.min_score
+    score = pair_scores(ctx, pairs, refine_above=params.min_score - _COARSE_SLACK)
+    hit = np.nan_to_num(score, nan=-1.0) >= params.min_score
     logger.info(
         "near duplicates: %d candidate pairs (cosine >= %.2f), %d refined, %d verified (score >= %.2f)",
         len(pairs),
         params.min_cosine,
-        int(np.isfinite(ver.score).sum()),
+        int(np.isfinite(score).sum()),
         int(hit.sum()),
         params.min_score,
     )
     p = np.sort(pairs[hit], axis=1)
-    df = pd.DataFrame(
-        {"i": p[:, 0], "j": p[:, 1], "cosine": cos[hit], "score": ver.score[hit], "kind": "near"}
-    )
-    df.attrs.update(candidates=len(pairs), refined=int(np.isfinite(ver.score).sum()))
+    df = pd.DataFrame({"i": p[:, 0], "j": p[:, 1], "cosine": cos[hit], "score": score[hit], "kind": "near"})
+    df.attrs.update(candidates=len(pairs), refined=int(np.isfinite(score).sum()))
     return df
+
+
+#: Bump when :func:`verify_pairs` changes its scores: stored pair scores of older versions are ignored.
+PAIR_SCORES_VERSION = 1
+
+#: Most pair scores kept in the cache (the current audit's first, then earlier ones); ~20 bytes each.
+PAIR_STORE_CAP = 2_000_000
+
+
+def pair_scores(ctx: AuditContext, pairs: np.ndarray, refine_above: float) -> np.ndarray:
+    """:func:`verify_pairs` scores of ``pairs``, reusing those of image pairs scored by an earlier audit.
+
+    A score depends only on the two images' contents (their thumbnails) and ``refine_above``, so it is
+    stored under the pair's content hashes (64-bit prefixes of each SHA-256) in ``ctx.derived_dir``: an
+    unchanged re-audit verifies nothing, and an audit after images were added, changed or relabelled
+    verifies only the pairs it has not seen. Without a ``derived_dir`` every pair is verified.
+    """
+    from datacheck import derived
+    from datacheck.images import STATS_VERSION
+
+    store = ctx.derived_dir / "pairs" if ctx.derived_dir is not None else None
+    key = derived.content_key(f"pair-scores-v{PAIR_SCORES_VERSION}|stats-v{STATS_VERSION}|{refine_above!r}")
+    prefix = np.array([int(sha[:16], 16) for sha in ctx.file_sha256], dtype=np.uint64)
+    a, b = prefix[pairs[:, 0]], prefix[pairs[:, 1]]
+    score = np.full(len(pairs), np.nan, np.float32)
+    known = np.zeros(len(pairs), bool)
+    stored = derived.load(store, key) if len(pairs) else None
+    if stored is not None:
+        lookup = dict(zip(_keys(stored["a"], stored["b"]), stored["score"].tolist(), strict=True))
+        for row, pair in enumerate(_keys(a, b)):
+            value = lookup.get(pair)
+            if value is not None:
+                score[row], known[row] = value, True
+    todo = np.flatnonzero(~known)
+    logger.info(
+        "pair verification: %d of %d pairs scored by an earlier audit", len(pairs) - len(todo), len(pairs)
+    )
+    if len(todo):
+        score[todo] = verify_pairs(ctx.thumbs, pairs[todo], refine_above).score
+        _store_scores(store, key, (a, b, score), stored)
+    return score
+
+
+def _keys(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
+    return list(zip(a.tolist(), b.tolist(), strict=True))
+
+
+def _store_scores(
+    store: Path | None,
+    key: str,
+    current: tuple[np.ndarray, np.ndarray, np.ndarray],
+    earlier: dict[str, np.ndarray] | None,
+) -> None:
+    from datacheck import derived
+
+    if store is None:
+        return
+    a, b, score = current
+    if earlier is not None:
+        seen = set(_keys(a, b))
+        older = np.array([pair not in seen for pair in _keys(earlier["a"], earlier["b"])], bool)
+        a = np.concatenate([a, earlier["a"][older]])
+        b = np.concatenate([b, earlier["b"][older]])
+        score = np.concatenate([score, earlier["score"][older]])
+    derived.store(
+        store, key, {"a": a[:PAIR_STORE_CAP], "b": b[:PAIR_STORE_CAP], "score": score[:PAIR_STORE_CAP]}
+    )
 
 
 def _compute(ctx: AuditContext, params: NearDupParams) -> pd.DataFrame:

@@ -234,3 +234,40 @@ def test_groups_are_stars_not_chains():
     groups = [g.tolist() for g in neardup.duplicate_groups(9, pairs, keys)]
     assert sorted(groups) == [[0, 1, 2, 8], [3, 4, 5], [6, 7]]
     assert [g.tolist() for g in neardup.duplicate_groups(3, pairs.iloc[:0])] == []
+
+
+def _growing_ctx(n: int, derived_dir):
+    """``n`` textures whose odd rows are shifted copies of the row before; hashes follow the content."""
+    import dataclasses
+
+    base = textures(n, seed=21)
+    thumbs = np.stack([shifted(base[i - 1], 1, 2) if i % 2 else base[i] for i in range(n)])
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((n, 16)).astype(np.float32)
+    vectors[1::2] = vectors[0::2][: n // 2] + 0.05 * rng.standard_normal((n // 2, 16))
+    sha = [f"{i // 2:015x}{i % 2}" + "0" * 48 for i in range(n)]
+    ctx = make_context(vectors, [0] * n, thumbs=thumbs, file_sha256=sha)
+    return dataclasses.replace(ctx, derived_dir=derived_dir)
+
+
+def test_pair_scores_are_reused_and_only_new_pairs_verified(tmp_path, monkeypatch):
+    verified: list[int] = []
+    real = neardup.verify_pairs
+    monkeypatch.setattr(neardup, "verify_pairs", lambda t, p, r: verified.append(len(p)) or real(t, p, r))
+    params = NearDupParams()
+    first = duplicate_pairs(_growing_ctx(12, tmp_path), params)
+    assert len(first) == 6 and verified and verified[-1] > 0
+    verified.clear()
+    again = duplicate_pairs(_growing_ctx(12, tmp_path), params)  # a new context over the same images
+    assert verified == []  # every pair scored by the earlier audit
+    pd.testing.assert_frame_equal(again, first)
+
+    grown = duplicate_pairs(_growing_ctx(16, tmp_path), params)  # 4 images added
+    fresh = duplicate_pairs(_growing_ctx(16, None), params)  # from scratch, nothing stored
+    assert len(grown) == 8
+    pd.testing.assert_frame_equal(grown.drop(columns="score"), fresh.drop(columns="score"))
+    # A score is a float32 mean over a 32x32 map; batches of other sizes sum in another order, which moves
+    # a sum of n terms by at most n * eps (Higham), so a stored score and a fresh one agree to that.
+    tol = 32 * 32 * np.finfo(np.float32).eps
+    np.testing.assert_allclose(grown["score"], fresh["score"], rtol=0, atol=tol)
+    assert 0 < verified[0] < verified[-1]  # the incremental run verified only pairs it had not seen
