@@ -55,8 +55,8 @@ def load(directory: Path | None, key: str) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def store(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """Keep ``arrays`` under ``key`` (atomically), then prune the folder to :data:`KEEP` entries."""
+def store(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray], *, keep: int = KEEP) -> None:
+    """Keep ``arrays`` under ``key`` (atomically), then prune the folder to its ``keep`` newest entries."""
     if directory is None:
         return
     directory = Path(directory)
@@ -66,7 +66,7 @@ def store(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray]) ->
             np.savez(handle, **arrays)
         os.replace(handle.name, _path(directory, key))  # a concurrent reader never sees half a file
         entries = sorted(directory.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[KEEP:]:
+        for old in entries[keep:]:
             old.unlink(missing_ok=True)
     except OSError as err:  # a read-only or full cache only costs the next run the computation
         logger.debug("not stored in %s: %s", directory, err)

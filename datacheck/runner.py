@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from datacheck import results_store
 from datacheck.checks import all_checks
 from datacheck.checks.base import CheckResult, CheckSpec, Severity, Status, status_from
 from datacheck.context import AuditContext
@@ -40,15 +41,23 @@ def build_params(specs: Sequence[CheckSpec], overrides: Mapping[str, Mapping[str
 
 
 def run_one(ctx: AuditContext, spec: CheckSpec, params: Any) -> CheckResult:
-    """Run a check; never raises. An exception becomes an ``error`` result and its traceback is logged."""
+    """Run a check; never raises. An exception becomes an ``error`` result and its traceback is logged.
+
+    A result stored by an earlier audit of the same context with the same params and code is reused
+    (:mod:`datacheck.results_store`; only when the context has a ``derived_dir``).
+    """
     start = time.perf_counter()
-    try:
-        res = spec.fn(ctx, params)
-    except Exception as err:  # a broken check must not take the audit down with it
-        logger.exception("check '%s' failed", spec.id)
-        res = CheckResult(spec.id, Status.ERROR, f"the check crashed: {type(err).__name__}: {err}")
+    res = results_store.load(ctx, spec.id, params)
+    reused = res is not None
+    if res is None:
+        try:
+            res = spec.fn(ctx, params)
+        except Exception as err:  # a broken check must not take the audit down with it
+            logger.exception("check '%s' failed", spec.id)
+            res = CheckResult(spec.id, Status.ERROR, f"the check crashed: {type(err).__name__}: {err}")
+        results_store.store(ctx, spec.id, params, res)
     seconds = time.perf_counter() - start
-    logger.info("check %-18s %-7s %.2f s", spec.id, res.status, seconds)
+    logger.info("check %-18s %-7s %.2f s%s", spec.id, res.status, seconds, " (reused)" if reused else "")
     return CheckResult(res.id, res.status, res.summary, res.metrics, res.findings, seconds)
 
 
