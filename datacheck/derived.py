@@ -42,7 +42,11 @@ def load(directory: Path | None, key: str) -> dict[str, np.ndarray] | None:
     """The arrays stored under ``key``, or ``None`` when absent or unreadable."""
     if directory is None:
         return None
-    path = _path(directory, key)
+    return load_file(_path(directory, key))
+
+
+def load_file(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of one stored entry (e.g. found by listing a folder), or ``None`` when unreadable."""
     if not path.is_file():
         return None
     try:

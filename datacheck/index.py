@@ -91,9 +91,26 @@ def _project(unit: np.ndarray, dim: int) -> np.ndarray:
         return unit
     from sklearn.decomposition import PCA
 
-    sample = unit[:: max(1, len(unit) // 20_000)]
+    sample = unit[_content_sample(unit, 20_000)]
     pca = PCA(n_components=dim, svd_solver="randomized", random_state=0).fit(sample)
     return l2_normalise(pca.transform(unit).astype(np.float32))
+
+
+def _content_sample(unit: np.ndarray, size: int) -> np.ndarray:
+    """About ``size`` rows chosen by their content, not their position.
+
+    A row is picked when a hash of its leading values falls in the first ``size / N`` of the range, so the
+    same images are picked whatever else is added or removed: the basis, and with it the graph, of a
+    dataset with 100 more images stays that of the dataset before (an updated graph then agrees with a
+    rebuild).
+    """
+    if len(unit) <= size:
+        return np.arange(len(unit))
+    bits = np.ascontiguousarray(unit[:, :8]).view(np.uint32).astype(np.uint64)
+    mixed = (bits * np.arange(1, 17, 2, dtype=np.uint64) * np.uint64(0x9E3779B1)).sum(axis=1) % np.uint64(
+        1 << 32
+    )
+    return np.flatnonzero(mixed < np.uint64(int(size / len(unit) * (1 << 32))))
 
 
 def _top_candidates(space: np.ndarray, n_candidates: int, block: int) -> np.ndarray:
@@ -197,11 +214,40 @@ def build_knn(vectors: np.ndarray, params: KnnParams | None = None) -> KnnGraph:
 
 
 #: Bump when the graph construction changes, so stored graphs are rebuilt.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
+
+#: Largest share of rows added or removed since a stored graph for it to be updated instead of rebuilt.
+MAX_UPDATE_SHARE = 0.05
+
+
+def row_ids(vectors: np.ndarray) -> np.ndarray:
+    """A 64-bit identity per row: a hash of its bytes, plus its rank among identical rows (``int64[N]``).
+
+    Identical rows get consecutive ids in row order, so a graph's rows can be matched with another
+    graph's even when images repeat.
+    """
+    import hashlib
+
+    raw = np.ascontiguousarray(vectors)
+    base = np.array(
+        [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") for row in raw],
+        dtype=np.uint64,
+    )
+    ids = base.copy()
+    seen: dict[int, int] = {}
+    for i, value in enumerate(base.tolist()):
+        rank = seen.get(value, 0)
+        seen[value] = rank + 1
+        ids[i] = np.uint64((value + rank * 0x9E3779B97F4A7C15) % (1 << 64))
+    return ids.view(np.int64)
 
 
 def build_knn_cached(vectors: np.ndarray, params: KnnParams | None, directory: Path | None) -> KnnGraph:
     """:func:`build_knn`, served from ``directory`` when the same vectors were indexed with the same params.
+
+    When they were not, but a stored graph covers all but a small share (:data:`MAX_UPDATE_SHARE`) of the
+    rows, that graph is updated (:func:`update_knn`) instead of rebuilt: the daily case of a few hundred
+    images added to or removed from a large dataset.
 
     Args:
         vectors: ``float32[N, D]``, e.g. the context's L2-normalised bottlenecks.
@@ -214,16 +260,132 @@ def build_knn_cached(vectors: np.ndarray, params: KnnParams | None, directory: P
     if directory is None or len(vectors) < 2:
         return build_knn(vectors, params)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy for the context's vectors
-    key = derived.content_key(f"knn-v{GRAPH_VERSION}|{astuple(params)}", vectors)
+    label = f"knn-v{GRAPH_VERSION}|{astuple(params)}"
+    key = derived.content_key(label, vectors)
     stored = derived.load(directory, key)
-    fields = {"indices", "similarities", "method"}
+    fields = {"indices", "similarities", "method", "ids", "label"}
     if stored is not None and fields <= stored.keys() and len(stored["indices"]) == len(vectors):
         logger.info("kNN graph: %d images, served from %s", len(vectors), directory)
         return KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
-    graph = build_knn(vectors, params)
+    ids = row_ids(vectors)
+    base = _updatable(directory, label, ids)
+    graph = update_knn(vectors, ids, base, params) if base is not None else build_knn(vectors, params)
     derived.store(
         directory,
         key,
-        {"indices": graph.indices, "similarities": graph.similarities, "method": np.array(graph.method)},
+        {
+            "indices": graph.indices,
+            "similarities": graph.similarities,
+            "method": np.array(graph.method),
+            "ids": ids,
+            "label": np.array(label),
+        },
     )
     return graph
+
+
+@dataclass(frozen=True)
+class StoredGraph:
+    """A graph built earlier, with the identity of each of its rows (:func:`row_ids`)."""
+
+    graph: KnnGraph
+    ids: np.ndarray
+
+
+def _updatable(directory: Path, label: str, ids: np.ndarray) -> StoredGraph | None:
+    """The most recently used stored graph with the same params, if it differs from ``ids`` by a small share.
+
+    Only the most recent one is considered: older graphs are further from today's data, and reading each
+    costs as much as the update saves.
+    """
+    from datacheck import derived
+
+    entries = sorted(Path(directory).glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in entries:
+        stored = derived.load_file(path)
+        if stored is None or "ids" not in stored or str(stored.get("label", "")) != label:
+            continue
+        old = stored["ids"]
+        kept = int(np.isin(old, ids).sum())
+        changed = (len(old) - kept) + (len(ids) - kept)
+        if kept == 0 or changed > MAX_UPDATE_SHARE * len(ids):
+            return None
+        logger.info("kNN graph: updating a stored graph (%d of %d rows changed)", changed, len(ids))
+        graph = KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
+        return StoredGraph(graph, old)
+    return None
+
+
+def _exact_neighbours(unit: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full-dimensional exact top-``k`` other rows for each of ``rows`` (blocked; no N×N matrix)."""
+    block = max(1, _RESCORE_BYTES // max(1, len(unit) * 4))
+    idx = np.empty((len(rows), k), np.int32)
+    sim = np.empty((len(rows), k), np.float32)
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        scores = unit[part] @ unit.T
+        scores[np.arange(len(part)), part] = -np.inf  # never its own neighbour
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_sims = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        idx[start : start + len(part)] = np.take_along_axis(top, order, axis=1)
+        sim[start : start + len(part)] = np.take_along_axis(top_sims, order, axis=1)
+    return idx, sim
+
+
+def update_knn(vectors: np.ndarray, ids: np.ndarray, base: StoredGraph, params: KnnParams) -> KnnGraph:
+    """The kNN graph of ``vectors`` from a graph of mostly the same rows (some added, some removed).
+
+    Rows kept keep their neighbour lists, merged with the added rows where those are nearer; kept rows that
+    lost a neighbour (it was removed) and added rows are searched exactly in the full space. A kept row's
+    list is therefore the old one (approximate where the old one was) plus exact changes, which agrees with a
+    rebuild on ≥ 99 % of neighbours (docs/benchmarks.md).
+    """
+    unit = l2_normalise(vectors)
+    n = len(unit)
+    k = min(params.k, n - 1)
+    position = {int(v): i for i, v in enumerate(ids.tolist())}
+    old_to_new = np.array([position.get(int(v), -1) for v in base.ids.tolist()], dtype=np.int64)
+    new_rows = np.setdiff1d(np.arange(n), old_to_new[old_to_new >= 0])
+    kept_old = np.flatnonzero(old_to_new >= 0)
+    kept_new = old_to_new[kept_old]
+    old_idx = base.graph.indices[kept_old]
+    mapped = np.where(old_idx >= 0, old_to_new[np.maximum(old_idx, 0)], -1)
+    lost = (mapped < 0).any(axis=1) | (mapped.shape[1] < k)
+    indices = np.full((n, k), -1, np.int32)
+    sims = np.full((n, k), -np.inf, np.float32)
+    keep_rows = kept_new[~lost]
+    if len(keep_rows):
+        indices[keep_rows] = mapped[~lost][:, :k]
+        sims[keep_rows] = base.graph.similarities[kept_old[~lost]][:, :k]
+    redo = np.concatenate([new_rows, kept_new[lost]]).astype(np.int64)
+    if len(redo):
+        indices[redo], sims[redo] = _exact_neighbours(unit, redo, k)
+    if len(new_rows) and len(keep_rows):
+        _merge_new(unit, keep_rows, new_rows, indices, sims)
+    logger.info(
+        "kNN graph: %d images, %d added, %d removed, %d re-searched",
+        n,
+        len(new_rows),
+        len(base.ids) - len(kept_old),
+        len(redo),
+    )
+    return KnnGraph(indices, sims, base.graph.method)
+
+
+def _merge_new(
+    unit: np.ndarray, rows: np.ndarray, new_rows: np.ndarray, indices: np.ndarray, sims: np.ndarray
+) -> None:
+    """Let the added rows into the lists of ``rows`` where they are nearer than the current k-th."""
+    k = indices.shape[1]
+    block = max(1, _RESCORE_BYTES // max(1, len(new_rows) * 4))
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        scores = unit[part] @ unit[new_rows].T
+        both_idx = np.concatenate(
+            [indices[part], np.broadcast_to(new_rows.astype(np.int32), scores.shape)], axis=1
+        )
+        both_sim = np.concatenate([sims[part], scores.astype(np.float32)], axis=1)
+        order = np.argsort(-both_sim, axis=1, kind="stable")[:, :k]
+        indices[part] = np.take_along_axis(both_idx, order, axis=1)
+        sims[part] = np.take_along_axis(both_sim, order, axis=1)

@@ -125,3 +125,40 @@ def test_damaged_stored_graph_is_rebuilt(tmp_path):
     again = build_knn_cached(vectors, params, tmp_path)
     np.testing.assert_array_equal(again.indices, first.indices)
     assert np.load(stored)["indices"].shape == (50, 4)  # written again
+
+
+def test_a_stored_graph_is_updated_for_a_few_added_and_removed_rows(tmp_path, monkeypatch):
+    import datacheck.index as index
+
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((12, 48))
+    x = l2_normalise(
+        (centres[rng.integers(0, 12, 430)] + 0.6 * rng.standard_normal((430, 48))).astype(np.float32)
+    )
+    params = KnnParams(k=8, candidates=8, search_dim=0)  # exact in the full space: a rebuild is the truth
+    index.build_knn_cached(x[:400], params, tmp_path)
+    final = np.concatenate([x[7:400], x[400:], x[:2]])  # 7 removed, 30 added, 2 moved to the end (kept)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt although a stored graph covers all but 9 % of the rows")
+
+    monkeypatch.setattr(index, "MAX_UPDATE_SHARE", 0.1)
+    with monkeypatch.context() as patched:
+        patched.setattr(index, "build_knn", no_build)
+        updated = index.build_knn_cached(final, params, tmp_path)
+    truth = build_knn(final, params)
+    assert _recall(updated, truth.indices) == 1.0
+    # similarities: both are dot products of the same unit vectors, d * eps apart at most
+    np.testing.assert_allclose(
+        np.sort(updated.similarities, axis=1),
+        np.sort(truth.similarities, axis=1),
+        rtol=0,
+        atol=48 * np.finfo(np.float32).eps,
+    )
+
+    monkeypatch.setattr(index, "MAX_UPDATE_SHARE", 0.01)  # 10 of 414 rows (2.4 %) is now too large a change
+    built: list[int] = []
+    real = index.build_knn
+    monkeypatch.setattr(index, "build_knn", lambda v, p=None: built.append(len(v)) or real(v, p))
+    index.build_knn_cached(final[:-10], params, tmp_path)
+    assert built == [len(final) - 10]
