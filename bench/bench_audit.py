@@ -1,10 +1,12 @@
 """Full audit of CIFAR-10 (train + test, 60,000 images): empty cache, then warm cache, with the time split.
 
-    python bench/bench_audit.py [--data DIR] [--image-size auto] [--add 0]
+    python bench/bench_audit.py [--data DIR] [--image-size auto] [--add N] [--relabel N] [--remove N] [--no-cold]
 
 Without ``--data`` it unpacks ``../shared/datasets/cifar10-jpeg.tar.gz`` to a temp folder. Each run is a
-fresh process (start-up included). ``--add N`` also measures the incremental case: N new images copied into
-the dataset after the warm run (only those are embedded).
+fresh process (start-up included). After the empty-cache run (skipped with ``--no-cold``: a cache filled
+before) and a warm run, the daily cases, each undone before the next: ``--add N`` new images (mirrored test
+airplanes as PNG: new content, only those are embedded), ``--relabel N`` training cats moved into the dog
+folder, ``--remove N`` training images moved out of the dataset.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path)
     parser.add_argument("--image-size", default="auto")
     parser.add_argument("--add", type=int, default=0)
+    parser.add_argument("--relabel", type=int, default=0)
+    parser.add_argument("--remove", type=int, default=0)
+    parser.add_argument("--no-cold", action="store_true")
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
     if args.child:
@@ -94,7 +99,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dc-audit-"))
     data = args.data or unpack_cifar(tmp / "cifar")
     cache = args.cache or tmp / "cache"
-    _print("empty cache", _run(data, cache, args.image_size))
+    if not args.no_cold:
+        _print("empty cache", _run(data, cache, args.image_size))
     _print("warm cache", _run(data, cache, args.image_size))
     if args.add:
         added = data / "train" / "airplane"
@@ -106,6 +112,22 @@ def main() -> None:
         _print(f"warm cache + {len(sources)} new images", _run(data, cache, args.image_size))
         for path in added.glob("added_*.png"):
             path.unlink()
+    if args.relabel:
+        moved = sorted((data / "train" / "cat").glob("*"))[: args.relabel]
+        for path in moved:
+            path.rename(data / "train" / "dog" / f"relabelled_{path.name}")
+        _print(f"warm cache, {len(moved)} cats relabelled dog", _run(data, cache, args.image_size))
+        for path in moved:
+            (data / "train" / "dog" / f"relabelled_{path.name}").rename(path)
+    if args.remove:
+        aside = tmp / "removed"
+        aside.mkdir(exist_ok=True)
+        gone = sorted((data / "train" / "horse").glob("*"))[: args.remove]
+        for path in gone:
+            path.rename(aside / path.name)
+        _print(f"warm cache - {len(gone)} images", _run(data, cache, args.image_size))
+        for path in gone:
+            (aside / path.name).rename(path)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -560,3 +560,30 @@ def test_templates_and_static_ship_as_package_data() -> None:
     text = Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text()
     package_data = tomllib.loads(text)["tool"]["setuptools"]["package-data"]["datacheck"]
     assert "report/templates/*" in package_data and "report/static/*" in package_data
+
+
+def test_a_few_new_images_are_placed_into_the_stored_layout(tmp_path: Path, monkeypatch) -> None:
+    import datacheck.report.embedding_map as embedding_map
+
+    vectors, labels = clustered_vectors([40, 40], dim=16, spread=0.2, seed=5)
+    first = build_map(make_context(vectors[:-2], labels[:-2]), (), method="pca", store=tmp_path)
+    grown = make_context(vectors, labels)  # two more images of the second blob
+
+    def no_layout(*args, **kwargs):
+        raise AssertionError("a 2.5 % change should be placed into the stored layout")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(embedding_map, "_layout", no_layout)
+        placed = build_map(grown, (), method="pca", store=tmp_path)
+    assert placed["x"][:78] == first["x"] and placed["y"][:78] == first["y"]  # nothing already shown moves
+    xy = np.column_stack([placed["x"], placed["y"]]).astype(float)
+    blob = xy[40:78]
+    for row in (78, 79):  # a new image lands among its own blob, not the other
+        assert np.linalg.norm(xy[row] - blob.mean(axis=0)) < np.linalg.norm(xy[row] - xy[:40].mean(axis=0))
+
+    monkeypatch.setattr(embedding_map, "MAX_PLACED_SHARE", 0.01)  # now too large a change: laid out afresh
+    calls: list[int] = []
+    real = embedding_map._layout
+    monkeypatch.setattr(embedding_map, "_layout", lambda c, r, m, s: calls.append(len(r)) or real(c, r, m, s))
+    build_map(make_context(vectors[:-4], labels[:-4]), (), method="pca", store=tmp_path)
+    assert calls == [76]

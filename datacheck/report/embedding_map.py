@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from datacheck.checks.base import CheckResult
-from datacheck.index import KnnGraph, KnnParams, build_knn
+from datacheck.index import KnnGraph, KnnParams, build_knn, row_ids
 
 if TYPE_CHECKING:
     from datacheck.context import AuditContext
@@ -70,7 +70,7 @@ def build_map(
         results: The check results (their findings decide which files must be present).
         method: ``"umap"``, ``"pca"`` (first two principal components) or ``"none"`` (no positions).
         max_points: Images placed on the map before subsampling.
-        seed: Random seed for the subsample and the layout.
+        seed: Random seed of the layout (the subsample is chosen by content, see :func:`_select_rows`).
         store: Folder of earlier layouts (:mod:`datacheck.derived`): the same rows with the same vectors
             reuse theirs. ``None``: always compute.
 
@@ -86,7 +86,7 @@ def build_map(
     neighbours = _neighbours(ctx, neighbour_sources)
     required = {row_of[p] for p in named if p in row_of}
     required.update(j for row in neighbours.values() for j in row)
-    rows = _select_rows(ctx.n, required, max_points, seed)
+    rows = _select_rows(_content_ids(ctx), required, max_points)
     used_method, coords = _stored_layout(ctx, rows, method, seed, store)
     position = {int(row): pos for pos, row in enumerate(rows)}
     unembedded = sorted({p for p in _top_level_files(results) if p not in row_of})
@@ -158,14 +158,23 @@ def _neighbours(ctx: AuditContext, rows: Iterable[int]) -> dict[int, list[int]]:
     return out
 
 
-def _select_rows(n: int, required: set[int], max_points: int, seed: int) -> np.ndarray:
-    """All rows when they fit, else the required rows plus a random fill up to ``max_points``."""
+def _content_ids(ctx: AuditContext) -> np.ndarray:
+    """A 64-bit identity per row from its content hash (``int64[N]``; identical images share one)."""
+    return np.array([int(sha[:16], 16) for sha in ctx.file_sha256], dtype=np.uint64).view(np.int64)
+
+
+def _select_rows(ids: np.ndarray, required: set[int], max_points: int) -> np.ndarray:
+    """All rows when they fit, else the required rows plus a fill up to ``max_points`` chosen by content.
+
+    The fill is the rows with the smallest content ids, a random sample that stays the same when images are
+    added or removed elsewhere, so a stored layout can be updated instead of recomputed.
+    """
+    n = len(ids)
     if n <= max_points:
         return np.arange(n)
-    rng = np.random.default_rng(seed)
     fill = max(0, max_points - len(required))
     others = np.setdiff1d(np.arange(n), np.fromiter(required, dtype=np.int64, count=len(required)))
-    chosen = rng.choice(others, size=min(fill, len(others)), replace=False)
+    chosen = others[np.argsort(ids[others].view(np.uint64), kind="stable")[: min(fill, len(others))]]
     logger.info("map: %d of %d images (%d named by findings)", len(required) + len(chosen), n, len(required))
     return np.sort(np.concatenate([np.fromiter(required, dtype=np.int64, count=len(required)), chosen]))
 
@@ -174,7 +183,7 @@ def _select_rows(n: int, required: set[int], max_points: int, seed: int) -> np.n
 
 
 #: Bump when the layout computation changes, so stored layouts are recomputed.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 
 def _stored_layout(
@@ -194,10 +203,67 @@ def _stored_layout(
     if stored is not None and {"method", "coords"} <= stored.keys() and len(stored["coords"]) == len(rows):
         logger.info("map: %d images, layout served from %s", len(rows), store)
         return str(stored["method"]), stored["coords"]
-    used, coords = _layout(ctx, rows, method, seed)
+    ids = row_ids(np.asarray(ctx.vectors[rows]))  # rows matched by their vectors: another model never matches
+    placed = _placed_in_stored_layout(ctx, rows, ids, store, label)
+    used, coords = placed if placed is not None else _layout(ctx, rows, method, seed)
     if coords is not None:
-        derived.store(store, key, {"method": np.array(used), "coords": coords})
+        derived.store(
+            store, key, {"method": np.array(used), "coords": coords, "ids": ids, "label": np.array(label)}
+        )
     return used, coords
+
+
+#: Largest share of the map's rows added or removed since a stored layout for it to be kept, the new
+#: images placed among their neighbours; beyond it the layout is computed afresh.
+MAX_PLACED_SHARE = 0.05
+
+
+def _placed_in_stored_layout(
+    ctx: AuditContext, rows: np.ndarray, ids: np.ndarray, store: Path, label: str
+) -> tuple[str, np.ndarray] | None:
+    """The most recent stored layout (same settings), kept, with the rows it lacks placed into it.
+
+    A new image goes to the similarity-weighted mean position of its nearest neighbours (the shared kNN
+    graph) that the layout holds, which is where UMAP puts a point whose neighbours did not move. ``None``
+    when no stored layout differs from ``rows`` by at most :data:`MAX_PLACED_SHARE`.
+    """
+    from datacheck import derived
+
+    entries = sorted(Path(store).glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    stored = next(
+        (
+            s
+            for p in entries
+            if (s := derived.load_file(p)) and "ids" in s and str(s.get("label", "")) == label
+        ),
+        None,
+    )
+    if stored is None:
+        return None
+    where = {int(v): i for i, v in enumerate(stored["ids"].tolist())}
+    known = np.array([where.get(int(v), -1) for v in ids.tolist()], dtype=np.int64)
+    added = int((known < 0).sum())
+    removed = len(stored["ids"]) - len(set(known[known >= 0].tolist()))
+    if added + removed > MAX_PLACED_SHARE * len(rows) or added == len(rows):
+        return None
+    coords = np.full((len(rows), 2), np.nan, np.float32)
+    coords[known >= 0] = stored["coords"][known[known >= 0]]
+    position = np.full(ctx.n, -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    for local in np.flatnonzero(known < 0):
+        coords[local] = _neighbour_position(ctx, int(rows[local]), position, coords)
+    logger.info("map: %d images, %d placed into the stored layout (%d removed)", len(rows), added, removed)
+    return str(stored["method"]), coords
+
+
+def _neighbour_position(ctx: AuditContext, row: int, position: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    near, sims = ctx.knn.indices[row], ctx.knn.similarities[row]
+    local = np.where(near >= 0, position[np.maximum(near, 0)], -1)
+    ok = (local >= 0) & np.isfinite(coords[np.maximum(local, 0), 0])
+    if not ok.any():
+        return np.nanmean(coords, axis=0)  # no neighbour on the map: the centre of the map
+    weights = np.maximum(sims[ok], 1e-6)
+    return (coords[local[ok]] * weights[:, None]).sum(axis=0) / weights.sum()
 
 
 def _layout(
