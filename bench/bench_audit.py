@@ -1,9 +1,9 @@
 """Full audit of CIFAR-10 (train + test, 60,000 images): empty cache, then warm cache, with the time split.
 
-    python bench/bench_audit.py [--data DIR] [--image-size auto] [--add N] [--relabel N] [--remove N] [--no-cold]
+    python bench/bench_audit.py [--data DIR] [--image-size auto] [--add N] [--relabel N] [--remove N]
 
 Without ``--data`` it unpacks ``../shared/datasets/cifar10-jpeg.tar.gz`` to a temp folder. Each run is a
-fresh process (start-up included). After the empty-cache run (skipped with ``--no-cold``: a cache filled
+fresh process (start-up included). After the empty-cache run (skipped with ``--no-cold``, for a cache filled
 before) and a warm run, the daily cases, each undone before the next: ``--add N`` new images (mirrored test
 airplanes as PNG: new content, only those are embedded), ``--relabel N`` training cats moved into the dog
 folder, ``--remove N`` training images moved out of the dataset.
