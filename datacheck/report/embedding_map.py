@@ -214,8 +214,10 @@ def _stored_layout(
 
 
 #: Largest share of the map's rows added or removed since a stored layout for it to be kept, the new
-#: images placed among their neighbours; beyond it the layout is computed afresh.
-MAX_PLACED_SHARE = 0.05
+#: images placed among their neighbours; beyond it the layout is computed afresh. Above 20,000 images the
+#: map holds every file a finding names (and its neighbours) plus a fill, and a few hundred new images move
+#: ~5 % of those rows (capped finding lists change), hence 10 %.
+MAX_PLACED_SHARE = 0.10
 
 
 def _placed_in_stored_layout(
