@@ -341,7 +341,10 @@ def update_knn(vectors: np.ndarray, ids: np.ndarray, base: StoredGraph, params: 
     list is therefore the old one (approximate where the old one was) plus exact changes, which agrees with a
     rebuild on ≥ 99 % of neighbours (docs/benchmarks.md).
     """
-    unit = l2_normalise(vectors)
+    norms = np.einsum("ij,ij->i", vectors, vectors)
+    unit = (
+        vectors if np.allclose(norms, 1.0, rtol=0, atol=1e-5) else l2_normalise(vectors)
+    )  # the context's are
     n = len(unit)
     k = min(params.k, n - 1)
     position = {int(v): i for i, v in enumerate(ids.tolist())}
