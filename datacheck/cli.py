@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -123,7 +125,7 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         help="Policy file (default: datacheck.toml beside the dataset or here, "
-        "or [tool.datacheck] in ./pyproject.toml).",
+        "or \\[tool.datacheck] in ./pyproject.toml).",
     ),
 ]
 BaselineOpt = Annotated[
@@ -137,23 +139,37 @@ FormatOpt = Annotated[
 ]
 
 
-def _audit_and_report(
-    path: str,
-    out: Path,
-    checks: str | None,
-    skip: str | None,
-    fail_on: str | None,
-    config: Path | None,
-    baseline: Path | None,
-    junit: Path | None,
-    output_format: str,
-    manifest: Path | None,
-    format_in: str,
-    map_method: str,
-    params: object,
-    quiet: bool,
-    enforced: bool,
-) -> bool:
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reference",
+        help="Folder of images like those the application will see (any layout, no labels needed), "
+        "compared with the dataset by the representativeness check.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class _AuditOptions:
+    """What ``audit`` and ``gate`` were asked to do (the two commands share every option)."""
+
+    path: str
+    out: Path
+    checks: str | None
+    skip: str | None
+    fail_on: str | None
+    config: Path | None
+    baseline: Path | None
+    junit: Path | None
+    output_format: str
+    manifest: Path | None
+    format_in: str
+    reference: Path | None
+    map_method: str
+    quiet: bool
+
+
+def _audit_and_report(opts: _AuditOptions, params: object, *, enforced: bool) -> bool:
     """Shared body of ``audit`` and ``gate``: run, write files, print; return whether the gate passed.
 
     ``enforced``: whether this command exits 1 when the gate fails (``gate``, or ``audit --fail-on``).
@@ -161,135 +177,92 @@ def _audit_and_report(
     from datacheck import api, terminal
     from datacheck import config as config_mod
 
-    if fail_on not in (None, "warn", "fail"):
+    if opts.fail_on not in (None, "warn", "fail"):
         raise typer.BadParameter("--fail-on takes 'warn' or 'fail'")
-    if output_format not in ("table", "json", "markdown"):
+    if opts.output_format not in ("table", "json", "markdown"):
         raise typer.BadParameter("--format takes table, json or markdown")
-    config_path = config_mod.find_config(Path(path) if Path(path).is_dir() else None, config)
-    with progress_reporter(quiet=quiet or output_format != "table") as progress:
+    local = Path(opts.path)
+    config_path = config_mod.find_config(local if local.is_dir() else None, opts.config)
+    with progress_reporter(quiet=opts.quiet or opts.output_format != "table") as progress:
         report = api.audit(
-            path,
-            manifest=manifest,
-            format_in=format_in,
-            checks=_split_ids(checks),
-            skip=_split_ids(skip) or (),
-            fail_on=fail_on,
+            opts.path,
+            manifest=opts.manifest,
+            format_in=opts.format_in,
+            checks=_split_ids(opts.checks),
+            skip=_split_ids(opts.skip) or (),
+            fail_on=opts.fail_on,
             config=config_path,
-            baseline=baseline,
+            baseline=opts.baseline,
+            reference=opts.reference,
             progress=progress,
-            map_method=map_method,
-            out=out,
+            map_method=opts.map_method,
+            out=opts.out,
             **params.as_options(),  # type: ignore[attr-defined]
         )
-    written = report.write(out)
+    written = report.write(opts.out)
     doc = report.to_dict()
-    if junit is not None:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(terminal.junit(doc), encoding="utf-8")
-    terminal.github_outputs(doc, json_on_stdout=output_format == "json")
-    if output_format == "json":
+    if opts.junit is not None:
+        opts.junit.parent.mkdir(parents=True, exist_ok=True)
+        opts.junit.write_text(terminal.junit(doc), encoding="utf-8")
+    terminal.github_outputs(doc, json_on_stdout=opts.output_format == "json")
+    if opts.output_format == "json":
         sys.stdout.write(report.to_json() + "\n")
-    elif output_format == "markdown":
+    elif opts.output_format == "markdown":
         sys.stdout.write(terminal.markdown(doc))
-    elif not quiet:
+    elif not opts.quiet:
         console.print(terminal.audit_summary(report, written, enforced=enforced))
     return report.gate.passed
 
 
-@app.command()
-def audit(
-    path: Annotated[str, typer.Argument(help=PATH_HELP)],
-    out: OutOpt = Path("report"),
-    checks: ChecksOpt = None,
-    skip: SkipOpt = None,
-    fail_on: FailOnOpt = None,
-    config: ConfigOpt = None,
-    baseline: BaselineOpt = None,
-    junit: JunitOpt = None,
-    output_format: FormatOpt = "table",
-    manifest: ManifestOpt = None,
-    format_in: FormatInOpt = "auto",
-    model: ModelOpt = None,
-    image_size: SizeOpt = None,
-    runtime: RuntimeOpt = None,
-    weights: WeightsOpt = None,
-    batch_size: BatchOpt = None,
-    cache: CacheOpt = None,
-    map_method: MapOpt = "umap",
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """Audit a dataset: summary, report.json, findings.csv, report.html. With --fail-on, also a gate."""
-    setup_logging(quiet=quiet, verbose=verbose)
-    with ExitCode.guard():
-        params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
-        passed = _audit_and_report(
-            path,
-            out,
-            checks,
-            skip,
-            fail_on,
-            config,
-            baseline,
-            junit,
-            output_format,
-            manifest,
-            format_in,
-            map_method,
-            params,
-            quiet,
-            enforced=fail_on is not None,
-        )
-    if fail_on is not None and not passed:
-        raise typer.Exit(ExitCode.GATE_FAILED)
+def _audit_command(gate: bool) -> Callable[..., None]:
+    """``audit`` (``gate=False``: the gate is enforced only with --fail-on) or ``gate`` (always enforced)."""
+
+    def command(
+        path: Annotated[str, typer.Argument(help=PATH_HELP)],
+        out: OutOpt = Path("report"),
+        checks: ChecksOpt = None,
+        skip: SkipOpt = None,
+        fail_on: FailOnOpt = None,
+        config: ConfigOpt = None,
+        baseline: BaselineOpt = None,
+        junit: JunitOpt = None,
+        output_format: FormatOpt = "table",
+        manifest: ManifestOpt = None,
+        format_in: FormatInOpt = "auto",
+        reference: ReferenceOpt = None,
+        model: ModelOpt = None,
+        image_size: SizeOpt = None,
+        runtime: RuntimeOpt = None,
+        weights: WeightsOpt = None,
+        batch_size: BatchOpt = None,
+        cache: CacheOpt = None,
+        map_method: MapOpt = "umap",
+        quiet: QuietOpt = False,
+        verbose: VerboseOpt = 0,
+    ) -> None:
+        setup_logging(quiet=quiet, verbose=verbose)
+        enforced = gate or fail_on is not None
+        opts = _AuditOptions(
+            path, out, checks, skip, fail_on, config, baseline, junit, output_format, manifest, format_in,
+            reference, map_method, quiet,
+        )  # fmt: skip
+        with ExitCode.guard():
+            params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
+            passed = _audit_and_report(opts, params, enforced=enforced)
+        if enforced and not passed:
+            raise typer.Exit(ExitCode.GATE_FAILED)
+
+    return command
 
 
-@app.command()
-def gate(
-    path: Annotated[str, typer.Argument(help=PATH_HELP)],
-    out: OutOpt = Path("report"),
-    checks: ChecksOpt = None,
-    skip: SkipOpt = None,
-    fail_on: FailOnOpt = None,
-    config: ConfigOpt = None,
-    baseline: BaselineOpt = None,
-    junit: JunitOpt = None,
-    output_format: FormatOpt = "table",
-    manifest: ManifestOpt = None,
-    format_in: FormatInOpt = "auto",
-    model: ModelOpt = None,
-    image_size: SizeOpt = None,
-    runtime: RuntimeOpt = None,
-    weights: WeightsOpt = None,
-    batch_size: BatchOpt = None,
-    cache: CacheOpt = None,
-    map_method: MapOpt = "umap",
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """Pre-training gate: audit + policy. Exit 0 passed, 1 failed, 2 usage error, 3 unreadable dataset."""
-    setup_logging(quiet=quiet, verbose=verbose)
-    with ExitCode.guard():
-        params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
-        passed = _audit_and_report(
-            path,
-            out,
-            checks,
-            skip,
-            fail_on,
-            config,
-            baseline,
-            junit,
-            output_format,
-            manifest,
-            format_in,
-            map_method,
-            params,
-            quiet,
-            enforced=True,
-        )
-    if not passed:
-        raise typer.Exit(ExitCode.GATE_FAILED)
+app.command(
+    "audit",
+    help="Audit a dataset: summary, report.json, findings.csv, report.html. With --fail-on, also a gate.",
+)(_audit_command(gate=False))
+app.command(
+    "gate",
+    help="Pre-training gate: audit + policy. Exit 0 passed, 1 failed, 2 usage error, 3 unreadable dataset.",
+)(_audit_command(gate=True))
 
 
 @app.command()

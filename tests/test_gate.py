@@ -186,3 +186,20 @@ def test_audit_without_a_gate_says_what_the_gate_would_do(tmp_path, cache_dir):
     assert "would fail on" in audit.output and "gate failed" not in audit.output
     gate = CliRunner().invoke(app, ["gate", str(root), "--out", str(tmp_path / "g"), *args])
     assert gate.exit_code == 1 and "gate failed" in gate.output
+
+
+def test_reference_folder_from_the_command_line(tmp_path, cache_dir):
+    """--reference feeds the representativeness check, as the API's ``reference=`` does."""
+    from tests.factories import random_scene
+
+    root = splits_dataset(tmp_path / "ds")
+    deployed = tmp_path / "deployed"
+    deployed.mkdir()
+    for i in range(12):  # the check needs 10 of each side
+        random_scene(50_000 + i).save(deployed / f"shot{i}.png")
+    args = ["--checks", "representativeness", "--out", str(tmp_path / "r")]
+    res = _gate(cache_dir, root, *args, "--reference", str(deployed))
+    assert res.exit_code in (0, 1), res.output
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    (check,) = doc["checks"]
+    assert check["metrics"]["mode"] == "reference" and check["metrics"]["reference_images"] == 12

@@ -426,11 +426,12 @@ def score_labels(ctx: AuditContext, params: LabelsParams) -> LabelScores | str:
     remap[classes] = np.arange(len(classes))
     labels = remap[ctx.labels[rows]]
     start = time.perf_counter()
+    # The projection is two large matrix products: BLAS threads pay off there.
+    dims = feature_count(len(rows), params.pca_dims, ctx.vectors.shape[1])
+    features = reduce_features(ctx.vectors[rows], dims, params.seed)
     # Single-threaded: the fits are many small operations where thread synchronisation costs more than it
     # saves, and on a busy (CI) machine OpenMP/BLAS threads contending for cores made them 5-20x slower.
     with threadpool_limits(limits=1):
-        dims = feature_count(len(rows), params.pca_dims, ctx.vectors.shape[1])
-        features = reduce_features(ctx.vectors[rows], dims, params.seed)
         params = replace(params, regularisation=choose_regularisation(features, labels, params))
         model_probs = _model_probabilities(features, labels, len(classes), params)
     logger.debug("labels: out-of-fold probabilities in %.2f s", time.perf_counter() - start)
