@@ -10,12 +10,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from datacheck import __version__
 from datacheck.console import ExitCode, console, err_console, progress_reporter, setup_logging
+
+if TYPE_CHECKING:
+    from datacheck.params import EmbedParams
 
 app = typer.Typer(
     name="datacheck",
@@ -70,13 +73,39 @@ def _root(
     """Audit image-classification datasets before you train on them."""
 
 
-def _embed_params(model, image_size, runtime, weights, batch_size, cache):
+def _embed_options(model, image_size, runtime, weights, batch_size, cache, engine=None, address=None):
+    """The embedding flags the user gave (``EmbedParams`` fields); unset flags are left to the config."""
+    size = None if image_size is None else (image_size if image_size == "auto" else int(image_size))
+    given = {
+        "model": model,
+        "image_size": size,
+        "runtime": runtime,
+        "weights": weights,
+        "batch_size": batch_size,
+        "cache_dir": cache,
+        "engine": engine,
+        "ray_address": address,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _embed_params(*flags: object) -> EmbedParams:
+    """``EmbedParams`` from the defaults and the flags given (commands that read no config file)."""
     from datacheck.params import EmbedParams
 
-    size = None if image_size is None else (image_size if image_size == "auto" else int(image_size))
-    return EmbedParams().replace(
-        model=model, image_size=size, runtime=runtime, weights=weights, batch_size=batch_size, cache_dir=cache
-    )
+    return EmbedParams().replace(**_embed_options(*flags))
+
+
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine", help="Where to embed: local (this process) or ray (a Ray cluster; docs/scaling.md)."
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local one)."),
+]
 
 
 @app.command()
@@ -90,6 +119,8 @@ def embed(
     weights: WeightsOpt = None,
     batch_size: BatchOpt = None,
     cache: CacheOpt = None,
+    engine: EngineOpt = None,
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -98,7 +129,7 @@ def embed(
     from datacheck import api, terminal
 
     with ExitCode.guard():
-        params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
+        params = _embed_params(model, image_size, runtime, weights, batch_size, cache, engine, address)
         with progress_reporter(quiet=quiet) as progress:
             result = api.embed(path, params, manifest=manifest, format_in=format_in, progress=progress)
         if not quiet:
@@ -169,7 +200,7 @@ class _AuditOptions:
     quiet: bool
 
 
-def _audit_and_report(opts: _AuditOptions, params: object, *, enforced: bool) -> bool:
+def _audit_and_report(opts: _AuditOptions, embed_options: dict[str, object], *, enforced: bool) -> bool:
     """Shared body of ``audit`` and ``gate``: run, write files, print; return whether the gate passed.
 
     ``enforced``: whether this command exits 1 when the gate fails (``gate``, or ``audit --fail-on``).
@@ -197,7 +228,7 @@ def _audit_and_report(opts: _AuditOptions, params: object, *, enforced: bool) ->
             progress=progress,
             map_method=opts.map_method,
             out=opts.out,
-            **params.as_options(),  # type: ignore[attr-defined]
+            **embed_options,  # only the flags given: the config's [embed] table fills the rest
         )
     written = report.write(opts.out)
     doc = report.to_dict()
@@ -236,6 +267,8 @@ def _audit_command(gate: bool) -> Callable[..., None]:
         weights: WeightsOpt = None,
         batch_size: BatchOpt = None,
         cache: CacheOpt = None,
+        engine: EngineOpt = None,
+        address: AddressOpt = None,
         map_method: MapOpt = "umap",
         quiet: QuietOpt = False,
         verbose: VerboseOpt = 0,
@@ -247,8 +280,8 @@ def _audit_command(gate: bool) -> Callable[..., None]:
             reference, map_method, quiet,
         )  # fmt: skip
         with ExitCode.guard():
-            params = _embed_params(model, image_size, runtime, weights, batch_size, cache)
-            passed = _audit_and_report(opts, params, enforced=enforced)
+            options = _embed_options(model, image_size, runtime, weights, batch_size, cache, engine, address)
+            passed = _audit_and_report(opts, options, enforced=enforced)
         if enforced and not passed:
             raise typer.Exit(ExitCode.GATE_FAILED)
 

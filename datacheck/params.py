@@ -16,6 +16,7 @@ from datacheck.errors import UsageError
 
 Runtime = Literal["auto", "litert", "tf"]
 ImageSize = int | Literal["auto"]
+Engine = Literal["local", "ray"]
 
 #: Smallest and largest input sizes we accept for a backbone (EfficientNet strides total 32).
 MIN_IMAGE_SIZE = 32
@@ -59,6 +60,12 @@ class EmbedParams(Replaceable):
             Pillow's own 89 MP, so 100 MP photographs, scans and aerial images are audited; decompression
             bombs are refused (beyond this, or absurdly many pixels for the file's size: see
             :func:`datacheck.images.decode_image`).
+        engine: ``"local"`` embeds in this process; ``"ray"`` embeds what the cache lacks on a Ray cluster
+            first (:mod:`datacheck.embed.ray_engine`; extra ``datacheck[ray]``).
+        ray_address: Ray cluster to connect to (``ray://…`` or ``host:port``); ``None``: ``RAY_ADDRESS`` if
+            set, else a local Ray instance.
+        ray_actors: Embedding actors; 0 means one per GPU of the cluster, or one on a CPU-only cluster
+            (which leaves the other CPUs to decoding).
     """
 
     model: str = "efficientnet-lite0"
@@ -69,6 +76,9 @@ class EmbedParams(Replaceable):
     cache_dir: Path | None = None
     decode_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) // 2))
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    engine: Engine = "local"
+    ray_address: str | None = None
+    ray_actors: int = 0
 
     def __post_init__(self) -> None:
         if self.image_size != "auto" and not (
@@ -84,6 +94,10 @@ class EmbedParams(Replaceable):
             raise ParamsError(f"decode_workers must be at least 1, got {self.decode_workers}")
         if self.max_image_pixels < 1:
             raise ParamsError(f"max_image_pixels must be at least 1, got {self.max_image_pixels}")
+        if self.engine not in ("local", "ray"):
+            raise ParamsError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.ray_actors < 0:
+            raise ParamsError(f"ray_actors must be 0 (one per GPU, else one) or more, got {self.ray_actors}")
         if self.runtime not in ("auto", "litert", "tf"):
             raise ParamsError(f"runtime must be one of auto, litert, tf; got {self.runtime!r}")
 

@@ -13,6 +13,7 @@ Two layers:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -533,6 +534,11 @@ def embed_dataset(
     params = params or EmbedParams()
     total_start = time.perf_counter()
     image_size = resolve_image_size(params, dataset.records)
+    on_ray = 0
+    if params.engine == "ray":  # fill the cache on the cluster; the pass below then reads it
+        from datacheck.embed.ray_engine import prefill_cache
+
+        on_ray = prefill_cache(dataset, params, image_size, progress=progress).embedded
     with Cache(params.cache_dir or default_cache_dir()) as cache:
         run = _Run(params, cache, image_size, progress)
         slots, failures = run.hash_all(dataset.records)
@@ -543,4 +549,8 @@ def embed_dataset(
         computed = sum(1 for s in misses if s.error is None)
         result = _assemble(run, slots, failures, computed)
     run.timings["total"] = time.perf_counter() - total_start
+    if on_ray:  # what the cluster embedded counts as computed, not as served from the cache
+        computed = result.computed + min(on_ray, result.cached)
+        cached = len(result.records) - computed
+        result = dataclasses.replace(result, computed=computed, cached=cached, runtime="ray")
     return result

@@ -1,0 +1,84 @@
+"""``engine="ray"``: the same vectors as in-process, on a local 2-CPU Ray instance; resume; clear errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from datacheck.cli import app
+from datacheck.dataset import discover
+from datacheck.embed.pipeline import embed_dataset
+from datacheck.errors import UsageError
+from datacheck.params import EmbedParams
+from tests.factories import random_scene, splits_dataset
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'datacheck[ray]'")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _params(cache: Path, **changes) -> EmbedParams:
+    return EmbedParams(cache_dir=cache, image_size=96, batch_size=8, **changes)
+
+
+def test_same_vectors_as_in_process_and_bad_files_reported(tmp_path: Path, local_ray) -> None:
+    root = splits_dataset(tmp_path / "ds")
+    (root / "train" / "apple" / "broken.png").write_bytes(b"not a png at all")
+    on_ray = embed_dataset(discover(root), _params(tmp_path / "c1", engine="ray"))
+    local = embed_dataset(discover(root), _params(tmp_path / "c2"))
+    assert on_ray.runtime == "ray" and (on_ray.computed, on_ray.cached) == (18, 0)
+    assert [r.path for r in on_ray.records] == [r.path for r in local.records]
+    a, b = on_ray.vectors, local.vectors
+    cosine = np.einsum("ij,ij->i", a, b) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 1 - 1e-6
+    assert on_ray.stats == local.stats
+    assert [(f.path, f.kind) for f in on_ray.failures] == [("train/apple/broken.png", "unreadable")]
+
+
+def test_a_rerun_sends_only_what_the_cache_lacks(tmp_path: Path, local_ray) -> None:
+    from datacheck.embed.ray_engine import prefill_cache
+
+    root = splits_dataset(tmp_path / "ds", train=3, test=2)
+    params = _params(tmp_path / "cache", engine="ray")
+    first = prefill_cache(discover(root), params, 96)
+    assert (first.submitted, first.embedded, first.failed) == (10, 10, 0)
+    for i in range(3):  # three new images, and one copy of an existing one (same content: not sent)
+        random_scene(90_000 + i).save(root / "train" / "pear" / f"new{i}.png")
+    (root / "test" / "pear" / "copy.png").write_bytes((root / "train" / "pear" / "0.png").read_bytes())
+    second = prefill_cache(discover(root), params, 96)
+    assert (second.submitted, second.embedded) == (3, 3)
+    assert prefill_cache(discover(root), params, 96).submitted == 0
+
+
+def test_cli_engine_ray(tmp_path: Path, local_ray) -> None:
+    root = splits_dataset(tmp_path / "ds", train=2, test=1)
+    args = ["embed", str(root), "--cache", str(tmp_path / "c"), "--image-size", "96", "--engine", "ray"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "ray" in result.output
+
+
+def test_missing_ray_says_how_to_install(tmp_path: Path, monkeypatch) -> None:
+    from datacheck.embed import ray_engine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(UsageError, match=r"pip install 'datacheck\[ray\]'"):
+        ray_engine.ray_module()
+    root = splits_dataset(tmp_path / "ds", train=1, test=1)
+    args = ["embed", str(root), "--cache", str(tmp_path / "c"), "--engine", "ray"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "datacheck[ray]" in result.output
+
+
+def test_engine_is_validated() -> None:
+    with pytest.raises(ValueError, match="engine must be 'local' or 'ray'"):
+        EmbedParams(engine="spark")  # type: ignore[arg-type]
