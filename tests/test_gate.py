@@ -203,3 +203,16 @@ def test_reference_folder_from_the_command_line(tmp_path, cache_dir):
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     (check,) = doc["checks"]
     assert check["metrics"]["mode"] == "reference" and check["metrics"]["reference_images"] == 12
+
+
+def test_config_embed_table_applies_when_no_flag_is_given(tmp_path, cache_dir):
+    root = splits_dataset(tmp_path / "ds", train=2, test=1)
+    (root / "datacheck.toml").write_text("[embed]\nimage_size = 64\n")
+    args = ["audit", str(root), "--cache", str(cache_dir), "--map", "none", "--checks", "files"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["embedding"]["image_size"] == 64
+    res = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "b"), "--image-size", "96"]
+    )  # the flag wins
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["embedding"]["image_size"] == 96

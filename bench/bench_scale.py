@@ -1,0 +1,114 @@
+"""Embedding throughput: in-process vs ``--engine ray`` on a local Ray instance (issue 21, part b).
+
+Usage::
+
+    pip install -e ".[dev]"                 # includes the ray extra
+    python bench/bench_scale.py --images 20000
+
+``--images`` CIFAR-10 training JPEGs (unpacked from ``../shared/datasets/cifar10-jpeg.tar.gz`` into a temp
+folder) are embedded at ``--image-size`` (96) from an empty cache, each configuration in a fresh process:
+in-process (the default engine), then Ray with 1 and with 2 embedding actors on a local instance of
+``--cpus`` CPUs. Reported: wall seconds, images per second, and the driver's peak RSS. Ray's start-up
+(``ray.init``, ~5-10 s) is included, as a user pays it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+
+def unpack(archive: Path, out: Path, n: int) -> Path:
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and "/train/" in f"/{m.name}"][:n]
+        tar.extractall(out, members=members, filter="data")
+    return out
+
+
+def child(data: Path, cache: Path, engine: str, actors: int, cpus: int, image_size: int) -> None:
+    from datacheck.dataset import discover
+    from datacheck.embed.pipeline import embed_dataset
+    from datacheck.params import EmbedParams
+
+    if engine == "ray":
+        import ray
+
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start = time.perf_counter()
+    params = EmbedParams(cache_dir=cache, image_size=image_size, engine=engine, ray_actors=actors)
+    result = embed_dataset(discover(data), params)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "images": len(result.records), "peak_mb": peak}))
+
+
+def run(data: Path, cache: Path, engine: str, actors: int, cpus: int, image_size: int) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--data",
+        str(data),
+        "--cache",
+        str(cache),
+        "--engine",
+        engine,
+    ]
+    cmd += ["--actors", str(actors), "--cpus", str(cpus), "--image-size", str(image_size)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        sys.exit(proc.stderr[-3000:])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["wall_s"] = time.perf_counter() - start
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--archive", type=Path, default=Path("../shared/datasets/cifar10-jpeg.tar.gz"))
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--cache", type=Path)
+    parser.add_argument("--engine", default="local")
+    parser.add_argument("--actors", type=int, default=1)
+    args = parser.parse_args()
+    if args.child:
+        child(args.data, args.cache, args.engine, args.actors, args.cpus, args.image_size)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = unpack(args.archive, Path(tmp) / "data", args.images)
+        rows = [
+            ("in-process", run(data, Path(tmp) / "c0", "local", 1, args.cpus, args.image_size)),
+            ("ray, 1 actor", run(data, Path(tmp) / "c1", "ray", 1, args.cpus, args.image_size)),
+            ("ray, 2 actors", run(data, Path(tmp) / "c2", "ray", 2, args.cpus, args.image_size)),
+        ]
+    base = rows[0][1]["images"] / rows[0][1]["seconds"]
+    print(f"{args.images} CIFAR-10 images at {args.image_size} px, empty cache, {args.cpus} CPUs")
+    print("| engine | images | seconds | images/s | vs in-process | driver peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        rate = r["images"] / r["seconds"]
+        cells = [
+            name,
+            r["images"],
+            f"{r['seconds']:.1f}",
+            f"{rate:.0f}",
+            f"{rate / base:.2f}",
+            f"{r['peak_mb']:.0f}",
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
