@@ -82,3 +82,17 @@ def test_missing_ray_says_how_to_install(tmp_path: Path, monkeypatch) -> None:
 def test_engine_is_validated() -> None:
     with pytest.raises(ValueError, match="engine must be 'local' or 'ray'"):
         EmbedParams(engine="spark")  # type: ignore[arg-type]
+
+
+def test_the_same_readers_feed_the_cluster(tmp_path: Path, local_ray) -> None:
+    """WebDataset members are read on the workers by offset, exactly as in-process."""
+    from tests.test_sources import _images, write_folder, write_webdataset
+
+    images = _images(2, 1)
+    shards = write_webdataset(tmp_path / "wds", images)
+    on_ray = embed_dataset(discover(shards), _params(tmp_path / "c1", engine="ray"))
+    local = embed_dataset(discover(write_folder(tmp_path / "folder", images)), _params(tmp_path / "c2"))
+    assert on_ray.runtime == "ray" and on_ray.computed == len(set(local.file_sha256))
+    by_sha = dict(zip(local.file_sha256, local.vectors, strict=True))
+    for sha, vector in zip(on_ray.file_sha256, on_ray.vectors, strict=True):
+        np.testing.assert_array_equal(vector, by_sha[sha])
