@@ -115,6 +115,33 @@ def summarise(
     )
 
 
+def contact_sheet(
+    root: Path, flagged: set[Pair], listed: pd.DataFrame, out: Path, n: int, seed: int
+) -> list[Pair]:
+    """A PNG of ``n`` random flagged pairs that the list does not hold, numbered, for a person to judge."""
+    from PIL import Image, ImageDraw
+
+    known = {_key(a, b) for a, b in zip(listed["test_file"], listed["other_file"], strict=True)}
+    extra = sorted(flagged - known)
+    rng = np.random.default_rng(seed)
+    chosen = [extra[i] for i in sorted(rng.choice(len(extra), min(n, len(extra)), replace=False))]
+    scale, cols, pad = 3, 4, 24
+    cell_w, cell_h = 2 * 32 * scale + 8 + pad, 32 * scale + pad
+    rows = (len(chosen) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (a, b) in enumerate(chosen):
+        x, y = (k % cols) * cell_w, (k // cols) * cell_h
+        for j, rel in enumerate((a, b)):
+            img = Image.open(root / rel).convert("RGB").resize((32 * scale, 32 * scale), Image.NEAREST)
+            sheet.paste(img, (x + j * (32 * scale + 8), y + pad - 4))
+        draw.text((x + 2, y + 2), f"{k + 1}", fill="black")
+    sheet.save(out)
+    for k, (a, b) in enumerate(chosen, 1):
+        print(f"  sheet pair {k}: {a}  ~  {b}")
+    return chosen
+
+
 def _share(hits: np.ndarray) -> str:
     """The share found, or "–" for an empty category (the dev list has no judgment-0 pair)."""
     return f"{hits.mean():.3f}" if len(hits) else "–"
@@ -129,6 +156,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=str, default="auto")
     parser.add_argument("--distractors", type=int, default=2500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--contact-sheet", type=Path, help="PNG of random flagged pairs outside the list")
+    parser.add_argument("--sheet-pairs", type=int, default=24)
     args = parser.parse_args()
     size = args.image_size if args.image_size == "auto" else int(args.image_size)
     params = EmbedParams(cache_dir=args.cache, image_size=size)
@@ -140,6 +169,8 @@ def main() -> None:
         root = Path(tmp) / "set"
         files = build(images, root, listed, args.distractors, args.seed)
         grouped, leaks, seconds = datacheck_pairs(root, params)
+        if args.contact_sheet is not None:
+            contact_sheet(root, grouped | leaks, listed, args.contact_sheet, args.sheet_pairs, args.seed)
         rows = [summarise("datacheck (duplicates ∪ leakage)", grouped | leaks, listed, leaks, seconds)]
         flagged, seconds = cleanvision_pairs(root, files)
         rows.append(summarise("CleanVision near + exact duplicates", flagged, listed, None, seconds))
