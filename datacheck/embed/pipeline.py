@@ -315,6 +315,10 @@ def _prefetched(
             pending.append(pool.submit(_read_and_decode, nxt, image_size, max_pixels))
 
 
+#: Cache commits queued behind the model before it waits for them.
+_WRITES_IN_FLIGHT = 4
+
+
 class _Run:
     """One call of :func:`embed_dataset`: owns the cache handle, the backend (lazily) and the timings."""
 
@@ -325,6 +329,8 @@ class _Run:
         self.progress = progress or (lambda stage, done, total: None)
         self.timings: dict[str, float] = {}
         self._backend: Callable | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._writes: deque[Future] = deque()
 
     def _tick(self, stage: str, start: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
@@ -445,7 +451,9 @@ class _Run:
         with (
             ThreadPoolExecutor(self.params.decode_workers) as pool,
             ThreadPoolExecutor(cores, "embed") as models,
+            ThreadPoolExecutor(1, "cache-writer") as writer,
         ):
+            self._writer, self._writes = writer, deque()
             wait = time.perf_counter()
             limit = self.params.max_image_pixels
             for decoded in _prefetched(pool, batches, self.image_size, depth=depth, max_pixels=limit):
@@ -461,6 +469,8 @@ class _Run:
                 wait = time.perf_counter()
             while pending:
                 self._store(*pending.popleft())
+            while self._writes:  # every batch committed before the run reads the cache again
+                self._writes.popleft().result()
             self.progress("embed", len(misses), len(misses))
 
     @staticmethod
@@ -488,8 +498,18 @@ class _Run:
             slot.logits = None if logits is None else logits[i]
             slot.stats, slot.notes = dec.stats, dec.notes
             rows.append((embedding_key(slot.sha, tag), slot.vector, slot.logits))
+        stats = [(stats_key(s.sha, STATS_VERSION), s.stats.to_bytes()) for s, _ in ok]
+        # Committed by one writer thread while the model runs on: SQLite releases the GIL while it writes.
+        # At most _WRITES_IN_FLIGHT batches wait, so a kill -9 loses no more than those (they are redone).
+        self._writes.append(self._writer.submit(self._commit, rows, stats))
+        while len(self._writes) > _WRITES_IN_FLIGHT:
+            self._writes.popleft().result()
+        self._tick("cache_write_wait", start)
+
+    def _commit(self, rows: list, stats: list) -> None:
+        start = time.perf_counter()
         self.cache.put_embeddings(rows)
-        self.cache.put_stats([(stats_key(s.sha, STATS_VERSION), s.stats.to_bytes()) for s, _ in ok])
+        self.cache.put_stats(stats)
         self._tick("cache_write", start)
 
 
