@@ -51,7 +51,7 @@ def _bottlenecks(cifar: Path, cache: Path, size: int) -> tuple[Any, Any]:
     from datacheck.dataset import discover
     from datacheck.embed.pipeline import embed_dataset
     from datacheck.params import EmbedParams
-    from datacheck.train.head import label_bottlenecks
+    from datacheck.train.retrain import label_bottlenecks
     from datacheck.train.splits import SplitParams
 
     emb = embed_dataset(discover(cifar), EmbedParams(image_size=size, cache_dir=cache))
@@ -97,7 +97,7 @@ def _head_row(name: str, data: Any, params: Any, mirrored: bool, rows: np.ndarra
 
 #: The ``cifar10`` variants: name, head parameters, whether mirror images are used.
 def _cifar_variants(flip: bool) -> list[tuple[str, Any, bool]]:
-    from datacheck.train.head import HeadParams
+    from datacheck.train.params import HeadParams
 
     out = [("defaults", HeadParams(), False), ("--hidden 1024", HeadParams(hidden=1024), False)]
     if flip:
@@ -124,7 +124,7 @@ def _print_rows(title: str, rows: list[dict]) -> None:
 
 def bench_head(args: argparse.Namespace) -> None:
     """Head training on 10,000 cached bottlenecks (a random sample of the training role)."""
-    from datacheck.train.head import HeadParams
+    from datacheck.train.params import HeadParams
     from datacheck.train.splits import TEST, TRAIN
 
     data, _ = _bottlenecks(args.cifar, args.cache, args.size)

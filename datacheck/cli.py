@@ -488,7 +488,7 @@ def _print_json(doc: dict) -> None:
 def _train_params(
     hidden, dropout, l2, learning_rate, epochs, patience, class_weights, val_percent, test_percent
 ):
-    from datacheck.train.head import HeadParams
+    from datacheck.train.params import HeadParams
     from datacheck.train.splits import SplitParams
 
     head = HeadParams().replace(
@@ -541,8 +541,8 @@ def retrain(
     _check_format(output_format)
     with ExitCode.guard():
         from datacheck import terminal
-        from datacheck.train.head import RetrainParams
-        from datacheck.train.head import retrain as run_retrain
+        from datacheck.train.params import RetrainParams
+        from datacheck.train.retrain import retrain as run_retrain
 
         head, split = _train_params(
             hidden, dropout, l2, learning_rate, epochs, patience, class_weights, val_percent, test_percent
@@ -577,7 +577,7 @@ def predict(
     _check_format(output_format)
     with ExitCode.guard():
         from datacheck import terminal
-        from datacheck.train.head import predict as run_predict
+        from datacheck.train.export import predict as run_predict
 
         doc = run_predict(model_dir, images, top_k=top_k).to_dict()
     if output_format == "json":

@@ -98,7 +98,7 @@ def test_test_images_copied_into_training_are_left_out(tmp_path, model_cache):
         scene((128, 128, 128), 5000 + len(label)).save(test / label / "fresh.png")
     from datacheck.params import EmbedParams
     from datacheck.train.compare import compare
-    from datacheck.train.head import HeadParams
+    from datacheck.train.params import HeadParams
 
     params = CompareParams(
         embed=EmbedParams(image_size=SIZE, cache_dir=model_cache, runtime="tf"),

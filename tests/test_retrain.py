@@ -181,7 +181,8 @@ def test_predict_round_trip_text_and_json(trained):
 
 def test_export_loads_in_a_fresh_process_and_predicts_the_same(trained, tmp_path):
     from datacheck.images import decode_image
-    from datacheck.train.head import load_model, predict_proba
+    from datacheck.train.export import load_model
+    from datacheck.train.head import predict_proba
 
     data, out, _ = trained
     files = sorted((data / "red").iterdir())[:4] + sorted((data / "blue").iterdir())[:4]
@@ -196,7 +197,7 @@ def test_export_loads_in_a_fresh_process_and_predicts_the_same(trained, tmp_path
     graph_gap = float(np.abs(loaded.predict(pixels, verbose=0) - expected).max())
     code = (
         "import sys, numpy as np, keras\n"
-        "import datacheck.train.head  # registers datacheck>ImagePreprocess\n"
+        "import datacheck.train.layers  # registers datacheck>ImagePreprocess\n"
         f"m = keras.saving.load_model({str(out / 'model.keras')!r})\n"
         f"np.save(sys.argv[1], m.predict(np.load({str(tmp_path / 'pixels.npy')!r}), verbose=0))\n"
         f"np.save(sys.argv[2], m.predict(np.load({str(tmp_path / 'raw.npy')!r}), verbose=0))\n"

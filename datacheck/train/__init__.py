@@ -19,11 +19,11 @@ __all__ = [
 ]
 
 _HOMES = {
-    "HeadParams": "datacheck.train.head",
-    "RetrainParams": "datacheck.train.head",
-    "load_model": "datacheck.train.head",
-    "predict": "datacheck.train.head",
-    "retrain": "datacheck.train.head",
+    "HeadParams": "datacheck.train.params",
+    "RetrainParams": "datacheck.train.params",
+    "load_model": "datacheck.train.export",
+    "predict": "datacheck.train.export",
+    "retrain": "datacheck.train.retrain",
     "CompareParams": "datacheck.train.compare",
     "compare": "datacheck.train.compare",
     "SplitParams": "datacheck.train.splits",

@@ -30,8 +30,9 @@ from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset, reso
 from datacheck.errors import UsageError
 from datacheck.neardup import NearDupParams, duplicate_pairs
 from datacheck.params import EmbedParams, Replaceable
-from datacheck.train.head import HeadParams, predict_proba, train_head
+from datacheck.train.head import predict_proba, train_head
 from datacheck.train.metrics import macro_f1_from_counts, one_hot, prf_from_counts
+from datacheck.train.params import HeadParams
 from datacheck.train.splits import TEST, TRAIN, VAL, SplitParams, assign_roles
 
 logger = logging.getLogger(__name__)
