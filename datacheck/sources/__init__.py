@@ -62,7 +62,11 @@ def detect_format(root: Path | str, manifest: Path | None = None) -> str:
 
 
 def _data_suffixes(root: str, depth: int = 3) -> set[str]:
-    """Suffixes of the files under ``root`` (a few levels deep), hidden files and sidecars ignored."""
+    """Suffixes of the files under ``root`` (a few levels deep), hidden files and sidecars ignored.
+
+    Stops at the first file that is neither a shard nor a table: an image folder is recognised after
+    listing a folder or two, not the whole tree.
+    """
     suffixes: set[str] = set()
     pending = [(root, 0)]
     while pending:
@@ -76,7 +80,12 @@ def _data_suffixes(root: str, depth: int = 3) -> set[str]:
                     pending.append((name, level + 1))
                 continue
             suffixes.add(Path(base).suffix.lower())
+            if not suffixes <= _CONTAINER_SUFFIXES:
+                return suffixes
     return suffixes
+
+
+_CONTAINER_SUFFIXES = frozenset({".tar", ".parquet"})
 
 
 #: Files beside shards or tables that describe them rather than hold data.
