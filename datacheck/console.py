@@ -87,7 +87,7 @@ class _RichProgress:
 @contextlib.contextmanager
 def progress_reporter(*, quiet: bool = False) -> Iterator[_RichProgress | None]:
     """A progress callback showing rate and ETA, or ``None`` when quiet or not on a terminal."""
-    if quiet:
+    if quiet or not err_console.is_terminal:  # a log gets no bars (and no stray blank line when they end)
         yield None
         return
     with Progress(
@@ -98,7 +98,6 @@ def progress_reporter(*, quiet: bool = False) -> Iterator[_RichProgress | None]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        transient=not sys.stderr.isatty(),
     ) as progress:
         yield _RichProgress(progress)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,3 +72,19 @@ def test_audit_dot_twice_inside_the_dataset_gives_the_same_findings(tmp_path, mo
     assert _findings(first) == _findings(second)
     assert outputs.is_marked(root / "report")
     assert all("inside the dataset" in out for out in outs), "say where the report goes, on every run"
+
+
+def test_a_default_audit_writes_nothing_on_stderr(tmp_path: Path, model_cache: Path) -> None:
+    """Issue 22's clean-output target, in a real process: no third-party warnings, native log lines or
+    progress remnants on stderr when the output is a log (not a terminal)."""
+    import subprocess
+    import sys
+
+    root = splits_dataset(tmp_path / "ds", train=3, test=2)
+    script = Path(sys.executable).with_name("datacheck")  # the installed console script, as a user runs it
+    cmd = [str(script), "audit", str(root), "--out", str(tmp_path / "r")]
+    cmd += ["--cache", str(model_cache), "--image-size", "96"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""
+    assert "wrote " in proc.stdout
