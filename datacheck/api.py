@@ -54,14 +54,10 @@ def embed(
 
     ``format_in`` is :func:`~datacheck.dataset.discover`'s (``"auto"``: by the path).
     """
-    claim_cache((params or EmbedParams()).cache_dir, _local(path))
+    if not is_uri(str(path)):  # nothing local can be inside a remote dataset
+        claim_cache((params or EmbedParams()).cache_dir, Path(path))
     dataset = _discover(path, manifest, format_in)
     return EmbedResult(dataset, embed_dataset(dataset, params, progress=progress))
-
-
-def _local(path: Path | str) -> Path:
-    """The local folder a dataset path names (a URI names none: nothing local can be inside it)."""
-    return Path(path) if not is_uri(str(path)) else Path("/nonexistent-remote-dataset")
 
 
 def _discover(path: Path | str, manifest: Path | None, format_in: str) -> Dataset:
@@ -184,9 +180,10 @@ def audit(
         for k in {*cfg.check_params, *(check_params or {})}
     }
     per_check = build_params(specs, merged)
-    if out is not None:
-        claim(Path(out), "report", _local(path))
-    claim_cache(params.cache_dir, _local(path))
+    if not is_uri(str(path)):  # nothing local can be inside a remote dataset
+        if out is not None:
+            claim(Path(out), "report", Path(path))
+        claim_cache(params.cache_dir, Path(path))
     dataset = _discover(path, manifest, format_in)
     embeddings = embed_dataset(dataset, params, progress=progress)
     ref_root, ref_embeddings = _embed_reference(reference, params, embeddings.image_size, progress)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pandas as pd
 
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
 from datacheck.embed.pipeline import Embeddings
+from datacheck.images import STATS_VERSION
 from datacheck.index import KnnGraph, KnnParams, build_knn_cached, l2_normalise
 
 
@@ -94,6 +97,39 @@ class AuditContext:
     def label_names(self) -> np.ndarray:
         """Class name of each row."""
         return np.asarray(self.class_names, dtype=object)[self.labels]
+
+    @functools.cached_property
+    def content_ids(self) -> np.ndarray:
+        """``uint64[N]``: the first 64 bits of each row's content hash (a compact identity of the image)."""
+        return np.array([int(sha[:16], 16) for sha in self.file_sha256], dtype=np.uint64)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of everything a check may read: equal fingerprints, equal check results.
+
+        Statistics, thumbnails and logits are functions of the content hashes, the statistics version and the
+        model (all hashed); the vectors are hashed too, as they are what most checks read.
+        """
+        facts = {
+            "root": str(self.dataset.root),
+            "layout": self.dataset.layout,
+            "paths": list(self.paths),
+            "sha256": list(self.file_sha256),
+            "labels": self.labels.tolist(),
+            "classes": list(self.class_names),
+            "splits": list(self.splits),
+            "failures": [[f.path, f.kind, f.reason] for f in self.failures],
+            "stats_version": STATS_VERSION,
+            "stats_columns": list(self.stats.columns),
+            "model": [self.embedding_info.get("model"), self.embedding_info.get("image_size")],
+            "reference": [list(self.reference.paths), self.reference.root] if self.reference else None,
+        }
+        digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode())
+        for array in (self.vectors, self.reference.vectors if self.reference else None):
+            if array is not None:
+                digest.update(f"{array.dtype}{array.shape}".encode())
+                digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        return digest.hexdigest()
 
 
 def build_context(

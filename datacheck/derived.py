@@ -59,6 +59,19 @@ def load_file(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
+def latest(directory: Path, label: str) -> dict[str, np.ndarray] | None:
+    """The most recently used entry stored with ``"label": label`` (and row ``"ids"``), or ``None``.
+
+    What an incremental update starts from: the arrays of the data as it was last time, whatever its key.
+    """
+    entries = sorted(Path(directory).glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in entries:
+        stored = load_file(path)
+        if stored is not None and "ids" in stored and str(stored.get("label", "")) == label:
+            return stored
+    return None
+
+
 def store(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray], *, keep: int = KEEP) -> None:
     """Keep ``arrays`` under ``key`` (atomically), then prune the folder to its ``keep`` newest entries."""
     if directory is None:

@@ -300,20 +300,17 @@ def _updatable(directory: Path, label: str, ids: np.ndarray) -> StoredGraph | No
     """
     from datacheck import derived
 
-    entries = sorted(Path(directory).glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in entries:
-        stored = derived.load_file(path)
-        if stored is None or "ids" not in stored or str(stored.get("label", "")) != label:
-            continue
-        old = stored["ids"]
-        kept = int(np.isin(old, ids).sum())
-        changed = (len(old) - kept) + (len(ids) - kept)
-        if kept == 0 or changed > MAX_UPDATE_SHARE * len(ids):
-            return None
-        logger.info("kNN graph: updating a stored graph (%d of %d rows changed)", changed, len(ids))
-        graph = KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
-        return StoredGraph(graph, old)
-    return None
+    stored = derived.latest(directory, label)
+    if stored is None:
+        return None
+    old = stored["ids"]
+    kept = int(np.isin(old, ids).sum())
+    changed = (len(old) - kept) + (len(ids) - kept)
+    if kept == 0 or changed > MAX_UPDATE_SHARE * len(ids):
+        return None
+    logger.info("kNN graph: updating a stored graph (%d of %d rows changed)", changed, len(ids))
+    graph = KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
+    return StoredGraph(graph, old)
 
 
 def _exact_neighbours(unit: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -503,8 +503,7 @@ def pair_scores(ctx: AuditContext, pairs: np.ndarray, refine_above: float) -> np
 
     store = ctx.derived_dir / "pairs" if ctx.derived_dir is not None else None
     key = derived.content_key(f"pair-scores-v{PAIR_SCORES_VERSION}|stats-v{STATS_VERSION}|{refine_above!r}")
-    prefix = np.array([int(sha[:16], 16) for sha in ctx.file_sha256], dtype=np.uint64)
-    a, b = prefix[pairs[:, 0]], prefix[pairs[:, 1]]
+    a, b = ctx.content_ids[pairs[:, 0]], ctx.content_ids[pairs[:, 1]]
     score = np.full(len(pairs), np.nan, np.float32)
     known = np.zeros(len(pairs), bool)
     stored = derived.load(store, key) if len(pairs) else None

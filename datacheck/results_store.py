@@ -2,7 +2,7 @@
 
 A check is a pure function of the audit context and its params. Its result is stored under a key made of:
 the check id and params, a digest of datacheck's own source code (any change to any module misses), and the
-context's fingerprint (:func:`context_fingerprint`: paths, labels, splits, content hashes, failures, the
+context's fingerprint (:attr:`AuditContext.fingerprint`: paths, labels, splits, content hashes, failures, the
 model, input size and statistics version, the vectors and the reference set). Re-running the gate after an
 audit, or auditing the same images with other settings for *other* checks, reuses the result; adding,
 removing, editing or relabelling any image misses for every check.
@@ -28,7 +28,6 @@ import numpy as np
 
 from datacheck.checks.base import CheckResult, Finding, Severity, Status
 from datacheck.context import AuditContext
-from datacheck.images import STATS_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -47,49 +46,10 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def context_fingerprint(ctx: AuditContext) -> str:
-    """SHA-256 of everything a check may read from the context (computed once per context)."""
-    cached = _FINGERPRINTS.get(id(ctx))
-    if cached is not None and cached[0] is ctx:
-        return cached[1]
-    digest = hashlib.sha256()
-    digest.update(json.dumps(_context_facts(ctx), sort_keys=True).encode())
-    # Statistics, thumbnails and logits are functions of the content hashes, the stats version and the model
-    # (all in the facts); the vectors are hashed too, as they are what most checks read.
-    for array in (ctx.vectors, ctx.reference.vectors if ctx.reference else None):
-        if array is not None:
-            digest.update(f"{array.dtype}{array.shape}".encode())
-            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
-    value = digest.hexdigest()
-    _FINGERPRINTS.clear()  # one live context at a time is the normal case; never keep old ones alive
-    _FINGERPRINTS[id(ctx)] = (ctx, value)
-    return value
-
-
-_FINGERPRINTS: dict[int, tuple[AuditContext, str]] = {}
-
-
-def _context_facts(ctx: AuditContext) -> dict[str, Any]:
-    return {
-        "root": str(ctx.dataset.root),
-        "layout": ctx.dataset.layout,
-        "paths": list(ctx.paths),
-        "sha256": list(ctx.file_sha256),
-        "labels": ctx.labels.tolist(),
-        "classes": list(ctx.class_names),
-        "splits": list(ctx.splits),
-        "failures": [[f.path, f.kind, f.reason] for f in ctx.failures],
-        "stats_version": STATS_VERSION,
-        "stats_columns": list(ctx.stats.columns),
-        "model": [ctx.embedding_info.get("model"), ctx.embedding_info.get("image_size")],
-        "reference": [list(ctx.reference.paths), ctx.reference.root] if ctx.reference else None,
-    }
-
-
 def _key(ctx: AuditContext, check_id: str, params: Any) -> str:
     from datacheck import derived
 
-    label = f"result|{check_id}|{params!r}|{code_digest()}|{context_fingerprint(ctx)}"
+    label = f"result|{check_id}|{params!r}|{code_digest()}|{ctx.fingerprint}"
     return derived.content_key(label)
 
 

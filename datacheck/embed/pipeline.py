@@ -538,6 +538,25 @@ def _assemble(run: _Run, slots: Sequence[_Slot], failures: list[FileIssue], comp
     )
 
 
+def cache_misses(
+    records: Sequence[ImageRecord],
+    params: EmbedParams,
+    image_size: int,
+    *,
+    progress: ProgressFn | None = None,
+) -> list[tuple[ImageRecord, str]]:
+    """``(record, content hash)`` of each distinct content whose vectors or statistics the cache lacks.
+
+    What an external engine must embed (:mod:`datacheck.embed.ray_engine`); unreadable files are left to the
+    in-process pass, which words their reasons.
+    """
+    with Cache(params.cache_dir or default_cache_dir()) as cache:
+        run = _Run(params, cache, image_size, progress)
+        slots, _ = run.hash_all(records)
+        misses = run.fill_from_cache(slots)
+    return [(s.record, s.sha) for s in {s.sha: s for s in misses}.values()]
+
+
 def embed_dataset(
     dataset: Dataset, params: EmbedParams | None = None, *, progress: ProgressFn | None = None
 ) -> Embeddings:

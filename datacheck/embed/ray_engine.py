@@ -181,22 +181,19 @@ def prefill_cache(
     dataset: Dataset, params: EmbedParams, image_size: int, *, progress: ProgressFn | None = None
 ) -> RayRun:
     """Embed on Ray every image of ``dataset`` whose vectors the cache lacks, writing them to the cache."""
-    from datacheck.embed.cache import Cache, default_cache_dir
-    from datacheck.embed.pipeline import _Run
+    from datacheck.embed.cache import ARTIFACTS_DIR, default_cache_dir
+    from datacheck.embed.pipeline import cache_misses
 
     ray = ray_module()
     start = time.perf_counter()
     cache_dir = Path(params.cache_dir or default_cache_dir())
-    with Cache(cache_dir) as cache:
-        run = _Run(params, cache, image_size, progress)
-        slots, _ = run.hash_all(dataset.records)
-        misses = run.fill_from_cache(slots)
-        artifact_dir = cache.artifact_path("")
-    todo = list({s.sha: s for s in misses}.values())  # each content once
+    artifact_dir = cache_dir / ARTIFACTS_DIR
+    todo = cache_misses(dataset.records, params, image_size, progress=progress)  # each content once
     if not todo:
         return RayRun(0, 0, 0, time.perf_counter() - start)
+    artifact_dir.mkdir(parents=True, exist_ok=True)  # converted models and the shards live there
     _connect(ray, params.ray_address)
-    shards = cache_dir / "artifacts" / "ray-shards" / uuid.uuid4().hex
+    shards = artifact_dir / "ray-shards" / uuid.uuid4().hex
     try:
         _run_pipeline(ray, todo, params, image_size, str(artifact_dir), shards)
         embedded, failed = _import_shards(shards, cache_dir, params, image_size, progress)
@@ -217,7 +214,7 @@ def _run_pipeline(
     actors = params.ray_actors or max(1, gpus)
     # On a CPU-only cluster the actors must leave CPUs for the decode tasks, or the pipeline starves.
     per_actor = {"num_gpus": 1} if gpus else {"num_cpus": 1}
-    items = [_record_row(s.record, s.sha) for s in todo]
+    items = [_record_row(record, sha) for record, sha in todo]
     bs = params.batch_size
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // (4 * bs)))
     ds = ds.map_batches(

@@ -86,7 +86,7 @@ def build_map(
     neighbours = _neighbours(ctx, neighbour_sources)
     required = {row_of[p] for p in named if p in row_of}
     required.update(j for row in neighbours.values() for j in row)
-    rows = _select_rows(_content_ids(ctx), required, max_points)
+    rows = _select_rows(ctx.content_ids, required, max_points)
     used_method, coords = _stored_layout(ctx, rows, method, seed, store)
     position = {int(row): pos for pos, row in enumerate(rows)}
     unembedded = sorted({p for p in _top_level_files(results) if p not in row_of})
@@ -158,11 +158,6 @@ def _neighbours(ctx: AuditContext, rows: Iterable[int]) -> dict[int, list[int]]:
     return out
 
 
-def _content_ids(ctx: AuditContext) -> np.ndarray:
-    """A 64-bit identity per row from its content hash (``int64[N]``; identical images share one)."""
-    return np.array([int(sha[:16], 16) for sha in ctx.file_sha256], dtype=np.uint64).view(np.int64)
-
-
 def _select_rows(ids: np.ndarray, required: set[int], max_points: int) -> np.ndarray:
     """All rows when they fit, else the required rows plus a fill up to ``max_points`` chosen by content.
 
@@ -174,7 +169,7 @@ def _select_rows(ids: np.ndarray, required: set[int], max_points: int) -> np.nda
         return np.arange(n)
     fill = max(0, max_points - len(required))
     others = np.setdiff1d(np.arange(n), np.fromiter(required, dtype=np.int64, count=len(required)))
-    chosen = others[np.argsort(ids[others].view(np.uint64), kind="stable")[: min(fill, len(others))]]
+    chosen = others[np.argsort(ids[others], kind="stable")[: min(fill, len(others))]]
     logger.info("map: %d of %d images (%d named by findings)", len(required) + len(chosen), n, len(required))
     return np.sort(np.concatenate([np.fromiter(required, dtype=np.int64, count=len(required)), chosen]))
 
@@ -231,15 +226,7 @@ def _placed_in_stored_layout(
     """
     from datacheck import derived
 
-    entries = sorted(Path(store).glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
-    stored = next(
-        (
-            s
-            for p in entries
-            if (s := derived.load_file(p)) and "ids" in s and str(s.get("label", "")) == label
-        ),
-        None,
-    )
+    stored = derived.latest(store, label)
     if stored is None:
         return None
     where = {int(v): i for i, v in enumerate(stored["ids"].tolist())}

@@ -91,25 +91,26 @@ def _load_parquet(container: str, group: int, column: str) -> Any:
 
 
 def _load_arrow(container: str, column: str) -> Any:
+    return read_arrow_table(container).column(column)
+
+
+def read_arrow_table(path: str) -> Any:
+    """The table of an Arrow IPC file: the stream format ``save_to_disk`` writes, or the file format.
+
+    A local file is memory-mapped (zero-copy: only the rows read are paged in); a URI is read whole.
+    """
     import pyarrow as pa
 
-    if is_uri(container):
-        with open_binary(container) as handle:
+    if is_uri(path):
+        with open_binary(path) as handle:
             source = pa.BufferReader(handle.read())
     else:
-        source = pa.memory_map(container)  # zero-copy: only the rows read are paged in
-    return open_arrow(source).read_all().column(column)
-
-
-def open_arrow(source: Any) -> Any:
-    """A reader for an Arrow IPC file: the stream format ``save_to_disk`` writes, or the file format."""
-    import pyarrow as pa
-
+        source = pa.memory_map(path)
     try:
-        return pa.ipc.open_stream(source)
+        return pa.ipc.open_stream(source).read_all()
     except pa.ArrowInvalid:
         source.seek(0)
-        return pa.ipc.open_file(source)
+        return pa.ipc.open_file(source).read_all()
 
 
 def clear_cache() -> None:

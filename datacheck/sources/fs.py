@@ -83,9 +83,9 @@ def relative(path: str, root: str) -> str:
     """``path`` relative to ``root`` with ``/`` separators; the base name when ``root`` is the file itself."""
     if path == root:
         return path.rstrip("/").rsplit("/", 1)[-1]
-    prefix = root.rstrip("/") + "/"
     if not is_uri(path):
         return os.path.relpath(path, root).replace(os.sep, "/")
+    prefix = root.rstrip("/") + "/"
     return path[len(prefix) :] if path.startswith(prefix) else path
 
 

@@ -152,12 +152,11 @@ def _hf_folder_rows(folder: str, rel: str, split: str | None) -> Iterator[ImageR
 def _arrow_rows(
     file: str, rel: str, features: dict[str, Any], split: str | None
 ) -> Iterator[ImageRecord | FileIssue]:
-    from datacheck.sources.blobs import open_arrow
+    from datacheck.sources.blobs import read_arrow_table
 
-    pa = _pyarrow()
+    _pyarrow()
     try:
-        source = pa.memory_map(file) if not fs.is_uri(file) else pa.BufferReader(fs.open_binary(file).read())
-        table = open_arrow(source).read_all()
+        table = read_arrow_table(file)
         columns = _find_columns(table.schema, features, rel)
         wanted = [c for c in (columns.label, columns.split) if c] + (
             [columns.image] if columns.image_is_path else []
