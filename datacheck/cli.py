@@ -10,15 +10,27 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from datacheck import __version__
+from datacheck.cli_options import (
+    PATH_HELP,
+    CacheOpt,
+    Cifar10Flags,
+    EmbedFlags,
+    FlipOpt,
+    FormatInOpt,
+    HeadFlags,
+    ManifestOpt,
+    QuietOpt,
+    RayFlags,
+    TableFormatOpt,
+    VerboseOpt,
+    with_bundles,
+)
 from datacheck.console import ExitCode, console, err_console, progress_reporter, setup_logging
-
-if TYPE_CHECKING:
-    from datacheck.params import EmbedParams
 
 app = typer.Typer(
     name="datacheck",
@@ -29,33 +41,6 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Inspect or clear the bottleneck cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print errors and the final result.")]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")]
-CacheOpt = Annotated[
-    Path | None,
-    typer.Option("--cache", help="Cache directory (default: $DATACHECK_CACHE or ~/.cache/datacheck)."),
-]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Backbone name (see `datacheck models`).")]
-SizeOpt = Annotated[str | None, typer.Option("--image-size", help="Model input size in px, or 'auto'.")]
-RuntimeOpt = Annotated[str | None, typer.Option("--runtime", help="Inference runtime: auto, litert or tf.")]
-WeightsOpt = Annotated[
-    Path | None, typer.Option("--weights", help="Local weights file for Keras Applications backbones.")
-]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass.")]
-ManifestOpt = Annotated[
-    Path | None, typer.Option("--manifest", help="CSV manifest with columns path,label[,split].")
-]
-FormatInOpt = Annotated[
-    str,
-    typer.Option(
-        "--format-in",
-        help="Dataset format: auto, folder, manifest, webdataset, parquet or hf (see docs/datasets.md).",
-    ),
-]
-PATH_HELP = (
-    "Dataset folder, CSV manifest, WebDataset shards, Parquet or a saved Hugging Face dataset (path or URI)."
-)
 
 
 def _version_callback(value: bool) -> None:
@@ -73,54 +58,19 @@ def _root(
     """Audit image-classification datasets before you train on them."""
 
 
-def _embed_options(model, image_size, runtime, weights, batch_size, cache, engine=None, address=None):
-    """The embedding flags the user gave (``EmbedParams`` fields); unset flags are left to the config."""
-    size = None if image_size is None else (image_size if image_size == "auto" else int(image_size))
-    given = {
-        "model": model,
-        "image_size": size,
-        "runtime": runtime,
-        "weights": weights,
-        "batch_size": batch_size,
-        "cache_dir": cache,
-        "engine": engine,
-        "ray_address": address,
-    }
-    return {key: value for key, value in given.items() if value is not None}
-
-
-def _embed_params(*flags: object) -> EmbedParams:
-    """``EmbedParams`` from the defaults and the flags given (commands that read no config file)."""
-    from datacheck.params import EmbedParams
-
-    return EmbedParams().replace(**_embed_options(*flags))
-
-
-EngineOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--engine", help="Where to embed: local (this process) or ray (a Ray cluster; docs/scaling.md)."
-    ),
-]
-AddressOpt = Annotated[
-    str | None,
-    typer.Option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local one)."),
-]
+def _given(**options: object) -> dict[str, object]:
+    """The options that were set: the library's own defaults fill the rest."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 @app.command()
+@with_bundles
 def embed(
     path: Annotated[str, typer.Argument(help=PATH_HELP)],
     manifest: ManifestOpt = None,
-    format_in: FormatInOpt = "auto",
-    model: ModelOpt = None,
-    image_size: SizeOpt = None,
-    runtime: RuntimeOpt = None,
-    weights: WeightsOpt = None,
-    batch_size: BatchOpt = None,
-    cache: CacheOpt = None,
-    engine: EngineOpt = None,
-    address: AddressOpt = None,
+    format_in: FormatInOpt = None,
+    embedding: EmbedFlags = EmbedFlags(),
+    cluster: RayFlags = RayFlags(),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -129,9 +79,11 @@ def embed(
     from datacheck import api, terminal
 
     with ExitCode.guard():
-        params = _embed_params(model, image_size, runtime, weights, batch_size, cache, engine, address)
+        params = embedding.params().replace(**cluster.given())
         with progress_reporter(quiet=quiet) as progress:
-            result = api.embed(path, params, manifest=manifest, format_in=format_in, progress=progress)
+            result = api.embed(
+                path, params, manifest=manifest, progress=progress, **_given(format_in=format_in)
+            )
         if not quiet:
             console.print(terminal.embed_summary(result))
 
@@ -149,7 +101,8 @@ FailOnOpt = Annotated[
     str | None, typer.Option("--fail-on", help="Fail the gate on findings of this severity: warn or fail.")
 ]
 MapOpt = Annotated[
-    str, typer.Option("--map", help="2-D map of the images in report.html: umap, pca or none.")
+    str | None,
+    typer.Option("--map", help="2-D map of the images in report.html: umap (default), pca or none."),
 ]
 ConfigOpt = Annotated[
     Path | None,
@@ -166,7 +119,8 @@ JunitOpt = Annotated[
     Path | None, typer.Option("--junit", help="Write a JUnit XML file (one testcase per check).")
 ]
 FormatOpt = Annotated[
-    str, typer.Option("--format", "-f", help="What to print on stdout: table, json or markdown.")
+    Literal["table", "json", "markdown"],
+    typer.Option("--format", "-f", help="What to print on stdout: table, json or markdown."),
 ]
 
 
@@ -194,9 +148,9 @@ class _AuditOptions:
     junit: Path | None
     output_format: str
     manifest: Path | None
-    format_in: str
+    format_in: str | None
     reference: Path | None
-    map_method: str
+    map_method: str | None
     quiet: bool
 
 
@@ -208,17 +162,12 @@ def _audit_and_report(opts: _AuditOptions, embed_options: dict[str, object], *, 
     from datacheck import api, terminal
     from datacheck import config as config_mod
 
-    if opts.fail_on not in (None, "warn", "fail"):
-        raise typer.BadParameter("--fail-on takes 'warn' or 'fail'")
-    if opts.output_format not in ("table", "json", "markdown"):
-        raise typer.BadParameter("--format takes table, json or markdown")
     local = Path(opts.path)
     config_path = config_mod.find_config(local if local.is_dir() else None, opts.config)
     with progress_reporter(quiet=opts.quiet or opts.output_format != "table") as progress:
         report = api.audit(
             opts.path,
             manifest=opts.manifest,
-            format_in=opts.format_in,
             checks=_split_ids(opts.checks),
             skip=_split_ids(opts.skip) or (),
             fail_on=opts.fail_on,
@@ -226,8 +175,8 @@ def _audit_and_report(opts: _AuditOptions, embed_options: dict[str, object], *, 
             baseline=opts.baseline,
             reference=opts.reference,
             progress=progress,
-            map_method=opts.map_method,
             out=opts.out,
+            **_given(map_method=opts.map_method, format_in=opts.format_in),
             **embed_options,  # only the flags given: the config's [embed] table fills the rest
         )
     written = report.write(opts.out)
@@ -248,6 +197,7 @@ def _audit_and_report(opts: _AuditOptions, embed_options: dict[str, object], *, 
 def _audit_command(gate: bool) -> Callable[..., None]:
     """``audit`` (``gate=False``: the gate is enforced only with --fail-on) or ``gate`` (always enforced)."""
 
+    @with_bundles
     def command(
         path: Annotated[str, typer.Argument(help=PATH_HELP)],
         out: OutOpt = Path("report"),
@@ -259,17 +209,11 @@ def _audit_command(gate: bool) -> Callable[..., None]:
         junit: JunitOpt = None,
         output_format: FormatOpt = "table",
         manifest: ManifestOpt = None,
-        format_in: FormatInOpt = "auto",
+        format_in: FormatInOpt = None,
         reference: ReferenceOpt = None,
-        model: ModelOpt = None,
-        image_size: SizeOpt = None,
-        runtime: RuntimeOpt = None,
-        weights: WeightsOpt = None,
-        batch_size: BatchOpt = None,
-        cache: CacheOpt = None,
-        engine: EngineOpt = None,
-        address: AddressOpt = None,
-        map_method: MapOpt = "umap",
+        map_method: MapOpt = None,
+        embedding: EmbedFlags = EmbedFlags(),
+        cluster: RayFlags = RayFlags(),
         quiet: QuietOpt = False,
         verbose: VerboseOpt = 0,
     ) -> None:
@@ -280,7 +224,7 @@ def _audit_command(gate: bool) -> Callable[..., None]:
             reference, map_method, quiet,
         )  # fmt: skip
         with ExitCode.guard():
-            options = _embed_options(model, image_size, runtime, weights, batch_size, cache, engine, address)
+            options = {**embedding.given(), **cluster.given()}
             passed = _audit_and_report(opts, options, enforced=enforced)
         if enforced and not passed:
             raise typer.Exit(ExitCode.GATE_FAILED)
@@ -317,7 +261,7 @@ def init(
 def diff(
     old: Annotated[Path, typer.Argument(help="Earlier report.json.")],
     new: Annotated[Path, typer.Argument(help="Later report.json.")],
-    output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    output_format: TableFormatOpt = "table",
 ) -> None:
     """Show what changed between two reports: new and resolved findings, status changes."""
     from datacheck import terminal
@@ -445,39 +389,6 @@ def cache_clear(
 
 # ------------------------------------------------------------------------------- retrain / predict / compare
 
-HiddenOpt = Annotated[
-    int | None, typer.Option("--hidden", help="Units of the head's hidden layer (0: none).")
-]
-DropoutOpt = Annotated[float | None, typer.Option("--dropout", help="Dropout rate of the head.")]
-L2Opt = Annotated[float | None, typer.Option("--l2", help="L2 weight penalty of the head.")]
-LrOpt = Annotated[float | None, typer.Option("--learning-rate", help="Adam learning rate of the head.")]
-EpochsOpt = Annotated[
-    int | None, typer.Option("--epochs", help="Most epochs (early stopping on validation).")
-]
-PatienceOpt = Annotated[
-    int | None, typer.Option("--patience", help="Epochs without validation improvement before stopping.")
-]
-ClassWeightsOpt = Annotated[
-    bool, typer.Option("--class-weights", help="Weight classes inversely to their size (imbalanced data).")
-]
-ValOpt = Annotated[
-    float | None, typer.Option("--val-percent", help="Validation share by stable hash (no val/ folder).")
-]
-FlipOpt = Annotated[
-    bool,
-    typer.Option(
-        "--flip", help="Train on mirror images too, average image and mirror (first run embeds twice)."
-    ),
-]
-TestPctOpt = Annotated[
-    float | None, typer.Option("--test-percent", help="Test share by stable hash (no test/ folder).")
-]
-
-
-def _check_format(output_format: str) -> None:
-    if output_format not in ("table", "json"):
-        raise typer.BadParameter("--format takes table or json")
-
 
 def _print_json(doc: dict) -> None:
     import json
@@ -485,75 +396,38 @@ def _print_json(doc: dict) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
-def _train_params(
-    hidden, dropout, l2, learning_rate, epochs, patience, class_weights, val_percent, test_percent
-):
-    from datacheck.train.params import HeadParams
-    from datacheck.train.splits import SplitParams
-
-    head = HeadParams().replace(
-        hidden=hidden,
-        dropout=dropout,
-        l2=l2,
-        learning_rate=learning_rate,
-        max_epochs=epochs,
-        patience=patience,
-        class_weights=class_weights or None,
-    )
-    return head, SplitParams().replace(val_percent=val_percent, test_percent=test_percent)
-
-
 @app.command()
+@with_bundles
 def retrain(
     path: Annotated[Path, typer.Argument(help="Dataset folder (or a CSV manifest).")],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for model.keras, labels.txt, metrics.json.")
     ] = Path("model"),
     manifest: ManifestOpt = None,
-    hidden: HiddenOpt = None,
-    dropout: DropoutOpt = None,
-    l2: L2Opt = None,
-    learning_rate: LrOpt = None,
-    epochs: EpochsOpt = None,
-    patience: PatienceOpt = None,
-    class_weights: ClassWeightsOpt = False,
-    val_percent: ValOpt = None,
-    test_percent: TestPctOpt = None,
     augment: Annotated[
         bool, typer.Option("--augment", help="Random crop/flip/brightness. Slower: bypasses the cache.")
     ] = False,
     fine_tune: Annotated[
-        int, typer.Option("--fine-tune", help="Also train the last N backbone blocks. Much slower on CPU.")
-    ] = 0,
+        int | None,
+        typer.Option("--fine-tune", help="Also train the last N backbone blocks. Much slower on CPU."),
+    ] = None,
     flip: FlipOpt = False,
-    output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
-    model: ModelOpt = None,
-    image_size: SizeOpt = None,
-    runtime: RuntimeOpt = None,
-    weights: WeightsOpt = None,
-    batch_size: BatchOpt = None,
-    cache: CacheOpt = None,
+    output_format: TableFormatOpt = "table",
+    embedding: EmbedFlags = EmbedFlags(),
+    training: HeadFlags = HeadFlags(),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Train a classifier on the cached bottlenecks; export model.keras (raw images in) and its metrics."""
     setup_logging(quiet=quiet, verbose=verbose)
-    _check_format(output_format)
     with ExitCode.guard():
         from datacheck import terminal
         from datacheck.train.params import RetrainParams
         from datacheck.train.retrain import retrain as run_retrain
 
-        head, split = _train_params(
-            hidden, dropout, l2, learning_rate, epochs, patience, class_weights, val_percent, test_percent
-        )
-        params = RetrainParams(
-            embed=_embed_params(model, image_size, runtime, weights, batch_size, cache),
-            split=split,
-            head=head,
-            augment=augment,
-            fine_tune=fine_tune,
-            flip=flip,
+        head, split = training.params()
+        params = RetrainParams(embed=embedding.params(), split=split, head=head).replace(
+            augment=augment or None, fine_tune=fine_tune, flip=flip or None
         )
         with progress_reporter(quiet=quiet or output_format == "json") as progress:
             result = run_retrain(path, out, params, manifest=manifest, progress=progress)
@@ -567,19 +441,20 @@ def retrain(
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Folder written by `datacheck retrain`.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels shown per image.")] = 3,
-    output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", "-k", help="Labels shown per image (default 3).")
+    ] = None,
+    output_format: TableFormatOpt = "table",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Classify images with an exported model: the top-k labels and their probabilities."""
     setup_logging(quiet=quiet, verbose=verbose)
-    _check_format(output_format)
     with ExitCode.guard():
         from datacheck import terminal
         from datacheck.train.export import predict as run_predict
 
-        doc = run_predict(model_dir, images, top_k=top_k).to_dict()
+        doc = run_predict(model_dir, images, **_given(top_k=top_k)).to_dict()
     if output_format == "json":
         _print_json(doc)
     else:
@@ -587,6 +462,7 @@ def predict(
 
 
 @app.command()
+@with_bundles
 def compare(
     before: Annotated[Path, typer.Argument(help="The dataset before the change.")],
     after: Annotated[Path, typer.Argument(help="The dataset after the change.")],
@@ -601,38 +477,22 @@ def compare(
         bool, typer.Option("--keep-duplicates", help="Keep test images that duplicate a training image.")
     ] = False,
     flip: FlipOpt = False,
-    hidden: HiddenOpt = None,
-    dropout: DropoutOpt = None,
-    l2: L2Opt = None,
-    learning_rate: LrOpt = None,
-    epochs: EpochsOpt = None,
-    patience: PatienceOpt = None,
-    class_weights: ClassWeightsOpt = False,
-    val_percent: ValOpt = None,
-    test_percent: TestPctOpt = None,
-    output_format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
-    model: ModelOpt = None,
-    image_size: SizeOpt = None,
-    runtime: RuntimeOpt = None,
-    weights: WeightsOpt = None,
-    batch_size: BatchOpt = None,
-    cache: CacheOpt = None,
+    output_format: TableFormatOpt = "table",
+    training: HeadFlags = HeadFlags(),
+    embedding: EmbedFlags = EmbedFlags(),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Did the change help? Heads on BEFORE and AFTER, several seeds, one leak-free test set, a verdict."""
     setup_logging(quiet=quiet, verbose=verbose)
-    _check_format(output_format)
     with ExitCode.guard():
         from datacheck import terminal
         from datacheck.train.compare import CompareParams
         from datacheck.train.compare import compare as run_compare
 
-        head, split = _train_params(
-            hidden, dropout, l2, learning_rate, epochs, patience, class_weights, val_percent, test_percent
-        )
+        head, split = training.params()
         params = CompareParams().replace(
-            embed=_embed_params(model, image_size, runtime, weights, batch_size, cache),
+            embed=embedding.params(),
             split=split,
             head=head,
             seeds=seeds,
@@ -655,87 +515,16 @@ app.add_typer(cifar10_app, name="cifar10")
 
 
 @cifar10_app.command("train")
+@with_bundles
 def cifar10_train(
-    data: Annotated[
-        Path | None,
-        typer.Option("--data", help="train/<class>/ + test/<class>/ image folder, or cifar-10-batches-py."),
-    ] = None,
-    download: Annotated[
-        bool, typer.Option("--download", help="Fetch the CIFAR-10 python batches (needs internet).")
-    ] = False,
-    model: Annotated[str | None, typer.Option("--model", help="resnet9 (GPU) or small (CPU).")] = None,
-    epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Epochs (default: the model's recipe).")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Images per replica; global batch = this × replicas.")
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option("--lr", help="Peak LR at the recipe's batch (scaled with the global batch)."),
-    ] = None,
-    gpus: Annotated[str | None, typer.Option("--gpus", help="0 (CPU), N, or all (default).")] = None,
-    cpu_replicas: Annotated[
-        int | None, typer.Option("--cpu-replicas", help="With --gpus 0: mirror over N logical CPU devices.")
-    ] = None,
-    multi_worker: Annotated[
-        bool, typer.Option("--multi-worker", help="MultiWorkerMirroredStrategy configured by TF_CONFIG.")
-    ] = False,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="auto, float32, mixed_float16 or mixed_bfloat16.")
-    ] = None,
-    sync_bn: Annotated[
-        bool | None, typer.Option("--sync-bn/--no-sync-bn", help="Batch-norm statistics over all replicas.")
-    ] = None,
-    augment: Annotated[
-        bool | None, typer.Option("--augment/--no-augment", help="Random crop (pad 4) and flip.")
-    ] = None,
-    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Flip test-time augmentation.")] = None,
-    exclude_leaks: Annotated[
-        Path | None,
-        typer.Option(
-            "--exclude-leaks", help="report.json: also report accuracy without its leaked test images."
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="At most N images per split (quick runs).")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Checkpoints, metrics.json, tensorboard/.")
-    ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Initialisation, shuffling, augmentation.")
-    ] = None,
-    cache: CacheOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
+    settings: Cifar10Flags = Cifar10Flags(), quiet: QuietOpt = False, verbose: VerboseOpt = 0
 ) -> None:
     """Train a CIFAR-10 classifier; report test accuracy on the full and the leak-free test set."""
     setup_logging(quiet=quiet, verbose=verbose)
     from datacheck import terminal
-    from datacheck.train.cifar10.params import TrainParams, parse_gpus
 
     with ExitCode.guard():
-        params = TrainParams(data=data, download=download).replace(
-            model=model,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            gpus=None if gpus is None else parse_gpus(gpus),
-            cpu_replicas=cpu_replicas,
-            multi_worker=multi_worker,
-            precision=precision,
-            sync_bn=sync_bn,
-            augment=augment,
-            tta=tta,
-            exclude_leaks=exclude_leaks,
-            limit=limit,
-            out=out,
-            resume=resume,
-            seed=seed,
-            cache_dir=cache,
-        )
+        params = settings.params()
         from datacheck.train.cifar10.train import train
 
         with progress_reporter(quiet=quiet) as progress:

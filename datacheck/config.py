@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from datacheck.errors import UsageError
-from datacheck.gate import GatePolicy
+from datacheck.gate import DEFAULT_FAIL_ON, GatePolicy
 from datacheck.params import EmbedParams
 
 CONFIG_NAME = "datacheck.toml"
@@ -46,7 +46,7 @@ class Config:
     """Everything a config file can set, already validated."""
 
     source: Path | None = None
-    fail_on: str = "fail"
+    fail_on: str = DEFAULT_FAIL_ON
     embed: Mapping[str, Any] = field(default_factory=dict)
     only: tuple[str, ...] | None = None
     skip: tuple[str, ...] = ()
@@ -96,7 +96,7 @@ def _parse(table: Mapping[str, Any], path: Path) -> Config:
     from datacheck.checks import all_checks
 
     _no_unknown(table, {"fail_on", "embed", "checks", "gate"}, path, "")
-    fail_on = table.get("fail_on", "fail")
+    fail_on = table.get("fail_on", DEFAULT_FAIL_ON)
     if fail_on not in ("warn", "fail"):
         raise ConfigError(f"{path}: fail_on must be 'warn' or 'fail', got {fail_on!r}")
     embed = _typed_fields(table.get("embed", {}), EmbedParams, path, "embed")
@@ -273,7 +273,7 @@ def starter_config() -> str:
         "## Command-line flags override this file. Docs: docs/configuration.md",
         "",
         '## Gate threshold: the gate fails when a check has findings of this severity: "warn" or "fail".',
-        '# fail_on = "fail"',
+        f'# fail_on = "{DEFAULT_FAIL_ON}"',
         "",
         *_table_lines("embed", EmbedParams()),
         "[checks]",

@@ -14,13 +14,17 @@ fraction is above the limit and above the baseline's.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from datacheck.checks.base import CheckResult, Finding, Status
+from datacheck.errors import UsageError
 
 FailOn = Literal["warn", "fail"]
+#: Findings of this severity fail the gate unless the config or ``--fail-on`` says otherwise.
+DEFAULT_FAIL_ON: FailOn = "fail"
 
 _RANK = {"info": 0, "warn": 1, "fail": 2}
 
@@ -88,7 +92,7 @@ class GateResult:
 
     passed: bool
     violations: tuple[dict[str, Any], ...] = ()
-    fail_on: FailOn = "fail"
+    fail_on: FailOn = DEFAULT_FAIL_ON
     baseline: str | None = None
     forgiven: int = 0
 
@@ -177,13 +181,15 @@ def _limit_violation(
 
 def evaluate(
     results: Sequence[CheckResult],
-    fail_on: FailOn = "fail",
+    fail_on: FailOn = DEFAULT_FAIL_ON,
     policy: GatePolicy | None = None,
     *,
     hashes: Mapping[str, str] | None = None,
     baseline: Baseline | None = None,
 ) -> GateResult:
     """Apply the policy to the results (see the module docstring for the rules)."""
+    if fail_on not in typing.get_args(FailOn):
+        raise UsageError(f"fail_on takes 'warn' or 'fail', got {fail_on!r}")
     policy = policy or GatePolicy()
     hashes = hashes or {}
     violations: list[dict[str, Any]] = []
