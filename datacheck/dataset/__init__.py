@@ -1,0 +1,109 @@
+"""Dataset discovery: a folder tree or a CSV manifest → a frozen :class:`Dataset`.
+
+Three layouts are understood (see docs/datasets.md):
+
+* ``classes``: ``root/<class>/…/<image>``; sub-folders inside a class folder belong to that class.
+* ``splits``: ``root/<split>/<class>/…/<image>`` when *every* top-level folder is a split name
+  (train, val, valid, validation, dev, test; any case, stored lower-cased).
+* ``manifest``: a CSV file with a header and the columns ``path,label[,split]``.
+
+Datasets stored in container files (WebDataset tar shards, Parquet, a Hugging Face dataset saved to disk)
+are read by :mod:`datacheck.sources`; their records carry a :class:`Blob` that says where the bytes live.
+
+Every file that is not part of the dataset is reported as a :class:`FileIssue` instead of being dropped
+silently. A path is either a record or an issue, never both (the one exception: a manifest that lists the
+same path twice). Paths are relative to the dataset root with ``/`` separators, printable and JSON-safe even
+when the file name is not valid UTF-8; :attr:`ImageRecord.abs_path` is the path to open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from datacheck.dataset.manifest import _discover_manifest
+from datacheck.dataset.records import (
+    CONTAINER_LAYOUTS,
+    IMAGE_EXTENSIONS,
+    ISSUE_KINDS,
+    Blob,
+    Dataset,
+    DatasetError,
+    FileIssue,
+    ImageRecord,
+    Layout,
+    display_name,
+    stable_split_percentage,
+)
+
+# Private, but imported from here by datacheck.sources (tables, webdataset).
+from datacheck.dataset.records import _sorted_issues as _sorted_issues
+from datacheck.dataset.tree import SPLIT_NAMES, _discover_tree, discover_unlabelled
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CONTAINER_LAYOUTS",
+    "IMAGE_EXTENSIONS",
+    "ISSUE_KINDS",
+    "SPLIT_NAMES",
+    "Blob",
+    "Dataset",
+    "DatasetError",
+    "FileIssue",
+    "ImageRecord",
+    "Layout",
+    "discover",
+    "discover_unlabelled",
+    "display_name",
+    "stable_split_percentage",
+]
+
+
+def discover(root: Path | str, manifest: Path | None = None, *, format_in: str = "auto") -> Dataset:
+    """Find every labelled image of a dataset.
+
+    Args:
+        root: The dataset folder, a CSV manifest file, or a container dataset (a WebDataset ``.tar`` shard
+            or folder of shards, a ``.parquet`` file or folder, a Hugging Face dataset saved to disk; local
+            or an fsspec URI such as ``s3://bucket/shards``).
+        manifest: A CSV manifest (``path,label[,split]`` header); relative paths in it are relative to the
+            manifest's folder. Output paths are relative to ``root``.
+        format_in: ``"auto"`` (by the path, see :func:`datacheck.sources.detect_format`), ``"folder"``,
+            ``"manifest"``, ``"webdataset"``, ``"parquet"`` or ``"hf"``.
+
+    Returns:
+        The dataset, with every file left out reported in :attr:`Dataset.issues`.
+
+    Raises:
+        DatasetError: The root does not exist, is empty, holds no labelled image, or the manifest is
+            malformed. The message says what to do.
+    """
+    from datacheck.sources import detect_format, discover_container
+
+    kind = detect_format(root, manifest) if format_in == "auto" else format_in
+    if kind in CONTAINER_LAYOUTS:
+        dataset = discover_container(root, kind)
+        _log_discovered(dataset)
+        return dataset
+    root = Path(os.path.abspath(root))
+    if manifest is None and kind == "manifest":
+        root, manifest = root.parent, root
+    if manifest is not None:
+        dataset = _discover_manifest(root, Path(os.path.abspath(manifest)))
+    else:
+        dataset = _discover_tree(root)
+    _log_discovered(dataset)
+    return dataset
+
+
+def _log_discovered(dataset: Dataset) -> None:
+    logger.info(
+        "discovered %d images in %d classes under %s (%s layout); %d files left out",
+        len(dataset.records),
+        len(dataset.classes),
+        dataset.root,
+        dataset.layout,
+        len(dataset.issues),
+    )
