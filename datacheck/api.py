@@ -16,7 +16,7 @@ from datacheck.config import Config, load_config
 from datacheck.dataset import Dataset, FileIssue, discover, discover_unlabelled
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
 from datacheck.errors import UsageError
-from datacheck.gate import Baseline, FailOn, GatePolicy
+from datacheck.gate import Baseline, FailOn, GatePolicy, checked_fail_on
 from datacheck.index import KnnParams
 from datacheck.outputs import claim, claim_cache
 from datacheck.params import EmbedParams
@@ -24,6 +24,7 @@ from datacheck.sources import FORMATS
 from datacheck.sources.fs import is_uri
 
 if TYPE_CHECKING:
+    from datacheck.checks.base import CheckResult, CheckSpec
     from datacheck.report import Report
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ def _embed_reference(
     return root, embed_dataset(ref, same_size, progress=progress)
 
 
+def _named_files(results: Sequence[CheckResult]) -> set[str]:
+    return {path for res in results for finding in res.findings for path in finding.files}
+
+
 def _derived_root(params: EmbedParams) -> Path | None:
     """The cache's folder for derived arrays (:mod:`datacheck.derived`), or ``None`` if unusable."""
     from datacheck.embed.cache import Cache, CacheError, default_cache_dir
@@ -160,11 +165,41 @@ def audit(
     Returns:
         The report; ``report.gate.passed`` is the verdict.
     """
-    from datacheck import gate
-    from datacheck.context import build_context
-    from datacheck.report import Report
-    from datacheck.report.embedding_map import build_map
-    from datacheck.runner import build_params, run_checks, select_checks
+    plan = _plan_audit(config, embed_options, checks, skip, check_params, fail_on, map_method, baseline)
+    if not is_uri(str(path)):  # nothing local can be inside a remote dataset
+        if out is not None:
+            claim(Path(out), "report", Path(path))
+        claim_cache(plan.embed.cache_dir, Path(path))
+    dataset = _discover(path, manifest, format_in)
+    embeddings = embed_dataset(dataset, plan.embed, progress=progress)
+    ref_root, ref_embeddings = _embed_reference(reference, plan.embed, embeddings.image_size, progress)
+    return _check_and_report(plan, dataset, embeddings, ref_root, ref_embeddings, knn, policy, map_method)
+
+
+@dataclass(frozen=True)
+class _AuditPlan:
+    """What an audit will do, resolved from the arguments and the config before any work starts."""
+
+    config: Config
+    embed: EmbedParams
+    specs: list[CheckSpec]
+    per_check: dict[str, Any]
+    fail_on: FailOn
+    baseline: Baseline | None
+
+
+def _plan_audit(
+    config: Path | str | None,
+    embed_options: Mapping[str, Any],
+    checks: Sequence[str] | None,
+    skip: Sequence[str],
+    check_params: Mapping[str, Mapping[str, Any]] | None,
+    fail_on: str | None,
+    map_method: str,
+    baseline: Path | str | None,
+) -> _AuditPlan:
+    """Validate every argument against the config and the params objects (usage errors before any work)."""
+    from datacheck.runner import build_params, select_checks
 
     cfg = load_config(Path(config)) if config is not None else Config()
     try:
@@ -173,54 +208,58 @@ def audit(
         raise UsageError(str(err)) from err
     if map_method not in ("umap", "pca", "none"):
         raise UsageError(f"unknown map method '{map_method}': use umap, pca or none")
-    prior = _load_baseline(baseline) if baseline is not None else None
+    threshold = checked_fail_on(fail_on if fail_on is not None else cfg.fail_on)
     specs = select_checks(checks if checks is not None else cfg.only, tuple(skip) or cfg.skip)
     merged = {
         k: {**cfg.check_params.get(k, {}), **(check_params or {}).get(k, {})}
         for k in {*cfg.check_params, *(check_params or {})}
     }
-    per_check = build_params(specs, merged)
-    if not is_uri(str(path)):  # nothing local can be inside a remote dataset
-        if out is not None:
-            claim(Path(out), "report", Path(path))
-        claim_cache(params.cache_dir, Path(path))
-    dataset = _discover(path, manifest, format_in)
-    embeddings = embed_dataset(dataset, params, progress=progress)
-    ref_root, ref_embeddings = _embed_reference(reference, params, embeddings.image_size, progress)
+    prior = _load_baseline(baseline) if baseline is not None else None
+    return _AuditPlan(cfg, params, specs, build_params(specs, merged), threshold, prior)
+
+
+def _check_and_report(
+    plan: _AuditPlan,
+    dataset: Dataset,
+    embeddings: Embeddings,
+    ref_root: Path | None,
+    ref_embeddings: Embeddings | None,
+    knn: KnnParams | None,
+    policy: GatePolicy | None,
+    map_method: str,
+) -> Report:
+    """Build the shared context, run the checks, lay out the map and judge the gate."""
+    from datacheck import gate
+    from datacheck.context import build_context
+    from datacheck.embedding_map import build_map
+    from datacheck.report import Report
+    from datacheck.runner import run_checks
+
     start = time.perf_counter()
-    derived_root = _derived_root(params)
+    derived_root = _derived_root(plan.embed)
     ctx = build_context(
-        dataset,
-        embeddings,
-        knn,
-        reference=ref_embeddings,
-        reference_root=ref_root,
-        derived_dir=derived_root,
+        dataset, embeddings, knn, reference=ref_embeddings, reference_root=ref_root, derived_dir=derived_root
     )
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start
-    results = run_checks(ctx, specs, per_check, severity=cfg.severity)
+    results = run_checks(ctx, plan.specs, plan.per_check, severity=plan.config.severity)
     timings.update({f"check_{r.id}": r.seconds for r in results})
     start = time.perf_counter()
-    file_map = build_map(
-        ctx,
-        results,
-        method=map_method,  # type: ignore[arg-type]
-        store=derived_root / "map" if derived_root else None,
-    )
+    store = derived_root / "map" if derived_root else None
+    file_map = build_map(ctx, results, method=map_method, store=store)  # type: ignore[arg-type]
     timings["map"] = time.perf_counter() - start
-    embedding = dict(ctx.embedding_info)
+    verdict = gate.evaluate(
+        results,
+        plan.fail_on,
+        policy or plan.config.gate,
+        hashes=ctx.file_hashes(_named_files(results)),
+        baseline=plan.baseline,
+    )
     return Report(
         dataset=_dataset_summary(dataset, ctx.failures),
-        embedding=embedding,
+        embedding=dict(ctx.embedding_info),
         checks=results,
-        gate=gate.evaluate(
-            results,
-            fail_on if fail_on is not None else cfg.fail_on,  # type: ignore[arg-type]
-            policy or cfg.gate,
-            hashes=gate.file_hashes(file_map),
-            baseline=prior,
-        ),
+        gate=verdict,
         timings=timings,
         map=file_map,
         containers={r.path: r for r in dataset.records if r.blob is not None},

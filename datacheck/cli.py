@@ -376,7 +376,7 @@ def cache_clear(
     cache: CacheOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete every cached bottleneck and statistic (your images are never touched)."""
+    """Delete every cached bottleneck, statistic, derived and CIFAR-10 array (images are never touched)."""
     from datacheck.embed.cache import Cache, default_cache_dir
 
     directory = cache or default_cache_dir()
@@ -426,8 +426,13 @@ def retrain(
         from datacheck.train.retrain import retrain as run_retrain
 
         head, split = training.params()
-        params = RetrainParams(embed=embedding.params(), split=split, head=head).replace(
-            augment=augment or None, fine_tune=fine_tune, flip=flip or None
+        params = RetrainParams(
+            embed=embedding.params(),
+            split=split,
+            head=head,
+            augment=augment,
+            flip=flip,
+            **_given(fine_tune=fine_tune),
         )
         with progress_reporter(quiet=quiet or output_format == "json") as progress:
             result = run_retrain(path, out, params, manifest=manifest, progress=progress)

@@ -13,7 +13,7 @@ Layout::
     [checks.balance]                 # a check's params fields, plus "severity"
     min_images = 100
     severity = "warn"                # cap/raise every non-info finding of this check
-    [gate]                           # GatePolicy fields: limits on check metrics
+    [gate]                           # limits on check metrics, declared by the checks (GatePolicy)
     max_leak_pairs = 0
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from datacheck.errors import UsageError
-from datacheck.gate import DEFAULT_FAIL_ON, GatePolicy
+from datacheck.gate import DEFAULT_FAIL_ON, GatePolicy, declared_limits
 from datacheck.params import EmbedParams
 
 CONFIG_NAME = "datacheck.toml"
@@ -114,7 +114,7 @@ def _parse(table: Mapping[str, Any], path: Path) -> Config:
         if SEVERITY_KEY in values:
             severity[check_id] = _severity(values.pop(SEVERITY_KEY), path, f"checks.{check_id}.severity")
         params[check_id] = _typed_fields(values, specs[check_id].params_type, path, f"checks.{check_id}")
-    gate_values = _typed_fields(table.get("gate", {}), GatePolicy, path, "gate")
+    gate_values = _gate_values(table.get("gate", {}), path)
     return Config(
         source=path,
         fail_on=fail_on,
@@ -165,6 +165,12 @@ def _typed_fields(table: Any, params_type: type, path: Path, where: str) -> dict
     for name, value in table.items():
         values[name] = _coerce(value, hints[name], path, f"{where}.{name}")
     return values
+
+
+def _gate_values(table: Any, path: Path) -> dict[str, Any]:
+    """Validate the ``[gate]`` table's keys against the limits the checks declare (values: GatePolicy)."""
+    _no_unknown(table, set(declared_limits()), path, "gate")
+    return dict(table)
 
 
 def _coerce(value: Any, hint: Any, path: Path, key: str) -> Any:
@@ -285,5 +291,17 @@ def starter_config() -> str:
         lines.append(f"## {spec.description}")
         lines.append("## severity = info | warn | fail sets every non-info finding of this check")
         lines.extend(_table_lines(f"checks.{check_id}", spec.default_params()))
-    lines.extend(_table_lines("gate", GatePolicy()))
+    lines.extend(_gate_lines())
     return "\n".join(lines)
+
+
+def _gate_lines() -> list[str]:
+    lines = [
+        "[gate]",
+        "## limits on check metrics, declared by the checks; unset: the findings' severities decide",
+    ]
+    for name, (check_id, limit) in declared_limits().items():
+        lines.append(f"## {limit.doc} (check {check_id}, metric {limit.metric})")
+        value = "(unset)" if limit.default is None else _toml_value(limit.default)
+        lines.append(f"# {name} = {value}")
+    return [*lines, ""]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,13 @@ import pandas as pd
 
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
 from datacheck.embed.pipeline import Embeddings
+from datacheck.fileio import file_sha256
 from datacheck.images import STATS_VERSION
 from datacheck.index import KnnGraph, KnnParams, build_knn_cached, l2_normalise
+from datacheck.reduce import SharedBasis
+
+#: Files larger than this are not hashed when they were not embedded (a broken multi-GB file).
+MAX_HASH_BYTES = 1 << 30
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -60,6 +66,8 @@ class AuditContext:
         reference: Images like those the application will see (``--reference``), or ``None``.
         derived_dir: The cache's folder of arrays derived by content (:mod:`datacheck.derived`: the kNN
             graph, near-duplicate pair scores), or ``None`` to compute everything afresh.
+        pca: The principal-component basis of ``vectors`` the kNN graph was searched in; read it through
+            :meth:`reduced` (``None``: fitted on first use).
     """
 
     dataset: Dataset
@@ -77,6 +85,7 @@ class AuditContext:
     embedding_info: dict
     reference: ReferenceSet | None = None
     derived_dir: Path | None = None
+    pca: SharedBasis | None = None
 
     @property
     def n(self) -> int:
@@ -102,6 +111,42 @@ class AuditContext:
     def content_ids(self) -> np.ndarray:
         """``uint64[N]``: the first 64 bits of each row's content hash (a compact identity of the image)."""
         return np.array([int(sha[:16], 16) for sha in self.file_sha256], dtype=np.uint64)
+
+    @functools.cached_property
+    def _shared_basis(self) -> SharedBasis:
+        # a context copied with other vectors (dataclasses.replace) must not read the old ones' basis
+        return (
+            self.pca
+            if self.pca is not None and self.pca.vectors is self.vectors
+            else SharedBasis(self.vectors)
+        )
+
+    def reduced(self, dims: int) -> np.ndarray:
+        """``float32[N, d]``: every row on the first ``d = min(dims, D)`` principal axes (not whitened).
+
+        One basis per audit, fitted once (:mod:`datacheck.reduce`): the kNN search, the labels check and the
+        map read the same axes. A read-only view.
+        """
+        return self._shared_basis.reduced(dims)
+
+    @functools.cached_property
+    def _sha_of_path(self) -> dict[str, str]:
+        return dict(zip(self.paths, self.file_sha256, strict=True))
+
+    def file_hashes(self, paths: Iterable[str]) -> dict[str, str]:
+        """Path → SHA-256 for these dataset-relative paths.
+
+        The content hash of an embedded image, else the hash of the file's bytes (a file that could not be
+        embedded: a decision on it can still be verified, a finding on it keeps its identity when the file
+        is renamed). Paths with no readable file (or one over :data:`MAX_HASH_BYTES`) are left out.
+        """
+        known = self._sha_of_path
+        out: dict[str, str] = {}
+        for path in paths:
+            sha = known.get(path) or _hash_unembedded(Path(str(self.dataset.root)) / path)
+            if sha is not None:
+                out[path] = sha
+        return out
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -132,6 +177,15 @@ class AuditContext:
         return digest.hexdigest()
 
 
+def _hash_unembedded(target: Path) -> str | None:
+    try:
+        if not target.is_file() or target.stat().st_size > MAX_HASH_BYTES:
+            return None
+        return file_sha256(target)
+    except OSError:
+        return None
+
+
 def build_context(
     dataset: Dataset,
     embeddings: Embeddings,
@@ -149,6 +203,7 @@ def build_context(
     class_names = tuple(sorted({r.label for r in records}))
     lookup = {name: i for i, name in enumerate(class_names)}
     vectors = _frozen(l2_normalise(embeddings.vectors))
+    shared = SharedBasis(vectors)
     thumbs = (
         np.stack([np.frombuffer(s.thumb, np.uint8).reshape(32, 32, 3) for s in embeddings.stats])
         if records
@@ -165,7 +220,7 @@ def build_context(
         labels=_frozen(np.array([lookup[r.label] for r in records], dtype=np.int64)),
         class_names=class_names,
         splits=tuple(r.split for r in records),
-        knn=build_knn_cached(vectors, knn_params, derived_dir / "knn" if derived_dir else None),
+        knn=build_knn_cached(vectors, knn_params, derived_dir / "knn" if derived_dir else None, shared),
         failures=tuple(dataset.issues) + tuple(embeddings.failures),
         embedding_info={
             "model": embeddings.model_id,
@@ -184,4 +239,5 @@ def build_context(
             logits=None if reference.logits is None else _frozen(reference.logits),
         ),
         derived_dir=derived_dir,
+        pca=shared,
     )

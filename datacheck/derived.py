@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from datacheck.fileio import atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +79,8 @@ def store(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray], *,
         return
     directory = Path(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
+        with atomic_writer(_path(directory, key)) as handle:  # a concurrent reader never sees half a file
             np.savez(handle, **arrays)
-        os.replace(handle.name, _path(directory, key))  # a concurrent reader never sees half a file
         entries = sorted(directory.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[keep:]:
             old.unlink(missing_ok=True)

@@ -15,7 +15,6 @@ The result is a plain JSON-ready dict (columnar lists, one entry per row); see d
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import warnings
@@ -40,9 +39,7 @@ MapMethod = Literal["umap", "pca", "none"]
 MAX_POINTS = 20_000
 #: Files taken from each list nested inside a finding's own fields (e.g. the members of a cluster).
 NESTED_FILES = 24
-#: Nearest neighbours listed for the files of these checks' findings.
-NEIGHBOUR_CHECKS = frozenset({"labels", "outliers"})
-#: Neighbours listed per such file.
+#: Neighbours listed per file of a finding whose check's view asks for them (``ReportView.neighbours``).
 N_NEIGHBOURS = 6
 #: UMAP works on this many PCA dimensions of the bottlenecks.
 PCA_DIM = 32
@@ -50,8 +47,6 @@ PCA_DIM = 32
 UMAP_NEIGHBOURS = 15
 #: Below this many images UMAP is not meaningful; the map falls back to PCA.
 MIN_UMAP_POINTS = 30
-#: Files larger than this are not hashed when they were not embedded (a broken multi-GB file).
-MAX_HASH_BYTES = 1 << 30
 
 
 def build_map(
@@ -82,7 +77,8 @@ def build_map(
     paths = ctx.paths  # a property that builds a new tuple on every access
     row_of = {path: i for i, path in enumerate(paths)}
     named = list(_named_files(results))
-    neighbour_sources = [row_of[p] for p in _top_level_files(results, NEIGHBOUR_CHECKS) if p in row_of]
+    neighbour_checks = {r.id for r in results if r.view is not None and r.view.neighbours}
+    neighbour_sources = [row_of[p] for p in _top_level_files(results, neighbour_checks) if p in row_of]
     neighbours = _neighbours(ctx, neighbour_sources)
     required = {row_of[p] for p in named if p in row_of}
     required.update(j for row in neighbours.values() for j in row)
@@ -90,6 +86,7 @@ def build_map(
     used_method, coords = _stored_layout(ctx, rows, method, seed, store)
     position = {int(row): pos for pos, row in enumerate(rows)}
     unembedded = sorted({p for p in _top_level_files(results) if p not in row_of})
+    unembedded_sha = ctx.file_hashes(unembedded)
     split_names = sorted({s for s in ctx.splits if s is not None})
     split_index = {name: i for i, name in enumerate(split_names)}
     return {
@@ -99,7 +96,7 @@ def build_map(
         "classes": list(ctx.class_names),
         "splits": split_names,
         "path": [paths[r] for r in rows] + unembedded,
-        "sha256": [ctx.file_sha256[r] for r in rows] + [_hash_file(ctx.dataset.root, p) for p in unembedded],
+        "sha256": [ctx.file_sha256[r] for r in rows] + [unembedded_sha.get(p) for p in unembedded],
         "class": [int(ctx.labels[r]) for r in rows] + [-1] * len(unembedded),
         "split": [split_index.get(ctx.splits[r], -1) for r in rows] + [-1] * len(unembedded),
         "x": _rounded(coords[:, 0] if coords is not None else None, len(rows)) + [None] * len(unembedded),
@@ -178,7 +175,7 @@ def _select_rows(ids: np.ndarray, required: set[int], max_points: int) -> np.nda
 
 
 #: Bump when the layout computation changes, so stored layouts are recomputed.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 
 def _stored_layout(
@@ -261,10 +258,9 @@ def _layout(
     """2-D coordinates of ``rows`` scaled to ``[0, 1]``, and the method actually used."""
     if method == "none" or len(rows) == 0:
         return "none", None
-    vectors = np.asarray(ctx.vectors[rows], dtype=np.float32)
     if len(rows) < 3:
         return "pca", _unit_square(np.zeros((len(rows), 2), np.float32))
-    reduced = _pca(vectors, min(PCA_DIM, len(rows) - 1, vectors.shape[1]), seed)
+    reduced = np.ascontiguousarray(ctx.reduced(PCA_DIM)[rows])  # the audit's shared basis
     if method == "pca" or len(rows) < MIN_UMAP_POINTS:
         return "pca", _unit_square(reduced[:, :2])
     try:
@@ -273,18 +269,6 @@ def _layout(
     except Exception:  # a map is a nicety: a UMAP failure must not lose the audit
         logger.warning("UMAP failed; the map falls back to PCA", exc_info=True)
         return "pca", _unit_square(reduced[:, :2])
-
-
-def _pca(vectors: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
-    if dim < 2:
-        padded = np.zeros((len(vectors), 2), np.float32)
-        padded[:, : vectors.shape[1]] = vectors[:, :2]
-        return padded
-    return (
-        PCA(n_components=dim, random_state=seed, svd_solver="auto").fit_transform(vectors).astype(np.float32)
-    )
 
 
 def _subsample_graph(vectors: np.ndarray) -> KnnGraph:
@@ -363,21 +347,3 @@ def _rounded(values: np.ndarray | None, n: int) -> list[float | None]:
     if values is None:
         return [None] * n
     return [round(float(v), 4) for v in values]
-
-
-# ------------------------------------------------------------------------------------------- hashing
-
-
-def _hash_file(root: Path, path: str) -> str | None:
-    """SHA-256 of a file that was not embedded (so a decision on it can still be verified), or ``None``."""
-    target = Path(root) / path
-    try:
-        if not target.is_file() or target.stat().st_size > MAX_HASH_BYTES:
-            return None
-        digest = hashlib.sha256()
-        with open(target, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-    except OSError:
-        return None

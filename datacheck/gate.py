@@ -2,7 +2,8 @@
 
 Rules, per check:
 
-* if the policy sets a limit on one of the check's metrics (:class:`GatePolicy`), the limits decide;
+* if the policy sets a limit on one of the check's metrics (:class:`GatePolicy`; the limits are declared by
+  the checks themselves), the limits decide;
 * otherwise the check violates the gate when one of its findings reaches ``fail_on`` (a crashed check always
   does).
 
@@ -19,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from datacheck.checks.base import CheckResult, Finding, Status
+from datacheck.checks.base import CheckResult, Finding, GateLimit, Status
 from datacheck.errors import UsageError
+from datacheck.params import ParamsError
 
 FailOn = Literal["warn", "fail"]
 #: Findings of this severity fail the gate unless the config or ``--fail-on`` says otherwise.
@@ -29,61 +31,84 @@ DEFAULT_FAIL_ON: FailOn = "fail"
 _RANK = {"info": 0, "warn": 1, "fail": 2}
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """A policy limit on one metric of one check."""
-
-    check: str
-    metric: str
-    kind: Literal["max_count", "max_fraction", "min_value", "max_value"]
-    #: With a baseline, count new findings of these kinds instead of reading the metric.
-    counted_kinds: tuple[str, ...] = ()
+def checked_fail_on(value: object) -> FailOn:
+    """``value`` if it is a valid gate threshold, else a usage error naming the choices."""
+    if value not in typing.get_args(FailOn):
+        raise UsageError(f"fail_on takes {' or '.join(map(repr, typing.get_args(FailOn)))}, got {value!r}")
+    return value  # type: ignore[return-value]
 
 
-#: Which metric each GatePolicy field limits.
-LIMITS: dict[str, Limit] = {
-    "max_unreadable": Limit("files", "counts.unreadable", "max_count", ("unreadable",)),
-    "max_leak_pairs": Limit("leakage", "pairs", "max_count", ("leak",)),
-    "max_duplicate_fraction": Limit("duplicates", "duplicate_fraction", "max_fraction"),
-    "max_label_issue_fraction": Limit("labels", "issue_fraction", "max_fraction"),
-    "min_images_per_class": Limit("balance", "smallest_class_count", "min_value"),
-    "max_imbalance_ratio": Limit("balance", "imbalance_ratio", "max_value"),
-}
+def declared_limits() -> dict[str, tuple[str, GateLimit]]:
+    """Every gate limit the checks declare (:func:`datacheck.checks.base.register`): name → (check, limit)."""
+    from datacheck.checks import all_checks
+
+    return {limit.name: (spec.id, limit) for spec in all_checks().values() for limit in spec.limits}
 
 
-@dataclass(frozen=True)
 class GatePolicy:
-    """Limits the gate enforces on check metrics; ``None`` leaves the check to its findings' severities.
+    """Limits the gate enforces on check metrics; a limit set to ``None`` leaves the check to its findings.
 
-    Attributes:
-        max_unreadable: Unreadable files allowed.
-        max_leak_pairs: Train/test (cross-split) duplicate pairs allowed.
-        max_duplicate_fraction: Largest fraction of redundant duplicate images allowed.
-        max_label_issue_fraction: Largest fraction of likely label errors allowed.
-        min_images_per_class: Fewest images a class may have.
-        max_imbalance_ratio: Largest ratio between the biggest and the smallest class.
+    The limits and their defaults are the ones the checks declare (``GateLimit``; listed with
+    ``datacheck init`` and in docs/configuration.md), so a check brings its own. Construct with keyword
+    arguments, e.g. ``GatePolicy(max_leak_pairs=2)``; read a limit as an attribute.
     """
 
-    max_unreadable: int | None = 0
-    max_leak_pairs: int | None = 0
-    max_duplicate_fraction: float | None = None
-    max_label_issue_fraction: float | None = None
-    min_images_per_class: int | None = None
-    max_imbalance_ratio: float | None = None
+    __slots__ = ("_values",)
 
-    def __post_init__(self) -> None:
-        for name in LIMITS:
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be at least 0, got {value}")
+    def __init__(self, **values: float | None) -> None:
+        declared = declared_limits()
+        unknown = sorted(set(values) - set(declared))
+        if unknown:
+            raise ParamsError(f"unknown gate limit(s) {', '.join(unknown)}; known: {', '.join(declared)}")
+        resolved: dict[str, float | None] = {}
+        for name, (_, limit) in declared.items():
+            value = values.get(name, limit.default)
+            _validate_limit(name, limit, value)
+            resolved[name] = value
+        object.__setattr__(self, "_values", resolved)
 
-    def limits_for(self, check_id: str) -> dict[str, tuple[Limit, float]]:
-        """The configured limits that apply to one check."""
+    def __getattr__(self, name: str) -> float | None:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no gate limit named '{name}'") from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("GatePolicy is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GatePolicy) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._values.items())))
+
+    def __repr__(self) -> str:
+        return f"GatePolicy({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+    def as_dict(self) -> dict[str, float | None]:
+        """Every limit by name (``None``: off)."""
+        return dict(self._values)
+
+    def limits_for(self, check_id: str) -> dict[str, tuple[GateLimit, float]]:
+        """The limits set (not ``None``) that apply to one check."""
         return {
-            name: (limit, getattr(self, name))
-            for name, limit in LIMITS.items()
-            if limit.check == check_id and getattr(self, name) is not None
+            name: (limit, bound)
+            for name, (owner, limit) in declared_limits().items()
+            if owner == check_id and (bound := self._values[name]) is not None
         }
+
+
+def _validate_limit(name: str, limit: GateLimit, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParamsError(f"{name} must be a number, got {value!r}")
+    if limit.kind == "max_count" and not float(value).is_integer():
+        raise ParamsError(f"{name} must be a whole number, got {value!r}")
+    if value < 0:
+        raise ParamsError(f"{name} must be at least 0, got {value}")
+    if limit.kind == "max_fraction" and value > 1:
+        raise ParamsError(f"{name} is a fraction from 0 to 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -153,7 +178,7 @@ def _metric(result: CheckResult, name: str) -> float | None:
 def _limit_violation(
     result: CheckResult,
     name: str,
-    limit: Limit,
+    limit: GateLimit,
     bound: float,
     new_findings: Sequence[Finding],
     baseline: Baseline | None,
@@ -188,8 +213,7 @@ def evaluate(
     baseline: Baseline | None = None,
 ) -> GateResult:
     """Apply the policy to the results (see the module docstring for the rules)."""
-    if fail_on not in typing.get_args(FailOn):
-        raise UsageError(f"fail_on takes 'warn' or 'fail', got {fail_on!r}")
+    fail_on = checked_fail_on(fail_on)
     policy = policy or GatePolicy()
     hashes = hashes or {}
     violations: list[dict[str, Any]] = []

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datacheck.reduce import SharedBasis, fit_basis
+
 logger = logging.getLogger(__name__)
 
 
@@ -85,32 +87,12 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)[:, None]
 
 
-def _project(unit: np.ndarray, dim: int) -> np.ndarray:
-    """Principal-component projection used only for candidate retrieval."""
+def _search_space(unit: np.ndarray, dim: int, shared: SharedBasis | None) -> np.ndarray:
+    """Rows on their top ``dim`` principal axes, re-normalised: used only to retrieve candidates."""
     if dim == 0 or dim >= unit.shape[1] or len(unit) <= dim:
         return unit
-    from sklearn.decomposition import PCA
-
-    sample = unit[_content_sample(unit, 20_000)]
-    pca = PCA(n_components=dim, svd_solver="randomized", random_state=0).fit(sample)
-    return l2_normalise(pca.transform(unit).astype(np.float32))
-
-
-def _content_sample(unit: np.ndarray, size: int) -> np.ndarray:
-    """About ``size`` rows chosen by their content, not their position.
-
-    A row is picked when a hash of its leading values falls in the first ``size / N`` of the range, so the
-    same images are picked whatever else is added or removed: the basis, and with it the graph, of a
-    dataset with 100 more images stays that of the dataset before (an updated graph then agrees with a
-    rebuild).
-    """
-    if len(unit) <= size:
-        return np.arange(len(unit))
-    bits = np.ascontiguousarray(unit[:, :8]).view(np.uint32).astype(np.uint64)
-    mixed = (bits * np.arange(1, 17, 2, dtype=np.uint64) * np.uint64(0x9E3779B1)).sum(axis=1) % np.uint64(
-        1 << 32
-    )
-    return np.flatnonzero(mixed < np.uint64(int(size / len(unit) * (1 << 32))))
+    reduced = shared.reduced(dim) if shared is not None else fit_basis(unit, dim).project(unit)
+    return l2_normalise(reduced)
 
 
 def _top_candidates(space: np.ndarray, n_candidates: int, block: int) -> np.ndarray:
@@ -193,15 +175,20 @@ def _approximate(space: np.ndarray, n_candidates: int, block: int) -> np.ndarray
     return out
 
 
-def build_knn(vectors: np.ndarray, params: KnnParams | None = None) -> KnnGraph:
-    """Build the shared cosine kNN graph of ``vectors`` (any scale; they are L2-normalised here)."""
+def build_knn(
+    vectors: np.ndarray, params: KnnParams | None = None, shared: SharedBasis | None = None
+) -> KnnGraph:
+    """Build the shared cosine kNN graph of ``vectors`` (any scale; they are L2-normalised here).
+
+    ``shared``: the audit's principal-component basis of these (unit) vectors, searched in; ``None`` fits one.
+    """
     params = params or KnnParams()
     n = len(vectors)
     if n < 2:
         return KnnGraph(np.full((n, 0), -1, np.int32), np.zeros((n, 0), np.float32), "exact")
     unit = l2_normalise(np.asarray(vectors, dtype=np.float32))
     n_candidates = min(params.candidates, n - 1)
-    space = _project(unit, params.search_dim)
+    space = _search_space(unit, params.search_dim, shared)
     if n <= params.exact_max:
         candidates = _top_candidates(space, n_candidates, params.block)
         method = "exact"
@@ -214,7 +201,7 @@ def build_knn(vectors: np.ndarray, params: KnnParams | None = None) -> KnnGraph:
 
 
 #: Bump when the graph construction changes, so stored graphs are rebuilt.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 
 #: Largest share of rows added or removed since a stored graph for it to be updated instead of rebuilt.
 MAX_UPDATE_SHARE = 0.05
@@ -242,7 +229,9 @@ def row_ids(vectors: np.ndarray) -> np.ndarray:
     return ids.view(np.int64)
 
 
-def build_knn_cached(vectors: np.ndarray, params: KnnParams | None, directory: Path | None) -> KnnGraph:
+def build_knn_cached(
+    vectors: np.ndarray, params: KnnParams | None, directory: Path | None, shared: SharedBasis | None = None
+) -> KnnGraph:
     """:func:`build_knn`, served from ``directory`` when the same vectors were indexed with the same params.
 
     When they were not, but a stored graph covers all but a small share (:data:`MAX_UPDATE_SHARE`) of the
@@ -253,12 +242,13 @@ def build_knn_cached(vectors: np.ndarray, params: KnnParams | None, directory: P
         vectors: ``float32[N, D]``, e.g. the context's L2-normalised bottlenecks.
         params: Graph parameters (part of the key).
         directory: Where graphs are kept (:mod:`datacheck.derived`); ``None``: always build.
+        shared: The audit's principal-component basis of ``vectors`` (see :func:`build_knn`).
     """
     from datacheck import derived
 
     params = params or KnnParams()
     if directory is None or len(vectors) < 2:
-        return build_knn(vectors, params)
+        return build_knn(vectors, params, shared)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy for the context's vectors
     label = f"knn-v{GRAPH_VERSION}|{astuple(params)}"
     key = derived.content_key(label, vectors)
@@ -269,7 +259,7 @@ def build_knn_cached(vectors: np.ndarray, params: KnnParams | None, directory: P
         return KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
     ids = row_ids(vectors)
     base = _updatable(directory, label, ids)
-    graph = update_knn(vectors, ids, base, params) if base is not None else build_knn(vectors, params)
+    graph = update_knn(vectors, ids, base, params) if base is not None else build_knn(vectors, params, shared)
     derived.store(
         directory,
         key,

@@ -2,15 +2,23 @@
 
 Every default lives here (or in a check's own params dataclass) exactly once; the CLI and the config
 loader only override fields.
+
+Validation is declarative and done one way for every params dataclass: a field's range is written next to
+its default with :func:`param` (``folds: int = param(5, ge=2)``), and :class:`Params` checks every range
+when an instance is built, reporting all problems at once in a :class:`ParamsError`. Rules that relate two
+fields (``fail_ratio <= narrow_ratio``) go in :meth:`Params.relations`. Plain dataclass metadata rather
+than pydantic: the params stay ordinary frozen (slotted) dataclasses, with no second model layer, no
+coercion surprises and no new dependency; the ranges are data that the docs tests can read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from datacheck.errors import UsageError
 
@@ -41,7 +49,87 @@ class Replaceable:
 
 
 @dataclass(frozen=True, slots=True)
-class EmbedParams(Replaceable):
+class Range:
+    """The values a parameter may take (``None`` bounds are open; ``optional``: ``None`` is allowed too)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[object, ...] | None = None
+    optional: bool = False
+
+    def problem(self, name: str, value: object) -> str | None:
+        """Why ``value`` is out of range for the parameter ``name``, or ``None`` when it fits."""
+        if value is None:
+            return None if self.optional else f"{name} must be set"
+        if self.choices is not None:
+            if value in self.choices:
+                return None
+            return f"{name} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None if self.ge is self.gt is self.le is self.lt is None else f"{name} must be a number"
+        for bound, ok, word in (
+            (self.ge, lambda b: value >= b, "at least"),
+            (self.gt, lambda b: value > b, "greater than"),
+            (self.le, lambda b: value <= b, "at most"),
+            (self.lt, lambda b: value < b, "less than"),
+        ):
+            if bound is not None and not ok(bound):
+                return f"{name} must be {word} {bound:g}, got {value!r}"
+        return None
+
+
+def param(
+    default: object = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[object, ...] | None = None,
+    optional: bool = False,
+    factory: object = dataclasses.MISSING,
+) -> Any:
+    """A params field with its range, checked by :class:`Params` (see the module docstring)."""
+    metadata = {"range": Range(ge, gt, le, lt, choices, optional or default is None)}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)  # type: ignore[arg-type]
+    return field(default=default, metadata=metadata)
+
+
+def range_of(params_type: type, name: str) -> Range | None:
+    """The declared range of one field (``None`` when it has none)."""
+    for f in dataclasses.fields(params_type):
+        if f.name == name:
+            return f.metadata.get("range")
+    raise KeyError(name)
+
+
+class Params(Replaceable):
+    """Base of every params dataclass: checks each field's :func:`param` range, then :meth:`relations`."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        problems = [
+            problem
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if (declared := f.metadata.get("range")) is not None
+            and (problem := declared.problem(f.name, getattr(self, f.name))) is not None
+        ]
+        if not problems:
+            problems = [p for p in self.relations() if p]
+        if problems:
+            raise ParamsError("; ".join(problems))
+
+    def relations(self) -> list[str]:
+        """Problems with rules that involve several fields (checked once every field is in range)."""
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedParams(Params):
     """How images become bottleneck vectors.
 
     Attributes:
@@ -70,36 +158,24 @@ class EmbedParams(Replaceable):
 
     model: str = "efficientnet-lite0"
     image_size: ImageSize = "auto"
-    batch_size: int = 64
-    runtime: Runtime = "auto"
+    batch_size: int = param(64, ge=1)
+    runtime: Runtime = param("auto", choices=typing.get_args(Runtime))
     weights: Path | None = None
     cache_dir: Path | None = None
-    decode_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) // 2))
-    max_image_pixels: int = MAX_IMAGE_PIXELS
-    engine: Engine = "local"
+    decode_workers: int = param(factory=lambda: max(1, (os.cpu_count() or 1) // 2), ge=1)
+    max_image_pixels: int = param(MAX_IMAGE_PIXELS, ge=1)
+    engine: Engine = param("local", choices=typing.get_args(Engine))
     ray_address: str | None = None
-    ray_actors: int = 0
+    ray_actors: int = param(0, ge=0)
 
-    def __post_init__(self) -> None:
-        if self.image_size != "auto" and not (
-            isinstance(self.image_size, int) and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE
-        ):
-            raise ParamsError(
-                f"image_size must be 'auto' or an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, "
-                f"got {self.image_size!r}"
-            )
-        if self.batch_size < 1:
-            raise ParamsError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.decode_workers < 1:
-            raise ParamsError(f"decode_workers must be at least 1, got {self.decode_workers}")
-        if self.max_image_pixels < 1:
-            raise ParamsError(f"max_image_pixels must be at least 1, got {self.max_image_pixels}")
-        if self.engine not in ("local", "ray"):
-            raise ParamsError(f"engine must be 'local' or 'ray', got {self.engine!r}")
-        if self.ray_actors < 0:
-            raise ParamsError(f"ray_actors must be 0 (one per GPU, else one) or more, got {self.ray_actors}")
-        if self.runtime not in ("auto", "litert", "tf"):
-            raise ParamsError(f"runtime must be one of auto, litert, tf; got {self.runtime!r}")
+    def relations(self) -> list[str]:
+        """``image_size`` is ``"auto"`` or a whole number of pixels in the backbones' range."""
+        size = self.image_size
+        if size == "auto" or (isinstance(size, int) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
+            return []
+        return [
+            f"image_size must be 'auto' or an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {size!r}"
+        ]
 
     def as_options(self) -> dict[str, object]:
         """Fields as keyword options for :func:`datacheck.audit`."""

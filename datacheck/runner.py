@@ -58,7 +58,7 @@ def run_one(ctx: AuditContext, spec: CheckSpec, params: Any) -> CheckResult:
         results_store.store(ctx, spec.id, params, res)
     seconds = time.perf_counter() - start
     logger.info("check %-18s %-7s %.2f s%s", spec.id, res.status, seconds, " (reused)" if reused else "")
-    return CheckResult(res.id, res.status, res.summary, res.metrics, res.findings, seconds)
+    return CheckResult(res.id, res.status, res.summary, res.metrics, res.findings, seconds, spec.view)
 
 
 def with_severity(res: CheckResult, severity: str) -> CheckResult:

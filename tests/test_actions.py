@@ -103,7 +103,7 @@ def test_apply_then_undo_restores_the_tree_exactly(audited: tuple[dict, Path, Pa
     assert moved["train/cat/cat_001.png"] == root / "train/dog/cat_001-1.png"
     assert moved["train/cat/cat_002.png"] == root / "train/lion/cat_002.png"
     for move in plan.moves:
-        assert not Path(move.src).exists() and actions.sha256_file(Path(move.dst)) == move.sha256
+        assert not Path(move.src).exists() and actions.file_sha256(Path(move.dst)) == move.sha256
     assert after["train/dog/cat_001.png"] == before["train/dog/cat_001.png"]  # not overwritten
     assert (quarantine / "train/cat/cat_000.png").read_bytes() == b"quarantined earlier"
 
@@ -249,7 +249,7 @@ def test_every_crash_state_can_be_finished_or_undone(
     finished = actions.resume(journal)
     assert finished.complete
     for move in plan.moves:
-        assert not Path(move.src).exists() and actions.sha256_file(Path(move.dst)) == move.sha256
+        assert not Path(move.src).exists() and actions.file_sha256(Path(move.dst)) == move.sha256
     assert actions.undo(journal).complete
     assert tree(root) == before
 

@@ -233,7 +233,7 @@ def test_decisions_survive_a_reload_and_keyboard_works(browser, hostile) -> None
 def test_export_round_trips_through_apply_and_undo(browser, hostile, tmp_path: Path) -> None:
     report, root, html = hostile
     page, watch = open_report(browser, html)
-    before = {p: actions.sha256_file(p) for p in root.rglob("*") if p.is_file()}
+    before = {p: actions.file_sha256(p) for p in root.rglob("*") if p.is_file()}
     try:
         page.evaluate("localStorage.clear()")
         page.reload()
@@ -282,7 +282,7 @@ def test_export_round_trips_through_apply_and_undo(browser, hostile, tmp_path: P
     assert outcome.complete and not (root / label_file).exists()
     assert (root / label_file.replace("/cat/", "/dog/")).exists()
     assert actions.undo(outcome.journal).complete
-    assert {p: actions.sha256_file(p) for p in root.rglob("*") if p.is_file()} == before
+    assert {p: actions.file_sha256(p) for p in root.rglob("*") if p.is_file()} == before
     assert not actions.default_quarantine(root).exists()  # undo removed the folders the apply made
 
 

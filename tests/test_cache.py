@@ -374,6 +374,18 @@ def test_info_and_clear(cache: Cache):
     assert cache.get_embeddings([embedding_key(sha(1), TAG)]) == {}
 
 
+def test_info_counts_and_clear_removes_the_cifar10_trainers_arrays(cache: Cache):
+    from datacheck.train.cifar10.arraycache import cache_folder
+
+    arrays = cache_folder(cache.directory, "0" * 16)
+    arrays.mkdir(parents=True)
+    (arrays / "x_train.npy").write_bytes(b"\0" * 2_000_000)
+    before = cache.info().size_bytes
+    assert before >= 2_000_000  # the trainer's arrays are part of the cache's size
+    cache.clear()
+    assert not arrays.exists() and cache.info().size_bytes < before - 1_900_000
+
+
 def test_context_manager_closes(tmp_path: Path):
     with Cache(tmp_path) as c:
         pass

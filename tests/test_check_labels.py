@@ -10,7 +10,6 @@ from datacheck.checks.labels import (
     feature_count,
     looks_mislabelled,
     neighbour_vote,
-    reduce_features,
     score_labels,
 )
 from tests.factories import clustered_vectors, make_context
@@ -84,24 +83,6 @@ def test_max_findings_caps_the_list_not_the_count():
     vectors, _, noisy, _ = _flipped(12)
     res = check_labels(make_context(vectors, noisy, class_names=NAMES), LabelsParams(max_findings=3))
     assert len(res.findings) == 3 and res.metrics["issues"] >= 10
-
-
-def test_reduce_features_rotates_without_whitening():
-    rng = np.random.default_rng(0)
-    x = (rng.standard_normal((400, 50)) * np.geomspace(3, 0.01, 50)).astype(np.float32)
-    z = reduce_features(x, 16)
-    assert z.shape == (400, 16)
-    eps = float(np.finfo(np.float32).eps)
-    # float32 column sums of 400 values: within 400·eps of their magnitude
-    np.testing.assert_allclose(z.mean(axis=0), 0, atol=400 * eps * float(np.abs(z).max()))
-    variances = z.var(axis=0)
-    assert np.all(np.diff(variances) <= 0), "components come in order of decreasing variance"
-    # not whitened: each component keeps its own variance (by construction the 16th direction has ~1/33
-    # of the 1st's variance; whitening would make them equal)
-    assert variances[0] > 10 * variances[-1]
-    full = reduce_features(x, 50)  # every component: the centred rows themselves
-    np.testing.assert_allclose(full.mean(axis=0), 0, atol=400 * eps * float(np.abs(full).max()))
-    assert full.shape == (400, 50)
 
 
 def test_neighbour_vote():

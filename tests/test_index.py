@@ -159,6 +159,6 @@ def test_a_stored_graph_is_updated_for_a_few_added_and_removed_rows(tmp_path, mo
     monkeypatch.setattr(index, "MAX_UPDATE_SHARE", 0.01)  # 10 of 414 rows (2.4 %) is now too large a change
     built: list[int] = []
     real = index.build_knn
-    monkeypatch.setattr(index, "build_knn", lambda v, p=None: built.append(len(v)) or real(v, p))
+    monkeypatch.setattr(index, "build_knn", lambda v, p=None, s=None: built.append(len(v)) or real(v, p, s))
     index.build_knn_cached(final[:-10], params, tmp_path)
     assert built == [len(final) - 10]

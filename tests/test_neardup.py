@@ -253,7 +253,12 @@ def _growing_ctx(n: int, derived_dir):
 def test_pair_scores_are_reused_and_only_new_pairs_verified(tmp_path, monkeypatch):
     verified: list[int] = []
     real = neardup.verify_pairs
-    monkeypatch.setattr(neardup, "verify_pairs", lambda t, p, r: verified.append(len(p)) or real(t, p, r))
+
+    def counting(thumbs, pairs, refine_above):
+        verified.append(len(pairs))
+        return real(thumbs, pairs, refine_above)
+
+    monkeypatch.setattr(neardup.store, "verify_pairs", counting)  # the module pair_scores calls it from
     params = NearDupParams()
     first = duplicate_pairs(_growing_ctx(12, tmp_path), params)
     assert len(first) == 6 and verified and verified[-1] > 0

@@ -84,8 +84,8 @@ def test_unchanged_files_are_not_read_again_but_a_stealthy_edit_is_caught(tmp_pa
     root = _tree(tmp_path / "ds", seed=4)
     embed_dataset(discover(root), _params(cache_dir))
     read: list[str] = []
-    real = pipeline._hash_file
-    monkeypatch.setattr(pipeline, "_hash_file", lambda path: read.append(path.name) or real(path))
+    real = pipeline.file_sha256
+    monkeypatch.setattr(pipeline, "file_sha256", lambda path: read.append(path.name) or real(path))
     again = embed_dataset(discover(root), _params(cache_dir))
     assert read == [] and (again.computed, again.cached) == (0, 12)
 

@@ -2,7 +2,7 @@
 
 ``build_demo_report`` (also used by tests/test_browser.py and tests/test_actions.py) writes a small image
 dataset with PIL and builds a :class:`Report` straight from findings of every check, with the real file
-index and map of ``datacheck.report.embedding_map`` over a factory-made context.
+index and map of ``datacheck.embedding_map`` over a factory-made context.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from datacheck import gate
+from datacheck.checks import all_checks
 from datacheck.checks.base import CheckResult, Finding, Severity, Status, result
 from datacheck.dataset import Dataset
+from datacheck.embedding_map import build_map
 from datacheck.report import Report
-from datacheck.report.embedding_map import build_map
 from datacheck.report.html import content_security_policy, json_safe, render_html, script_json, static_text
 from datacheck.report.thumbnails import THUMB_SIZE, make_thumbnail, thumb_name, write_thumbnails
 from tests.factories import clustered_vectors, make_context
@@ -128,7 +129,8 @@ def build_demo_report(
         file_sha256=[_sha(root / rel) for rel, _, _ in rows],
     )
     ctx = dataclasses.replace(ctx, dataset=Dataset(root=root, layout="splits", records=ctx.records))
-    checks = _demo_results(rows, hostile)
+    specs = all_checks()  # each result shows as its check declares (ReportView), as the runner attaches it
+    checks = tuple(dataclasses.replace(r, view=specs[r.id].view) for r in _demo_results(rows, hostile))
     summary = {
         "root": str(root),
         "layout": "splits",
@@ -500,7 +502,7 @@ def test_umap_layout_reuses_the_knn_graph(tmp_path: Path) -> None:
 
 
 def test_stored_layout_is_reused_for_the_same_rows(tmp_path: Path, monkeypatch) -> None:
-    import datacheck.report.embedding_map as embedding_map
+    import datacheck.embedding_map as embedding_map
 
     vectors, labels = clustered_vectors([20, 20], dim=16, spread=0.2)
     ctx = make_context(vectors, labels)
@@ -563,7 +565,7 @@ def test_templates_and_static_ship_as_package_data() -> None:
 
 
 def test_a_few_new_images_are_placed_into_the_stored_layout(tmp_path: Path, monkeypatch) -> None:
-    import datacheck.report.embedding_map as embedding_map
+    import datacheck.embedding_map as embedding_map
 
     vectors, labels = clustered_vectors([40, 40], dim=16, spread=0.2, seed=5)
     first = build_map(make_context(vectors[:-2], labels[:-2]), (), method="pca", store=tmp_path)

@@ -48,9 +48,9 @@ from datacheck.actions.planning import (
     is_movable,
     iter_plan_rows,
     plan,
-    sha256_file,
     write_change_list,
 )
+from datacheck.fileio import file_sha256
 
 __all__ = [
     "ACTIONS",
@@ -73,6 +73,7 @@ __all__ = [
     "default_journal",
     "default_quarantine",
     "execute",
+    "file_sha256",
     "is_movable",
     "iter_plan_rows",
     "load_decisions",
@@ -80,7 +81,6 @@ __all__ = [
     "plan",
     "read_journal",
     "resume",
-    "sha256_file",
     "undo",
     "write_change_list",
 ]

@@ -20,8 +20,9 @@ from datacheck.actions.journal import (
     default_journal,
     read_journal,
 )
-from datacheck.actions.planning import Move, Plan, fsync_dir, inside, same_file, sha256_file
+from datacheck.actions.planning import Move, Plan, fsync_dir, inside, same_file
 from datacheck.errors import DatacheckError
+from datacheck.fileio import file_sha256
 from datacheck.outputs import MARKER, mark
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _apply_one(move: Move, handle: Journal) -> bool:
     if state != "pending":
         raise _Conflict(state)
     _make_dirs(dst.parent, handle)
-    if sha256_file(src) != move.sha256:
+    if file_sha256(src) != move.sha256:
         raise _Conflict("changed since the plan was made (hash mismatch)")
     _relink(src, dst, move.sha256)
     return True
@@ -139,9 +140,9 @@ def _state(src: Path, dst: Path, sha: str) -> str:
     if has_src and not has_dst:
         return "pending"
     if has_dst and not has_src:
-        return "done" if sha256_file(dst) == sha else "the moved file's content differs from the journal"
+        return "done" if file_sha256(dst) == sha else "the moved file's content differs from the journal"
     if has_src and has_dst:
-        if same_file(src, dst) or (sha256_file(src) == sha and sha256_file(dst) == sha):
+        if same_file(src, dst) or (file_sha256(src) == sha and file_sha256(dst) == sha):
             return "both"
         return f"{dst} exists and is another file; nothing is overwritten"
     return "neither the file nor its moved copy exists"
@@ -183,7 +184,7 @@ def _copy_no_overwrite(src: Path, dst: Path, sha: str) -> None:
         writer.flush()
         os.fsync(writer.fileno())
     shutil.copystat(src, tmp)
-    if sha256_file(tmp) != sha:
+    if file_sha256(tmp) != sha:
         tmp.unlink()
         raise _Conflict("the copy does not match the original; nothing was moved")
     try:
@@ -252,7 +253,7 @@ def _undo_one(move: Move) -> bool:
     src, dst = Path(move.src), Path(move.dst)
     state = _state(src, dst, move.sha256)
     if state == "pending":  # never moved
-        if sha256_file(src) != move.sha256:
+        if file_sha256(src) != move.sha256:
             raise _Conflict("the file in its original place differs from the journal")
         return False
     if state == "both":  # identical copies: the original is in place

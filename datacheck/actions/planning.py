@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -20,6 +19,7 @@ from datacheck.actions.decisions import (
     listing,
 )
 from datacheck.dataset import CONTAINER_LAYOUTS
+from datacheck.fileio import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def _verified_hash(decision: Decision, hashes: Mapping[str, str | None], root: P
     path = root / file
     if path.is_symlink() or not path.is_file():
         raise ValueError(f"'{file}': missing (moved or deleted since the audit)")
-    if sha256_file(path) != recorded:
+    if file_sha256(path) != recorded:
         raise ValueError(f"'{file}': changed since the audit (hash mismatch)")
     return recorded
 
@@ -300,15 +300,6 @@ def inside(path: Path, root: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ util
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -12,7 +12,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from datacheck.checks.base import CheckResult, Finding, Severity, register, result
+from datacheck.checks.base import CheckResult, Finding, GateLimit, ReportView, Severity, register, result
 from datacheck.context import AuditContext
 
 logger = logging.getLogger(__name__)
@@ -317,7 +317,22 @@ def _summary(counts: _Counts, ratio: float) -> str:
     return text
 
 
-@register(CHECK_ID, BalanceParams)
+@register(
+    CHECK_ID,
+    BalanceParams,
+    limits=[
+        GateLimit(
+            "min_images_per_class", "smallest_class_count", "min_value", "Fewest images a class may have."
+        ),
+        GateLimit(
+            "max_imbalance_ratio",
+            "imbalance_ratio",
+            "max_value",
+            "Largest ratio between the biggest and the smallest class.",
+        ),
+    ],
+    view=ReportView(class_chart=True),
+)
 def check_balance(ctx: AuditContext, params: BalanceParams) -> CheckResult:
     """Images per class and split: too few, unbalanced, classes missing from a split, odd split sizes."""
     counts = _count(ctx, params.train_split)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from datacheck.context import AuditContext
@@ -80,6 +80,8 @@ class CheckResult:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
     seconds: float = 0.0
+    #: How the HTML report shows it: the check's :class:`ReportView`, attached by the runner.
+    view: ReportView | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as it appears in report.json."""
@@ -90,6 +92,7 @@ class CheckResult:
             "metrics": {k: _jsonable(v) for k, v in self.metrics.items()},
             "findings": [f.to_dict() for f in self.findings],
             "seconds": round(self.seconds, 3),
+            "view": (self.view or ReportView()).to_dict(),
         }
 
 
@@ -125,16 +128,67 @@ def _jsonable(value: Any) -> Any:
 
 P = TypeVar("P")
 CheckFn = Callable[["AuditContext", Any], CheckResult]
+LimitKind = Literal["max_count", "max_fraction", "min_value", "max_value"]
+#: Finding cards the HTML report draws (``report/static/app.js``, ``RENDERERS``).
+CARDS = ("generic", "group", "label", "outlier", "quality", "file", "shortcut", "clusters")
+
+
+@dataclass(frozen=True, slots=True)
+class GateLimit:
+    """A limit the gate can enforce on one of the check's metrics, declared by the check.
+
+    Attributes:
+        name: Its key in the config's ``[gate]`` table (and a :class:`~datacheck.gate.GatePolicy` field).
+        metric: The metric it limits (dotted for nested metrics, e.g. ``counts.unreadable``).
+        kind: ``max_count`` / ``max_fraction`` / ``max_value`` (the metric may not exceed it) or
+            ``min_value`` (it may not fall below it).
+        doc: One line for the starter config and the docs.
+        default: The limit when the config sets none; ``None``: off, the findings' severities decide.
+        counted_kinds: With a baseline, count new findings of these kinds instead of reading the metric.
+    """
+
+    name: str
+    metric: str
+    kind: LimitKind
+    doc: str
+    default: float | None = None
+    counted_kinds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReportView:
+    """How the HTML report shows a check; the report itself computes nothing.
+
+    Attributes:
+        card: How each finding is drawn: ``generic`` (its fields and files), ``group`` (duplicate groups),
+            ``label``, ``outlier``, ``quality``, ``file``, ``shortcut`` or ``clusters``.
+        neighbours: Show each finding file's nearest neighbours (the audit's file map lists them).
+        class_chart: Draw the per-class image counts above the findings.
+    """
+
+    card: str = "generic"
+    neighbours: bool = False
+    class_chart: bool = False
+
+    def __post_init__(self) -> None:
+        if self.card not in CARDS:
+            raise ValueError(f"unknown finding card '{self.card}': use one of {', '.join(CARDS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """As it appears in report.json (``checks[].view``)."""
+        return {"card": self.card, "neighbours": self.neighbours, "class_chart": self.class_chart}
 
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """A registered check: its id, function, params type and a one-line description."""
+    """A registered check: its id, function, params type, one-line description and declarations."""
 
     id: str
     fn: CheckFn
     params_type: type
     description: str
+    limits: tuple[GateLimit, ...] = ()
+    view: ReportView = field(default_factory=ReportView)
 
     def default_params(self) -> Any:
         """The params dataclass with every default."""
@@ -153,14 +207,28 @@ class CheckSpec:
 _REGISTRY: dict[str, CheckSpec] = {}
 
 
-def register(check_id: str, params: type) -> Callable[[CheckFn], CheckFn]:
-    """Decorator registering a check function under a stable id."""
+def register(
+    check_id: str,
+    params: type,
+    *,
+    limits: Sequence[GateLimit] = (),
+    view: ReportView | None = None,
+) -> Callable[[CheckFn], CheckFn]:
+    """Decorator registering a check function under a stable id.
+
+    Args:
+        check_id: The id in reports, configs and ``--checks`` (the module's name).
+        params: The check's frozen params dataclass.
+        limits: Gate limits on its metrics (``[gate]`` keys); none: the gate reads its findings' severities.
+        view: How the HTML report draws its findings (default: generic cards).
+    """
 
     def decorate(fn: CheckFn) -> CheckFn:
         if check_id in _REGISTRY and _REGISTRY[check_id].fn is not fn:
             raise ValueError(f"check id '{check_id}' registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[check_id] = CheckSpec(check_id, fn, params, doc[0] if doc else "")
+        spec = CheckSpec(check_id, fn, params, doc[0] if doc else "", tuple(limits), view or ReportView())
+        _REGISTRY[check_id] = spec
         return fn
 
     return decorate

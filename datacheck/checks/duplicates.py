@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datacheck.checks.base import CheckResult, Finding, Severity, register, status_from
+from datacheck.checks.base import CheckResult, Finding, GateLimit, ReportView, Severity, register, status_from
 from datacheck.context import AuditContext
 from datacheck.neardup import NearDupParams, duplicate_groups, duplicate_pairs, exact_keys
 
@@ -163,7 +163,19 @@ def _summary(ctx: AuditContext, groups: list[_Group], metrics: dict) -> str:
     return f"{text}; {metrics['redundant_images']} redundant images ({metrics['duplicate_fraction']:.1%})"
 
 
-@register(CHECK_ID, DuplicatesParams)
+@register(
+    CHECK_ID,
+    DuplicatesParams,
+    limits=[
+        GateLimit(
+            "max_duplicate_fraction",
+            "duplicate_fraction",
+            "max_fraction",
+            "Largest fraction of redundant duplicate images allowed.",
+        )
+    ],
+    view=ReportView(card="group"),
+)
 def check_duplicates(ctx: AuditContext, p: DuplicatesParams) -> CheckResult:
     """Exact copies and near duplicates, grouped; copies with different labels fail."""
     pairs = duplicate_pairs(ctx, p)

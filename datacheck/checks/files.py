@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from datacheck.checks.base import CheckResult, Finding, Severity, register, result
+from datacheck.checks.base import CheckResult, Finding, GateLimit, ReportView, Severity, register, result
 from datacheck.context import AuditContext
 from datacheck.dataset import ISSUE_KINDS, FileIssue
 
@@ -96,7 +96,21 @@ def _summary(counts: Counter[str]) -> str:
     return f"{total} file{'s' if total != 1 else ''} left out of the dataset: {', '.join(parts)}"
 
 
-@register(CHECK_ID, FilesParams)
+@register(
+    CHECK_ID,
+    FilesParams,
+    limits=[
+        GateLimit(
+            "max_unreadable",
+            "counts.unreadable",
+            "max_count",
+            "Unreadable files allowed.",
+            0,
+            ("unreadable",),
+        )
+    ],
+    view=ReportView(card="file"),
+)
 def check_files(ctx: AuditContext, params: FilesParams) -> CheckResult:
     """Files that are not usable labelled images: unreadable, not an image, duplicate path, no label."""
     issues = unique_issues((*ctx.dataset.issues, *ctx.failures))

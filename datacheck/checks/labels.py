@@ -29,7 +29,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
+from datacheck.checks.base import (
+    CheckResult,
+    Finding,
+    GateLimit,
+    ReportView,
+    Severity,
+    Status,
+    register,
+    result,
+)
 from datacheck.context import AuditContext
 
 logger = logging.getLogger(__name__)
@@ -38,9 +47,6 @@ CHECK_ID = "labels"
 
 _FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 _RANKINGS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
-
-#: Rows used to fit the PCA (the projection is then applied to every row).
-_PCA_SAMPLE = 20_000
 
 #: L-BFGS stopping tolerance (scikit-learn's default). 1e-3 would need a third of the iterations, but leaves
 #: borderline images on the other side of the decision (a planted group in the tests): the cost at scale is
@@ -75,7 +81,7 @@ class LabelsParams:
         min_class_images: Classes with fewer images are left out (neither checked nor suggested); at least
             ``folds``.
         max_findings: Most findings listed (highest score first); the metrics count all.
-        seed: Seed of the fold assignment and the PCA.
+        seed: Seed of the fold assignment and of the split that chooses ``C``.
     """
 
     folds: int = 5
@@ -140,37 +146,6 @@ def feature_count(n_rows: int, dims: int, n_dims: int) -> int:
     """
     wanted = n_dims if dims == 0 else min(dims, n_dims)
     return max(1, min(wanted, n_rows // 4))
-
-
-def reduce_features(vectors: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
-    """Centred rows rotated onto their top ``dims`` principal components, lengths kept (not whitened).
-
-    The basis comes from the eigenvectors of the covariance of at most 20,000 sampled rows (one Gram
-    matrix and a partial symmetric eigensolve: a few times cheaper than randomized SVD at this size).
-
-    Args:
-        vectors: ``float32[N, D]`` rows.
-        dims: Components kept (at most ``D``); ``D`` or more keeps every dimension, centred.
-        seed: Random state of the sample.
-
-    Returns:
-        ``float32[N, min(dims, D)]`` features with zero mean, in the units of the input.
-    """
-    x = np.asarray(vectors, dtype=np.float32)
-    keep = min(dims, x.shape[1])
-    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-    if keep < x.shape[1]:
-        import scipy.linalg
-
-        rng = np.random.default_rng(seed)
-        sample = x if len(x) <= _PCA_SAMPLE else x[rng.choice(len(x), _PCA_SAMPLE, replace=False)]
-        centred = sample - mean
-        gram = (centred.T @ centred).astype(np.float64)
-        _, basis = scipy.linalg.eigh(gram, subset_by_index=[x.shape[1] - keep, x.shape[1] - 1])
-        x = (x - mean) @ basis[:, ::-1].astype(np.float32)
-    else:
-        x = x - mean
-    return x
 
 
 def choose_regularisation(features: np.ndarray, labels: np.ndarray, params: LabelsParams) -> float:
@@ -428,7 +403,7 @@ def score_labels(ctx: AuditContext, params: LabelsParams) -> LabelScores | str:
     start = time.perf_counter()
     # The projection is two large matrix products: BLAS threads pay off there.
     dims = feature_count(len(rows), params.pca_dims, ctx.vectors.shape[1])
-    features = reduce_features(ctx.vectors[rows], dims, params.seed)
+    features = ctx.reduced(dims)[rows]  # the audit's shared basis (datacheck.reduce), not whitened
     # Single-threaded: the fits are many small operations where thread synchronisation costs more than it
     # saves, and on a busy (CI) machine OpenMP/BLAS threads contending for cores made them 5-20x slower.
     with threadpool_limits(limits=1):
@@ -529,7 +504,19 @@ def _summary(metrics: dict, params: LabelsParams) -> str:
     return text
 
 
-@register(CHECK_ID, LabelsParams)
+@register(
+    CHECK_ID,
+    LabelsParams,
+    limits=[
+        GateLimit(
+            "max_label_issue_fraction",
+            "issue_fraction",
+            "max_fraction",
+            "Largest fraction of likely label errors allowed.",
+        )
+    ],
+    view=ReportView(card="label", neighbours=True),
+)
 def check_labels(ctx: AuditContext, params: LabelsParams) -> CheckResult:
     """Likely label errors: pruned out-of-fold classifier on the bottlenecks, judged by cleanlab."""
     scores = score_labels(ctx, params)

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, status_from
+from datacheck.checks.base import (
+    CheckResult,
+    Finding,
+    GateLimit,
+    ReportView,
+    Severity,
+    Status,
+    register,
+    status_from,
+)
 from datacheck.context import AuditContext
 from datacheck.neardup import NearDupParams, duplicate_pairs
 
@@ -115,7 +124,16 @@ def _summary(cross: pd.DataFrame, metrics: dict, test_split: str) -> str:
     return text
 
 
-@register(CHECK_ID, LeakageParams)
+@register(
+    CHECK_ID,
+    LeakageParams,
+    limits=[
+        GateLimit(
+            "max_leak_pairs", "pairs", "max_count", "Cross-split duplicate pairs allowed.", 0, ("leak",)
+        )
+    ],
+    view=ReportView(card="group"),
+)
 def check_leakage(ctx: AuditContext, p: LeakageParams) -> CheckResult:
     """Exact or near-duplicate images that appear in two different splits."""
     if not ctx.has_splits:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
 from datacheck.checks.quality import robust_z
 from datacheck.context import AuditContext
 
@@ -155,7 +155,7 @@ def _finding(
     )
 
 
-@register(CHECK_ID, OutliersParams)
+@register(CHECK_ID, OutliersParams, view=ReportView(card="outlier", neighbours=True))
 def check_outliers(ctx: AuditContext, params: OutliersParams) -> CheckResult:
     """Images far from every other image of their own class (kNN distance, robust z within the class)."""
     counts = np.bincount(ctx.labels, minlength=len(ctx.class_names)) if ctx.n else np.zeros(0, int)

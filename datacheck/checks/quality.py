@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
 from datacheck.context import AuditContext
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def _findings_for(
     return findings
 
 
-@register(CHECK_ID, QualityParams)
+@register(CHECK_ID, QualityParams, view=ReportView(card="quality"))
 def check_quality(ctx: AuditContext, params: QualityParams) -> CheckResult:
     """Dark, bright, blurry, empty, tiny, odd-aspect and grayscale images (relative to the dataset)."""
     stats = ctx.stats.reset_index(drop=True)

@@ -39,6 +39,7 @@ from datacheck.index import l2_normalise
 from datacheck.probes import cv
 from datacheck.probes.cluster import kmeans
 from datacheck.probes.naming import ImageNetNamer
+from datacheck.reduce import fit_basis
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,10 @@ def representativeness(ctx: AuditContext, params: RepresentativenessParams) -> C
     ref_rows = _sample(np.arange(len(comparison.vectors)), params.max_rows, rng)
     train = np.asarray(ctx.vectors)[train_rows]
     reference = comparison.vectors[ref_rows]
-    projection = _pca(np.concatenate([train, reference]), max(params.pca_dim, 128), params.seed)
+    # The audit's shared basis is the dataset's alone: a basis of both sets is needed to see the directions
+    # in which only the reference varies (fitted the same way, on its own rows).
+    both = np.concatenate([train, reference])
+    projection = fit_basis(both, min(max(params.pca_dim, 128), len(both) - 1), PCA_FIT_ROWS).axes
     auc, ref_scores = domain_auc(
         train @ projection[:, : params.pca_dim], reference @ projection[:, : params.pca_dim], params
     )
@@ -209,16 +213,6 @@ def _sample(rows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarra
 
 #: Rows the PCA projection is fitted on (a sample; the axes of 4,000 embeddings are stable).
 PCA_FIT_ROWS = 4000
-
-
-def _pca(points: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    """``float[D, d]`` principal axes of ``points`` (``d = min(dim, …)``), fitted on a sample."""
-    from sklearn.decomposition import PCA
-
-    if len(points) > PCA_FIT_ROWS:
-        points = points[np.random.default_rng(seed).choice(len(points), PCA_FIT_ROWS, replace=False)]
-    dim = min(dim, points.shape[1], len(points) - 1)
-    return PCA(n_components=dim, svd_solver="randomized", random_state=seed).fit(points).components_.T
 
 
 def domain_auc(

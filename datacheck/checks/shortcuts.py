@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
 from datacheck.context import AuditContext
 from datacheck.probes import cv
 from datacheck.probes.properties import PROPERTY_CUES, PropertyCue, encode
@@ -147,7 +147,7 @@ class _Setup:
     baseline: float
 
 
-@register(CHECK_ID, ShortcutsParams)
+@register(CHECK_ID, ShortcutsParams, view=ReportView(card="shortcut"))
 def shortcuts(ctx: AuditContext, params: ShortcutsParams) -> CheckResult:
     """Image properties or image regions other than the object that predict the label."""
     n_classes = len(ctx.class_names)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
 from datacheck.context import AuditContext
 from datacheck.probes.cluster import kmeans
 from datacheck.probes.naming import ImageNetNamer
@@ -148,7 +148,7 @@ class Reference:
         return max((single + merge) / 2, max(singles)), single, merge
 
 
-@register(CHECK_ID, SplitsParams)
+@register(CHECK_ID, SplitsParams, view=ReportView(card="clusters"))
 def splits(ctx: AuditContext, params: SplitsParams) -> CheckResult:
     """Classes whose images form separate clusters, and class pairs the embeddings cannot tell apart."""
     if ctx.n == 0 or not ctx.class_names:

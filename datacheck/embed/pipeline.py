@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -37,6 +36,7 @@ from datacheck.embed.cache import (
     embedding_key,
     stats_key,
 )
+from datacheck.fileio import file_sha256
 from datacheck.images import (
     STATS_VERSION,
     DecodedImage,
@@ -58,8 +58,6 @@ ProgressFn = Callable[[str, int, int], None]
 
 #: Images sampled to choose the automatic input size.
 _AUTO_SIZE_SAMPLE = 256
-
-_READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,14 +220,6 @@ def resolve_image_size(params: EmbedParams, records: Sequence[ImageRecord]) -> i
 # ---------------------------------------------------------------------------------------- orchestration
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _hash_record(record: ImageRecord) -> str | FileIssue:
     if record.blob is not None:  # a container member: its bytes are small and read in one go
         try:
@@ -237,7 +227,7 @@ def _hash_record(record: ImageRecord) -> str | FileIssue:
         except ImageDecodeError as err:
             return FileIssue(record.path, "unreadable", str(err))
     try:
-        return _hash_file(record.abs_path)
+        return file_sha256(record.abs_path)
     except OSError as err:
         # read_file() words OS errors for users; reuse it so the reasons match the decode stage.
         try:

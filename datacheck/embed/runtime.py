@@ -34,6 +34,7 @@ import numpy as np
 
 from datacheck._native import quiet_native_logs, tensorflow
 from datacheck.embed.backbones import BuiltBackbone, build_backbone, cache_tag, get_backbone, weights_id
+from datacheck.fileio import atomic_write_bytes
 
 __all__ = [
     "CONVERTER_VERSION",
@@ -325,24 +326,10 @@ def _artifact_path(
     return Path(artifact_dir) / (re.sub(r"[^A-Za-z0-9._-]", "_", stem) + ".tflite")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _store(path: Path, data: bytes) -> None:
     """Write a derived file; failing to store it only costs redoing the work next time."""
     try:
-        _atomic_write(path, data)
+        atomic_write_bytes(path, data, durable=True)
     except OSError as err:
         logger.warning("cannot store %s (%s); it will be recomputed next time", path, err)
 

@@ -24,7 +24,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-__all__ = ["LegacyCheckpointError", "load_legacy_state_dict", "sha256_file"]
+from datacheck.fileio import file_sha256
+
+__all__ = ["LegacyCheckpointError", "file_sha256", "load_legacy_state_dict"]
 
 _MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _PROTOCOL_VERSION = 1001
@@ -45,11 +47,6 @@ _STORAGE_DTYPES: dict[str, np.dtype] = {
 
 class LegacyCheckpointError(ValueError):
     """The file is not the expected, well-formed legacy PyTorch state dict (or fails its SHA-256 pin)."""
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex SHA-256 of the file at ``path``."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

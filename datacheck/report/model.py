@@ -35,7 +35,7 @@ class Report:
     checks: tuple[CheckResult, ...]
     gate: GateResult
     timings: dict[str, float] = field(default_factory=dict)
-    #: File index and 2-D map of the images (see ``datacheck.report.embedding_map``), or ``None``.
+    #: File index and 2-D map of the images (see ``datacheck.embedding_map``), or ``None``.
     map: dict[str, Any] | None = None
     #: Unique id of this report: annotators' decisions are stored and checked under it.
     report_id: str = field(default_factory=lambda: uuid.uuid4().hex)

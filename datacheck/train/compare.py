@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from datacheck.dataset import Dataset, discover
+from datacheck.dataset import discover
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset, resolve_image_size
 from datacheck.errors import UsageError
-from datacheck.neardup import NearDupParams, duplicate_pairs
+from datacheck.index import l2_normalise
+from datacheck.neardup import NearDupParams, exact_keys_of, find_pairs
 from datacheck.params import EmbedParams, Replaceable
 from datacheck.train.head import predict_proba, train_head
 from datacheck.train.metrics import macro_f1_from_counts, one_hot, prf_from_counts
@@ -154,48 +155,35 @@ def _test_set(before: _Version, test: Embeddings | None, test_path: Path | None)
 # ---------------------------------------------------------------------------------- leak-free test set
 
 
-def _union_for_duplicates(test: _TestSet, versions: Sequence[_Version]) -> tuple[Embeddings, int]:
-    """Test rows first, then each distinct training/validation image of the versions, as one embedding set."""
-    parts: list[tuple[Embeddings, int, str, str]] = [
-        (test.embeddings, int(i), TEST, "test") for i in test.rows
-    ]
+def _rows_for_duplicates(test: _TestSet, versions: Sequence[_Version]) -> list[tuple[Embeddings, int, str]]:
+    """Test rows first, then each distinct training/validation image of the versions.
+
+    Returns:
+        ``(embeddings, row, split)`` per image: ``TEST`` for the test rows, ``TRAIN`` for the others.
+    """
+    parts: list[tuple[Embeddings, int, str]] = [(test.embeddings, int(i), TEST) for i in test.rows]
     seen: set[str] = set()
     for version in versions:
         for i in version.training_rows():
             sha = version.embeddings.file_sha256[i]
             if sha not in seen:
                 seen.add(sha)
-                parts.append((version.embeddings, int(i), TRAIN, version.name))
-    records = tuple(
-        dataclasses.replace(emb.records[i], path=f"{tag}/{emb.records[i].path}", split=split)
-        for emb, i, split, tag in parts
-    )
-    first = test.embeddings
-    union = Embeddings(
-        records=records,
-        vectors=np.stack([emb.vectors[i] for emb, i, _, _ in parts]),
-        logits=None,
-        stats=tuple(emb.stats[i] for emb, i, _, _ in parts),
-        file_sha256=tuple(emb.file_sha256[i] for emb, i, _, _ in parts),
-        failures=(),
-        notes={},
-        model_id=first.model_id,
-        image_size=first.image_size,
-        runtime="cache",
-        cached=len(parts),
-        computed=0,
-    )
-    return union, len(test.rows)
+                parts.append((version.embeddings, int(i), TRAIN))
+    return parts
 
 
 def leaked_test_rows(test: _TestSet, versions: Sequence[_Version], params: CompareParams) -> np.ndarray:
     """Positions (into ``test.rows``) of test images that duplicate a training image of any version."""
-    from datacheck.context import build_context
-
-    union, n_test = _union_for_duplicates(test, versions)
-    dataset = Dataset(Path("."), "splits", union.records)
-    ctx = build_context(dataset, union)
-    pairs = duplicate_pairs(ctx, params.duplicates)
+    parts = _rows_for_duplicates(test, versions)
+    stats = [emb.stats[i] for emb, i, _ in parts]
+    pairs = find_pairs(
+        l2_normalise(np.stack([emb.vectors[i] for emb, i, _ in parts])),
+        np.stack([s.thumbnail for s in stats]),
+        exact_keys_of([emb.file_sha256[i] for emb, i, _ in parts], [s.pixel_hash for s in stats]),
+        [split for _, _, split in parts],
+        params.duplicates,
+    )
+    n_test = len(test.rows)
     i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
     cross = (i < n_test) != (j < n_test)
     leaked = np.unique(np.where(i[cross] < n_test, i[cross], j[cross]))
@@ -454,6 +442,83 @@ def _class_names(versions: Sequence[_Version], test: _TestSet) -> tuple[str, ...
     return tuple(sorted(names | missing))
 
 
+def _embed_all(
+    before: Path,
+    after: Path,
+    test: Path | None,
+    params: CompareParams,
+    progress: ProgressFn | None,
+    timings: dict[str, float],
+) -> tuple[EmbedParams, list[_Version], _TestSet]:
+    """Embedding parameters, versions ``[BEFORE, AFTER]`` and test set, embedded (mirrored with ``flip``)."""
+    start = time.perf_counter()
+    embed_params = _common_params(params, before, None)
+    split = params.split if test is None else dataclasses.replace(params.split, test_percent=0.0)
+    versions = [
+        _version("BEFORE", _embed(before, embed_params, progress), split),
+        _version("AFTER", _embed(after, embed_params, progress), split),
+    ]
+    test_emb = _embed(test, embed_params, progress) if test is not None else None
+    test_set = _test_set(versions[0], test_emb, test)
+    timings["embed"] = time.perf_counter() - start
+    if params.flip:
+        start = time.perf_counter()
+        versions, test_set = _with_mirrors(versions, test_set, embed_params, progress)
+        timings["mirror"] = time.perf_counter() - start
+    return embed_params, versions, test_set
+
+
+def _train_versions(
+    versions: Sequence[_Version], test_set: _TestSet, rows: np.ndarray, params: CompareParams
+) -> tuple[tuple[str, ...], np.ndarray, list[_Runs]]:
+    """Class names, true classes of the test ``rows`` and each version's :class:`_Runs` on them."""
+    classes = _class_names(versions, test_set)
+    index = {name: k for k, name in enumerate(classes)}
+    x_test = [test_set.embeddings.vectors[rows]]
+    if test_set.mirrored is not None:
+        x_test.append(test_set.mirrored[rows])
+    y = np.array([index[test_set.embeddings.records[i].label] for i in rows], dtype=np.int64)
+    runs = [_train_runs(v, index, x_test, params) for v in versions]
+    return classes, y, runs
+
+
+def _statistics(
+    y: np.ndarray, runs: Sequence[_Runs], classes: Sequence[str], params: CompareParams
+) -> tuple[dict, list[dict]]:
+    """Point estimates and bootstrap intervals: the summary of every metric and the per-class rows."""
+    preds = np.stack([r.predictions for r in runs])
+    point = _point(y, preds, len(classes))
+    boot = bootstrap_metrics(y, preds, len(classes), params.bootstrap, np.random.default_rng(0))
+    metrics = {m: _metric_summary(point[m], boot[m], params.confidence) for m in METRICS}
+    per_class = _per_class(point, boot, y, classes, params.confidence)
+    return metrics, per_class
+
+
+def _test_info(test_set: _TestSet, leaked: np.ndarray, rows: np.ndarray) -> dict:
+    """The ``test`` block of the report: where the test images came from and which were left out."""
+    excluded = [test_set.embeddings.records[test_set.rows[i]].path for i in leaked]
+    return {
+        "source": test_set.source,
+        "images": len(test_set.rows),
+        "excluded_duplicates": len(excluded),
+        "used": len(rows),
+        "excluded": excluded,
+    }
+
+
+def _settings(params: CompareParams, embed_params: EmbedParams) -> dict:
+    """The ``settings`` block of the report."""
+    return {
+        "model": embed_params.model,
+        "image_size": embed_params.image_size,
+        "seeds": params.seeds,
+        "confidence": params.confidence,
+        "bootstrap": params.bootstrap,
+        "flip": params.flip,
+        "head": dataclasses.asdict(params.head) | {"seed": list(range(params.seeds))},
+    }
+
+
 def compare(
     before: Path | str,
     after: Path | str,
@@ -480,21 +545,11 @@ def compare(
     """
     params = params or CompareParams()
     timings: dict[str, float] = {}
-    start = time.perf_counter()
     before_path, after_path = Path(before), Path(after)
-    embed_params = _common_params(params, before_path, None)
-    split = params.split if test is None else dataclasses.replace(params.split, test_percent=0.0)
-    versions = [
-        _version("BEFORE", _embed(before_path, embed_params, progress), split),
-        _version("AFTER", _embed(after_path, embed_params, progress), split),
-    ]
-    test_emb = _embed(Path(test), embed_params, progress) if test is not None else None
-    test_set = _test_set(versions[0], test_emb, Path(test) if test is not None else None)
-    timings["embed"] = time.perf_counter() - start
-    if params.flip:
-        start = time.perf_counter()
-        versions, test_set = _with_mirrors(versions, test_set, embed_params, progress)
-        timings["mirror"] = time.perf_counter() - start
+    test_path = Path(test) if test is not None else None
+    embed_params, versions, test_set = _embed_all(
+        before_path, after_path, test_path, params, progress, timings
+    )
 
     start = time.perf_counter()
     leaked = (
@@ -506,28 +561,17 @@ def compare(
     rows = test_set.rows[kept]
     timings["duplicates"] = time.perf_counter() - start
 
-    classes = _class_names(versions, test_set)
-    index = {name: k for k, name in enumerate(classes)}
-    x_test = [test_set.embeddings.vectors[rows]]
-    if test_set.mirrored is not None:
-        x_test.append(test_set.mirrored[rows])
-    y = np.array([index[test_set.embeddings.records[i].label] for i in rows], dtype=np.int64)
-    runs = [_train_runs(v, index, x_test, params) for v in versions]
+    classes, y, runs = _train_versions(versions, test_set, rows, params)
     timings["train"] = sum(r.seconds for r in runs)
 
     start = time.perf_counter()
-    preds = np.stack([r.predictions for r in runs])
-    point = _point(y, preds, len(classes))
-    boot = bootstrap_metrics(y, preds, len(classes), params.bootstrap, np.random.default_rng(0))
-    metrics = {m: _metric_summary(point[m], boot[m], params.confidence) for m in METRICS}
-    per_class = _per_class(point, boot, y, classes, params.confidence)
+    metrics, per_class = _statistics(y, runs, classes, params)
     timings["statistics"] = time.perf_counter() - start
 
     word = verdict(metrics[params.metric]["difference"]["ci"])
     summary = _sentence(
         params.metric, metrics[params.metric], len(rows), params.seeds, params.confidence, word
     )
-    excluded = [test_set.embeddings.records[test_set.rows[i]].path for i in leaked]
     doc = {
         "schema_version": COMPARE_SCHEMA_VERSION,
         "verdict": word,
@@ -535,22 +579,8 @@ def compare(
         "summary": summary,
         "before": _version_info(versions[0], before_path),
         "after": _version_info(versions[1], after_path),
-        "test": {
-            "source": test_set.source,
-            "images": len(test_set.rows),
-            "excluded_duplicates": len(excluded),
-            "used": len(rows),
-            "excluded": excluded,
-        },
-        "settings": {
-            "model": embed_params.model,
-            "image_size": embed_params.image_size,
-            "seeds": params.seeds,
-            "confidence": params.confidence,
-            "bootstrap": params.bootstrap,
-            "flip": params.flip,
-            "head": dataclasses.asdict(params.head) | {"seed": list(range(params.seeds))},
-        },
+        "test": _test_info(test_set, leaked, rows),
+        "settings": _settings(params, embed_params),
         "metrics": metrics,
         "per_class": per_class,
         "timings": timings,

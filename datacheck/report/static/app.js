@@ -738,7 +738,7 @@
         el("span", { class: "muted", text: `${plural(check.findings.length, "finding")} · ${fmt(check.seconds)} s` })),
       el("p", { text: check.summary }),
     );
-    if (check.id === "balance") section.append(balanceChart());
+    if (view(check).class_chart) section.append(balanceChart());
     const metrics = metricsTable(check.metrics || {});
     if (metrics) section.append(metrics);
     const list = el("div", { class: "findings" });
@@ -798,7 +798,7 @@
 
   function applyFilters() {
     for (const entry of sections) {
-      const visible = !state.check || entry.check.id === state.check || entry.check.id === "balance";
+      const visible = !state.check || entry.check.id === state.check || view(entry.check).class_chart;
       entry.list.parentElement.classList.toggle("hidden", !visible);
       entry.matching = entry.check.findings.map((f, i) => ({ f, i })).filter(({ f }) => findingMatches(entry.check, f));
       entry.shown = PAGE;
@@ -827,8 +827,9 @@
       el("p", { class: "message", text: f.message }),
       el("p", { class: "advice", text: f.advice }),
     );
-    const render = RENDERERS[check.id] || RENDERERS[f.kind] || renderGeneric;
+    const render = RENDERERS[view(check).card] || renderGeneric;
     render(card, f, id, check);
+    if (view(check).neighbours) for (const path of f.files || []) card.append(neighbourStrip(path));
     if ((f.files || []).length > 1) card.append(bulkActions(f, id));
     return card;
   }
@@ -878,13 +879,11 @@
   function renderLabel(card, f, id) {
     card.append(factsLine([["given", f.given], ["suggested", f.suggested], ["score", f.score]]));
     card.append(gallery(f.files || [], id, { suggest: f.suggested }));
-    for (const path of f.files || []) card.append(neighbourStrip(path));
   }
 
   function renderOutlier(card, f, id) {
     card.append(factsLine([["label", f.label], ["nearest class", f.nearest_class], ["score", f.score], ["distance", f.distance]]));
     card.append(gallery(f.files || [], id));
-    for (const path of f.files || []) card.append(neighbourStrip(path));
   }
 
   function renderQuality(card, f, id) {
@@ -966,16 +965,21 @@
     if ((f.files || []).length) card.append(gallery(f.files, id));
   }
 
+  // Finding cards by the name a check declares (checks.base.ReportView.card, report.json checks[].view).
   const RENDERERS = {
-    duplicates: renderGroup,
-    leakage: renderGroup,
-    labels: renderLabel,
-    outliers: renderOutlier,
+    generic: renderGeneric,
+    group: renderGroup,
+    label: renderLabel,
+    outlier: renderOutlier,
     quality: renderQuality,
-    files: renderFiles,
-    shortcuts: renderShortcut,
-    splits: renderSplit,
+    file: renderFiles,
+    shortcut: renderShortcut,
+    clusters: renderSplit,
   };
+
+  function view(check) {
+    return check.view || { card: "generic", neighbours: false, class_chart: false };
+  }
 
   // ------------------------------------------------------------------------------------- keyboard
 

@@ -1,0 +1,197 @@
+"""The duplicate pairs: exact copies plus verified near duplicates, from arrays or once per audit context.
+
+:func:`find_pairs` works on plain arrays (vectors, thumbnails, content keys, splits); :func:`duplicate_pairs`
+calls it for an :class:`~datacheck.context.AuditContext` and remembers the result: a small memo keyed on
+``id(ctx)`` and the frozen :class:`NearDupParams` holds a weak reference to the context, so a result is only
+reused for the very same (immutable) context and forgotten when the context is garbage-collected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from datacheck.neardup.candidates import _exact_pairs, candidate_pairs, exact_keys
+from datacheck.neardup.store import pair_scores
+from datacheck.neardup.verify import _COARSE_SLACK
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from datacheck.context import AuditContext
+    from datacheck.index import KnnGraph
+
+# The records keep the name of the module they were split from (logging configuration, tests).
+logger = logging.getLogger("datacheck.neardup")
+
+#: Contexts whose pairs are remembered at once (an audit holds one).
+_MEMO_SIZE = 4
+
+
+@dataclass(frozen=True)
+class NearDupParams:
+    """What counts as a duplicate pair; shared by the ``duplicates`` and ``leakage`` checks.
+
+    Attributes:
+        min_cosine: Candidate floor: pairs of the shared kNN graph with a bottleneck cosine below this are not
+            examined. Deliberately loose; the verification score decides.
+        min_score: Verification threshold: mean NCC of grayscale and band-pass thumbnails at the best
+            shift, zoom, rotation and flip (1 = identical up to brightness and contrast).
+        near: Look for near duplicates at all (``False``: exact copies only).
+    """
+
+    min_cosine: float = 0.5
+    min_score: float = 0.85
+    near: bool = True
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.min_cosine <= 1.0:
+            raise ValueError(f"min_cosine must be within [-1, 1], got {self.min_cosine}")
+        if not 0.0 < self.min_score <= 1.0:
+            raise ValueError(f"min_score must be within (0, 1], got {self.min_score}")
+
+    def near_params(self) -> NearDupParams:
+        """Just the duplicate definition (a subclass's own fields dropped), e.g. as a memo key."""
+        names = [f.name for f in dataclasses.fields(NearDupParams)]
+        return NearDupParams(**{name: getattr(self, name) for name in names})
+
+
+_MEMO: dict[tuple[int, NearDupParams], tuple[weakref.ref, pd.DataFrame]] = {}
+
+#: Columns of :func:`duplicate_pairs` and :func:`find_pairs`.
+PAIR_COLUMNS = ("i", "j", "cosine", "score", "kind")
+
+
+def find_pairs(
+    vectors: np.ndarray,
+    thumbs: np.ndarray,
+    keys: np.ndarray,
+    splits: Sequence[str | None],
+    params: NearDupParams,
+    *,
+    knn: KnnGraph | None = None,
+    content_ids: np.ndarray | None = None,
+    derived_dir: Path | None = None,
+) -> pd.DataFrame:
+    """Every duplicate pair among rows given as arrays: what :func:`duplicate_pairs` finds in a context.
+
+    Args:
+        vectors: ``float32[N, D]`` L2-normalised bottlenecks.
+        thumbs: ``uint8[N, 32, 32, 3]`` thumbnails (near-duplicate verification).
+        keys: Per-row key that identical images share (:func:`~datacheck.neardup.exact_keys_of`).
+        splits: Split name per row (``None`` without splits); exact copies are linked within and across
+            splits.
+        params: What counts as a duplicate (only the :class:`NearDupParams` fields matter).
+        knn: The cosine kNN graph of ``vectors``; built with the default ``KnnParams`` when ``None``.
+        content_ids: ``uint64[N]`` content identity per row (the first 64 bits of its SHA-256): needed to
+            store verification scores in ``derived_dir``.
+        derived_dir: The cache's folder of derived arrays, where pair scores are kept by content
+            (:func:`~datacheck.neardup.pair_scores`); ``None``: verify every candidate.
+
+    Returns:
+        A frame with columns ``i < j`` (row numbers), ``cosine`` (bottleneck), ``score`` (verification; 1 for
+        exact copies) and ``kind`` (``"exact"`` or ``"near"``), sorted by ``(i, j)``; ``attrs`` holds the
+        number of near-duplicate ``candidates`` and of ``refined`` ones.
+
+    Raises:
+        ValueError: If ``derived_dir`` is given without ``content_ids``.
+    """
+    if derived_dir is not None and content_ids is None:
+        raise ValueError("content_ids are needed to keep pair scores in derived_dir")
+    start = time.perf_counter()
+    exact = _exact_pairs(keys, splits)
+    cos = np.einsum("pd,pd->p", vectors[exact[:, 0]], vectors[exact[:, 1]]) if len(exact) else []
+    frames = [
+        pd.DataFrame(
+            {
+                "i": exact[:, 0],
+                "j": exact[:, 1],
+                "cosine": np.asarray(cos, np.float32),
+                "score": np.float32(1.0),
+                "kind": "exact",
+            }
+        )
+    ]
+    if params.near and len(vectors) > 1:
+        if knn is None:
+            from datacheck.index import build_knn
+
+            knn = build_knn(vectors)
+        scores = functools.partial(pair_scores, thumbs, content_ids=content_ids, derived_dir=derived_dir)
+        frames.append(_near_pairs(knn, keys, params, scores))
+    attrs = {"candidates": 0, "refined": 0} | (frames[-1].attrs if len(frames) > 1 else {})
+    df = pd.concat(frames, ignore_index=True).sort_values(["i", "j"], ignore_index=True)
+    df = df.astype({"i": np.int64, "j": np.int64, "cosine": np.float32, "score": np.float32})
+    df.attrs.update(attrs)
+    logger.info(
+        "duplicate pairs: %d exact, %d near in %.2f s",
+        int((df["kind"] == "exact").sum()),
+        int((df["kind"] == "near").sum()),
+        time.perf_counter() - start,
+    )
+    return df
+
+
+def _near_pairs(
+    knn: KnnGraph, keys: np.ndarray, params: NearDupParams, scores: Callable[[np.ndarray, float], np.ndarray]
+) -> pd.DataFrame:
+    """Verified near duplicates among the kNN candidates that are not exact copies of each other."""
+    pairs, cos = candidate_pairs(knn, params.min_cosine)
+    different = keys[pairs[:, 0]] != keys[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
+    pairs, cos = pairs[different], cos[different]
+    score = scores(pairs, params.min_score - _COARSE_SLACK)
+    hit = np.nan_to_num(score, nan=-1.0) >= params.min_score
+    logger.info(
+        "near duplicates: %d candidate pairs (cosine >= %.2f), %d refined, %d verified (score >= %.2f)",
+        len(pairs),
+        params.min_cosine,
+        int(np.isfinite(score).sum()),
+        int(hit.sum()),
+        params.min_score,
+    )
+    p = np.sort(pairs[hit], axis=1)
+    df = pd.DataFrame({"i": p[:, 0], "j": p[:, 1], "cosine": cos[hit], "score": score[hit], "kind": "near"})
+    df.attrs.update(candidates=len(pairs), refined=int(np.isfinite(score).sum()))
+    return df
+
+
+def duplicate_pairs(ctx: AuditContext, params: NearDupParams) -> pd.DataFrame:
+    """Every duplicate pair of the context, computed once per context and duplicate definition.
+
+    Args:
+        ctx: The audit context.
+        params: A :class:`NearDupParams` or a subclass (only the base fields matter).
+
+    Returns:
+        A frame with columns ``i < j`` (row numbers), ``cosine`` (bottleneck), ``score`` (verification; 1 for
+        exact copies) and ``kind`` (``"exact"`` or ``"near"``), sorted by ``(i, j)``. Treat it as read-only:
+        the same frame is handed to every caller.
+    """
+    key = (id(ctx), params.near_params())
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0]() is ctx:
+        return hit[1]
+    df = find_pairs(
+        ctx.vectors,
+        ctx.thumbs,
+        exact_keys(ctx),
+        ctx.splits,
+        key[1],
+        knn=ctx.knn,
+        content_ids=ctx.content_ids,
+        derived_dir=ctx.derived_dir,
+    )
+    while len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = (weakref.ref(ctx), df)
+    weakref.finalize(ctx, _MEMO.pop, key, None)
+    return df

@@ -1,0 +1,335 @@
+"""Stage 2 of the duplicate search: verify image pairs on their 32×32 thumbnails.
+
+Each image becomes two maps, grayscale and a band-pass (grayscale minus its Gaussian blur, which removes the
+large-scale layout — sky above, sea below — that makes look-alikes correlate). Each map is compared
+zero-mean/unit-variance (so brightness and contrast changes do not matter) and the score of a pair is the
+mean of the two normalised cross-correlations (NCC) at the best alignment, searched over shifts, zoom
+factors, small rotations and the horizontal flip. The search runs coarse-to-fine: every pair at 16×16 px
+(shifts of ±4 px, three zooms, flip), then the pairs that come close at 32×32 px (the best coarse shift and
+flip ±1 px; five zooms and four rotations up to ±10°). Resampling is a sparse matrix product, the
+correlations batched dense ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import sparse
+
+#: ITU-R BT.601 luma weights.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: Standard deviation (thumbnail pixels) of the blur subtracted to form the band-pass map.
+_BANDPASS_SIGMA = 2.0
+#: Coarse search: shifts of ±2 px at 16×16 (±4 px of the thumbnail) and these ``(zoom, rotation°)``.
+_COARSE_SHIFT = 2
+_COARSE_VARIANTS = ((0.87, 0.0), (1.0, 0.0), (1.15, 0.0))
+#: Fine search at 32×32: the coarse shift ±1 px, within ±4 px, and these ``(zoom, rotation°)``.
+_FINE_SHIFT = 4
+_FINE_RADIUS = 1
+_FINE_VARIANTS = (
+    (0.8, 0.0),
+    (0.89, 0.0),
+    (1.0, 0.0),
+    (1.12, 0.0),
+    (1.25, 0.0),
+    (1.0, -10.0),
+    (1.0, -5.0),
+    (1.0, 5.0),
+    (1.0, 10.0),
+)
+#: Patches whose standard deviation is below this (gray levels) count as flat and correlate 0 with anything.
+_FLAT_STD = 0.5
+#: Pairs whose coarse score is at least ``min_score - _COARSE_SLACK`` are re-scored at 32×32 px.
+_COARSE_SLACK = 0.2
+#: Thumbnails turned into maps at a time.
+_MAP_CHUNK = 4096
+#: Pairs sharing a query image per row of the coarse batch, and query rows per batch.
+_SLOTS = 16
+_ROW_BLOCK = 256
+_PAIR_BLOCK = 1024
+
+
+# ------------------------------------------------------------------------------------------ image maps
+
+
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """``n×n`` Gaussian blur along one axis with edge replication (rows sum to 1)."""
+    radius = math.ceil(3 * sigma)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    matrix = np.zeros((n, n))
+    for row in range(n):
+        np.add.at(matrix[row], np.clip(row + offsets, 0, n - 1), weights)
+    return matrix.astype(np.float32)
+
+
+def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of ``float32[N, S, S]``: one (batched) matrix product per axis."""
+    matrix = _blur_matrix(images.shape[-1], sigma)
+    return np.matmul(np.matmul(matrix, images), matrix.T)
+
+
+def _maps(gray: np.ndarray, sigma: float) -> np.ndarray:
+    """Grayscale and band-pass (grayscale minus its blur) maps: ``float32[N, 2, S, S]``."""
+    return np.stack([gray, gray - _blur(gray, sigma)], axis=1)
+
+
+def _gray(thumbs: np.ndarray) -> np.ndarray:
+    """Luma of ``uint8[N, S, S, 3]`` thumbnails as ``float32[N, S, S]``."""
+    return thumbs.astype(np.float32) @ _LUMA
+
+
+def thumbnail_maps(thumbs: np.ndarray) -> np.ndarray:
+    """Grayscale and band-pass maps of ``uint8[N, S, S, 3]`` thumbnails: ``float32[N, 2, S, S]``."""
+    return _maps(_gray(thumbs), _BANDPASS_SIGMA)
+
+
+def _half_maps(thumbs: np.ndarray) -> np.ndarray:
+    """The maps at half resolution (2×2 averages; band-pass blur halved too): ``float32[N, 2, S/2, S/2]``.
+
+    Computed in chunks so that no full-resolution float copy of a large dataset is ever held.
+    """
+    n, size = len(thumbs), thumbs.shape[1]
+    out = np.empty((n, 2, size // 2, size // 2), np.float32)
+    for start in range(0, n, _MAP_CHUNK):
+        gray = _gray(thumbs[start : start + _MAP_CHUNK])
+        half = (gray[:, ::2, ::2] + gray[:, 1::2, ::2] + gray[:, ::2, 1::2] + gray[:, 1::2, 1::2]) / 4
+        out[start : start + _MAP_CHUNK] = _maps(half, _BANDPASS_SIGMA / 2)
+    return out
+
+
+def _normalise(patches: np.ndarray, axis: int = -1) -> np.ndarray:
+    """In place: zero mean and unit norm along ``axis`` (flat patches, with no variance, become zero)."""
+    patches -= patches.mean(axis=axis, keepdims=True)
+    norms = np.sqrt(np.square(patches).sum(axis=axis, keepdims=True))
+    patches *= _inverse_norms(norms, patches.shape[axis])
+    return patches
+
+
+def _inverse_norms(norms: np.ndarray, pixels: int) -> np.ndarray:
+    """``1 / norms``, or 0 for patches flatter than ``_FLAT_STD`` (whose correlation would be noise)."""
+    flat = norms < _FLAT_STD * math.sqrt(pixels)
+    return np.where(flat, np.float32(0), 1 / np.where(flat, np.float32(1), norms)).astype(np.float32)
+
+
+@functools.cache
+def _variant_matrix(size: int, variants: tuple[tuple[float, float], ...], margin: int) -> sparse.csr_matrix:
+    """Bilinear resampling of a flattened ``size×size`` map into the central ``m×m`` crop of each variant.
+
+    A variant ``(zoom, degrees)`` scales the image by ``zoom`` and rotates it by ``degrees`` about its centre.
+
+    Returns:
+        A sparse ``(V·m·m) × (size·size)`` matrix, four taps per row, variant-major.
+    """
+    m, centre = size - 2 * margin, (size - 1) / 2
+    y, x = np.divmod(np.arange(m * m), m)
+    y, x = y + margin - centre, x + margin - centre
+    blocks = []
+    for zoom, degrees in variants:
+        cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+        src_y = np.clip(centre + (cos * y - sin * x) / zoom, 0, size - 1)
+        src_x = np.clip(centre + (sin * y + cos * x) / zoom, 0, size - 1)
+        y0 = np.minimum(np.floor(src_y).astype(np.intp), size - 2)
+        x0 = np.minimum(np.floor(src_x).astype(np.intp), size - 2)
+        fy, fx = src_y - y0, src_x - x0
+        cols = np.stack(
+            [y0 * size + x0, y0 * size + x0 + 1, (y0 + 1) * size + x0, (y0 + 1) * size + x0 + 1], 1
+        )
+        weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 1)
+        rows = np.repeat(np.arange(m * m), 4)
+        blocks.append(sparse.csr_matrix((weights.ravel(), (rows, cols.ravel())), shape=(m * m, size * size)))
+    return sparse.vstack(blocks, format="csr", dtype=np.float32)
+
+
+def _transformed(maps: np.ndarray, variants: tuple[tuple[float, float], ...], margin: int) -> np.ndarray:
+    """Central crops of each map under each variant, normalised per map: ``float32[V, m·m, N, C]``.
+
+    (The layout the sparse product yields; callers transpose once into the layout their product needs.)
+    """
+    n, c, size, _ = maps.shape
+    flat = np.ascontiguousarray(maps.reshape(n * c, size * size).T)  # S·S, N·C
+    crops = (_variant_matrix(size, variants, margin) @ flat).astype(np.float32, copy=False)  # V·m·m, N·C
+    return _normalise(crops.reshape(len(variants), -1, n, c), axis=1)
+
+
+def _flipped(maps: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """Maps with the rows where ``flip`` is true mirrored left-right."""
+    return np.where(flip[:, None, None, None], maps[..., ::-1], maps)
+
+
+def _window_norms(maps: np.ndarray, m: int) -> np.ndarray:
+    """Centred L2 norm of every ``m×m`` window: ``[..., S-m+1, S-m+1]`` from ``[..., S, S]`` (box sums)."""
+    size = maps.shape[-1]
+    offset = np.arange(size)[None, :] - np.arange(size - m + 1)[:, None]
+    band = ((offset >= 0) & (offset < m)).astype(np.float64)
+    x = maps.astype(np.float64)
+    total = band @ x @ band.T
+    squares = band @ (x * x) @ band.T
+    return np.sqrt(np.maximum(squares - total * total / (m * m), 0.0)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ verification
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Verification scores of a list of pairs.
+
+    Attributes:
+        coarse: ``float32[P]`` best mean NCC at 16×16 px.
+        score: ``float32[P]`` best mean NCC at 32×32 px; NaN where the coarse score was too low to refine.
+        flip: ``bool[P]`` whether the best alignment mirrors one image.
+    """
+
+    coarse: np.ndarray
+    score: np.ndarray
+    flip: np.ndarray
+
+
+def _slot_table(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lay pairs out as rows of at most ``_SLOTS`` pairs sharing a query image, fullest rows first.
+
+    Returns:
+        ``(row_query int[R], table int[R, _SLOTS])``: the query image of each row and the pair ids in it
+        (``-1`` for empty slots, which come last in a row).
+    """
+    order = np.argsort(queries, kind="stable")
+    sorted_q = queries[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_q)) + 1]
+    rank = np.arange(len(sorted_q)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_q)]))
+    row = np.cumsum(rank % _SLOTS == 0) - 1
+    table = np.full((int(row[-1]) + 1, _SLOTS), -1, np.int64)
+    table[row, rank % _SLOTS] = order
+    by_fill = np.argsort(-(table >= 0).sum(axis=1), kind="stable")
+    return sorted_q[rank % _SLOTS == 0][by_fill], table[by_fill]
+
+
+@functools.cache
+def _window_index(size: int, m: int) -> np.ndarray:
+    """Flat indices into a map and its mirror, stacked (``2·S·S`` values), of every shifted ``m×m`` window.
+
+    Returns:
+        ``int[m·m, 2·W]``: column ``f·W + a·(S-m+1) + b`` is the window at offset ``(a, b)`` of the mirror
+        ``f`` (0: as is, 1: flipped).
+    """
+    side = size - m + 1
+    y, x = np.divmod(np.arange(m * m), m)
+    a, b = np.divmod(np.arange(side * side), side)
+    one = (y[:, None] + a[None, :]) * size + x[:, None] + b[None, :]
+    return np.concatenate([one, one + size * size], axis=1)
+
+
+def _coarse_block(maps16: np.ndarray, crops: np.ndarray, cands: np.ndarray) -> np.ndarray:
+    """Scores of ``B`` query maps against ``K`` candidates each over every shift, flip and zoom.
+
+    Args:
+        maps16: ``float32[B, C, S, S]`` query maps.
+        crops: ``float32[C, U, Z, m·m]`` normalised candidate crops.
+        cands: ``int[B, K]`` rows of ``crops``.
+
+    Returns:
+        ``float32[B, K, Z·2·W]`` mean NCC over channels, windows flip-major.
+    """
+    b, c, size, _ = maps16.shape
+    k, n_zooms = cands.shape[1], crops.shape[2]
+    m = size - 2 * _COARSE_SHIFT
+    both = np.stack([maps16, maps16[..., ::-1]], axis=2)  # B, C, 2, S, S
+    inverse = _inverse_norms(_window_norms(both, m).reshape(b, c, 1, -1), m * m)  # B, C, 1, 2W
+    flat = both.reshape(b, c, -1)
+    sims = np.zeros((b, k * n_zooms, inverse.shape[-1]), np.float32)  # B, K·Z, 2W
+    for ch in range(c):
+        windows = np.take(flat[:, ch], _window_index(size, m), axis=-1)  # B, m·m, 2W
+        cropped = crops[ch][cands].reshape(b, k * n_zooms, m * m)
+        sims += np.matmul(cropped, windows) * inverse[:, ch]
+    sims /= np.float32(c)
+    return sims.reshape(b, k, -1)
+
+
+def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Coarse search for every pair: ``(score, flip, dy, dx)`` with shifts in 16-px units."""
+    score = np.full(len(pairs), -1.0, np.float32)
+    best = np.zeros(len(pairs), np.int64)
+    cand_ids, cand_local = np.unique(pairs[:, 1], return_inverse=True)
+    crops = np.ascontiguousarray(
+        _transformed(maps16[cand_ids], _COARSE_VARIANTS, _COARSE_SHIFT).transpose(3, 2, 0, 1)
+    )
+    row_query, table = _slot_table(pairs[:, 0])
+    for start in range(0, len(row_query), _ROW_BLOCK):
+        slots = table[start : start + _ROW_BLOCK]
+        slots = slots[:, : int((slots >= 0).sum(axis=1).max())]  # rows are sorted fullest first
+        valid = slots >= 0
+        cands = np.where(valid, cand_local[np.maximum(slots, 0)], 0)
+        sims = _coarse_block(maps16[row_query[start : start + _ROW_BLOCK]], crops, cands)
+        arg = sims.argmax(axis=2)
+        score[slots[valid]] = np.take_along_axis(sims, arg[..., None], axis=2)[..., 0][valid]
+        best[slots[valid]] = arg[valid]
+    side = 2 * _COARSE_SHIFT + 1
+    flip_shift = best % (2 * side * side)
+    shift = flip_shift % (side * side)
+    flip = flip_shift >= side * side
+    return np.clip(score, -1.0, 1.0), flip, shift // side - _COARSE_SHIFT, shift % side - _COARSE_SHIFT
+
+
+def _fine(
+    maps32: np.ndarray, pairs: np.ndarray, flip: np.ndarray, dy: np.ndarray, dx: np.ndarray
+) -> np.ndarray:
+    """Fine score at 32×32 px around the coarse alignment (shifts given in 16-px units).
+
+    The query's windows are taken at the coarse shift (doubled) ±``_FINE_RADIUS`` px; every candidate is
+    zoomed and rotated by each of ``_FINE_VARIANTS``.
+    """
+    out = np.empty(len(pairs), np.float32)
+    n_maps, size = maps32.shape[1], maps32.shape[-1]
+    m, r = size - 2 * _FINE_SHIFT, _FINE_RADIUS
+    side = m + 2 * r
+    for start in range(0, len(pairs), _PAIR_BLOCK):
+        sel = slice(start, start + _PAIR_BLOCK)
+        p = pairs[sel]
+        patches = sliding_window_view(_flipped(maps32[p[:, 0]], flip[sel]), (side, side), axis=(2, 3))
+        last = 2 * (_FINE_SHIFT - r)  # the neighbourhood slides inwards at the edge of the search range
+        y0 = np.clip(2 * dy[sel] + _FINE_SHIFT - r, 0, last)
+        x0 = np.clip(2 * dx[sel] + _FINE_SHIFT - r, 0, last)
+        patch = patches[np.arange(len(p)), :, y0, x0]  # P, C, side, side
+        windows = sliding_window_view(patch, (m, m), axis=(2, 3)).transpose(1, 0, 2, 3, 4, 5)
+        windows = np.ascontiguousarray(windows).reshape(n_maps, len(p), -1, m * m)  # C, P, W, m·m
+        norms = _window_norms(patch, m).transpose(1, 0, 2, 3).reshape(n_maps, len(p), -1, 1)
+        crops = _transformed(maps32[p[:, 1]], _FINE_VARIANTS, _FINE_SHIFT)  # V, m·m, P, C
+        crops = np.ascontiguousarray(crops.transpose(3, 2, 1, 0))  # C, P, m·m, V
+        sims = np.zeros((len(p), windows.shape[2], len(_FINE_VARIANTS)), np.float32)
+        for ch in range(n_maps):
+            sims += np.matmul(windows[ch], crops[ch]) * _inverse_norms(norms[ch], m * m)
+        out[sel] = sims.reshape(len(p), -1).max(axis=1) / np.float32(n_maps)
+    return np.clip(out, -1.0, 1.0)
+
+
+def verify_pairs(thumbs: np.ndarray, pairs: np.ndarray, refine_above: float) -> Verification:
+    """Alignment- and colour-tolerant similarity of image pairs from their thumbnails.
+
+    Args:
+        thumbs: ``uint8[N, 32, 32, 3]`` thumbnails.
+        pairs: ``int[P, 2]`` row numbers. Pairs are batched by their first image, so listing each image's
+            candidates under it (as a kNN graph does) is fastest.
+        refine_above: Pairs whose coarse score reaches this are re-scored at full resolution; the others get
+            a NaN ``score``.
+
+    Returns:
+        Coarse and fine scores (mean NCC of grayscale and band-pass maps, in [-1, 1]) and the flip flag.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    score = np.full(len(pairs), np.nan, np.float32)
+    if not len(pairs):
+        return Verification(np.zeros(0, np.float32), score, np.zeros(0, bool))
+    rows, local = np.unique(pairs, return_inverse=True)  # only the images that take part
+    local = local.reshape(-1, 2)
+    coarse, flip, dy, dx = _coarse(_half_maps(thumbs[rows]), local)
+    refine = np.flatnonzero(coarse >= refine_above)
+    if len(refine):
+        rows, fine_local = np.unique(pairs[refine], return_inverse=True)
+        maps32 = thumbnail_maps(thumbs[rows])
+        score[refine] = _fine(maps32, fine_local.reshape(-1, 2), flip[refine], dy[refine], dx[refine])
+    return Verification(coarse, score, flip)
