@@ -20,17 +20,15 @@ from datacheck.cli_options import (
     CacheOpt,
     Cifar10Flags,
     EmbedFlags,
-    FlipOpt,
     FormatInOpt,
     HeadFlags,
+    LogFlags,
     ManifestOpt,
-    QuietOpt,
     RayFlags,
     TableFormatOpt,
-    VerboseOpt,
     with_bundles,
 )
-from datacheck.console import ExitCode, console, err_console, progress_reporter, setup_logging
+from datacheck.console import ExitCode, console, err_console, progress_reporter
 
 app = typer.Typer(
     name="datacheck",
@@ -71,20 +69,19 @@ def embed(
     format_in: FormatInOpt = None,
     embedding: EmbedFlags = EmbedFlags(),
     cluster: RayFlags = RayFlags(),
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
+    log: LogFlags = LogFlags(),
 ) -> None:
     """Embed every image into the bottleneck cache and summarise what was read."""
-    setup_logging(quiet=quiet, verbose=verbose)
+    log.setup()
     from datacheck import api, terminal
 
     with ExitCode.guard():
         params = embedding.params().replace(**cluster.given())
-        with progress_reporter(quiet=quiet) as progress:
+        with progress_reporter(quiet=log.quiet) as progress:
             result = api.embed(
                 path, params, manifest=manifest, progress=progress, **_given(format_in=format_in)
             )
-        if not quiet:
+        if not log.quiet:
             console.print(terminal.embed_summary(result))
 
 
@@ -214,14 +211,13 @@ def _audit_command(gate: bool) -> Callable[..., None]:
         map_method: MapOpt = None,
         embedding: EmbedFlags = EmbedFlags(),
         cluster: RayFlags = RayFlags(),
-        quiet: QuietOpt = False,
-        verbose: VerboseOpt = 0,
+        log: LogFlags = LogFlags(),
     ) -> None:
-        setup_logging(quiet=quiet, verbose=verbose)
+        log.setup()
         enforced = gate or fail_on is not None
         opts = _AuditOptions(
             path, out, checks, skip, fail_on, config, baseline, junit, output_format, manifest, format_in,
-            reference, map_method, quiet,
+            reference, map_method, log.quiet,
         )  # fmt: skip
         with ExitCode.guard():
             options = {**embedding.given(), **cluster.given()}
@@ -269,13 +265,11 @@ def diff(
 
     with ExitCode.guard():
         changes = diff_reports(terminal.load_report(old), terminal.load_report(new))
-    if output_format == "json":
-        _print_json(changes)
-    else:
-        console.print(terminal.diff_summary(changes))
+    _show(changes, output_format, lambda: terminal.diff_summary(changes))
 
 
 @app.command("apply")
+@with_bundles
 def apply_decisions(
     decisions: Annotated[
         Path | None, typer.Argument(help="decisions.json exported from report.html.", show_default=False)
@@ -295,11 +289,10 @@ def apply_decisions(
         Path | None, typer.Option("--resume", help="Finish an interrupted apply from its journal.")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Carry out the plan (default: dry run).")] = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
+    log: LogFlags = LogFlags(),
 ) -> None:
     """Apply annotators' decisions: quarantine removed files, move relabelled ones. Dry run unless --yes."""
-    setup_logging(quiet=quiet, verbose=verbose)
+    log.setup()
     from datacheck import actions, terminal
 
     if (decisions is None) == (resume is None):
@@ -324,7 +317,7 @@ def apply_decisions(
                 )
                 return
             plan = actions.plan(loaded, audited, quarantine=quarantine)
-            if not quiet or not yes:
+            if not log.quiet or not yes:
                 console.print(terminal.apply_plan(plan))
             if not yes:
                 console.print("dry run: nothing was moved; run again with --yes to carry out this plan")
@@ -336,13 +329,13 @@ def apply_decisions(
 
 
 @app.command("undo")
+@with_bundles
 def undo_apply(
     journal: Annotated[Path, typer.Argument(help="The journal an apply wrote (printed by datacheck apply).")],
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
+    log: LogFlags = LogFlags(),
 ) -> None:
     """Put every file an apply moved back where it was, byte-identical (also after an interrupted apply)."""
-    setup_logging(quiet=quiet, verbose=verbose)
+    log.setup()
     from datacheck import actions, terminal
 
     with ExitCode.guard():
@@ -396,6 +389,14 @@ def _print_json(doc: dict) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
+def _show(doc: dict, output_format: str, render: Callable[[], object], *, quiet: bool = False) -> None:
+    """The result: JSON on stdout with ``--format json``, else its rendering (nothing with ``--quiet``)."""
+    if output_format == "json":
+        _print_json(doc)
+    elif not quiet:
+        console.print(render())
+
+
 @app.command()
 @with_bundles
 def retrain(
@@ -411,38 +412,32 @@ def retrain(
         int | None,
         typer.Option("--fine-tune", help="Also train the last N backbone blocks. Much slower on CPU."),
     ] = None,
-    flip: FlipOpt = False,
     output_format: TableFormatOpt = "table",
     embedding: EmbedFlags = EmbedFlags(),
     training: HeadFlags = HeadFlags(),
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
+    log: LogFlags = LogFlags(),
 ) -> None:
     """Train a classifier on the cached bottlenecks; export model.keras (raw images in) and its metrics."""
-    setup_logging(quiet=quiet, verbose=verbose)
+    log.setup()
     with ExitCode.guard():
         from datacheck import terminal
         from datacheck.train.params import RetrainParams
         from datacheck.train.retrain import retrain as run_retrain
 
-        head, split = training.params()
-        params = RetrainParams(
-            embed=embedding.params(),
-            split=split,
-            head=head,
-            augment=augment,
-            flip=flip,
-            **_given(fine_tune=fine_tune),
-        )
-        with progress_reporter(quiet=quiet or output_format == "json") as progress:
+        given = {"augment": augment or None, "fine_tune": fine_tune}
+        params = training.run_params(RetrainParams, embedding, **given)
+        with progress_reporter(quiet=log.quiet or output_format == "json") as progress:
             result = run_retrain(path, out, params, manifest=manifest, progress=progress)
-    if output_format == "json":
-        _print_json(result.metrics)
-    elif not quiet:
-        console.print(terminal.retrain_summary(result.metrics, result.files))
+    _show(
+        result.metrics,
+        output_format,
+        lambda: terminal.retrain_summary(result.metrics, result.files),
+        quiet=log.quiet,
+    )
 
 
 @app.command()
+@with_bundles
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Folder written by `datacheck retrain`.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
@@ -450,20 +445,18 @@ def predict(
         int | None, typer.Option("--top-k", "-k", help="Labels shown per image (default 3).")
     ] = None,
     output_format: TableFormatOpt = "table",
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
+    log: LogFlags = LogFlags(),
 ) -> None:
     """Classify images with an exported model: the top-k labels and their probabilities."""
-    setup_logging(quiet=quiet, verbose=verbose)
+    log.setup()
     with ExitCode.guard():
         from datacheck import terminal
         from datacheck.train.export import predict as run_predict
 
         doc = run_predict(model_dir, images, **_given(top_k=top_k)).to_dict()
-    if output_format == "json":
-        _print_json(doc)
-    else:
-        console.print(terminal.predictions(doc))
+    _show(
+        doc, output_format, lambda: terminal.predictions(doc)
+    )  # the predictions are the result: never quiet
 
 
 @app.command()
@@ -481,36 +474,24 @@ def compare(
     keep_duplicates: Annotated[
         bool, typer.Option("--keep-duplicates", help="Keep test images that duplicate a training image.")
     ] = False,
-    flip: FlipOpt = False,
     output_format: TableFormatOpt = "table",
     training: HeadFlags = HeadFlags(),
     embedding: EmbedFlags = EmbedFlags(),
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
+    log: LogFlags = LogFlags(),
 ) -> None:
     """Did the change help? Heads on BEFORE and AFTER, several seeds, one leak-free test set, a verdict."""
-    setup_logging(quiet=quiet, verbose=verbose)
+    log.setup()
     with ExitCode.guard():
         from datacheck import terminal
         from datacheck.train.compare import CompareParams
         from datacheck.train.compare import compare as run_compare
 
-        head, split = training.params()
-        params = CompareParams().replace(
-            embed=embedding.params(),
-            split=split,
-            head=head,
-            seeds=seeds,
-            metric=metric,
-            exclude_duplicates=False if keep_duplicates else None,
-            flip=flip or None,
-        )
-        with progress_reporter(quiet=quiet or output_format == "json") as progress:
+        given = {"seeds": seeds, "metric": metric, "exclude_duplicates": False if keep_duplicates else None}
+        params = training.run_params(CompareParams, embedding, **given)
+        with progress_reporter(quiet=log.quiet or output_format == "json") as progress:
             result = run_compare(before, after, test=test, params=params, progress=progress)
-    if output_format == "json":
-        _print_json(result.to_dict())
-    elif not quiet:
-        console.print(terminal.compare_summary(result.to_dict()))
+    doc = result.to_dict()
+    _show(doc, output_format, lambda: terminal.compare_summary(doc), quiet=log.quiet)
 
 
 # ------------------------------------------------------------------------------------------ cifar10
@@ -521,18 +502,16 @@ app.add_typer(cifar10_app, name="cifar10")
 
 @cifar10_app.command("train")
 @with_bundles
-def cifar10_train(
-    settings: Cifar10Flags = Cifar10Flags(), quiet: QuietOpt = False, verbose: VerboseOpt = 0
-) -> None:
+def cifar10_train(settings: Cifar10Flags = Cifar10Flags(), log: LogFlags = LogFlags()) -> None:
     """Train a CIFAR-10 classifier; report test accuracy on the full and the leak-free test set."""
-    setup_logging(quiet=quiet, verbose=verbose)
+    log.setup()
     from datacheck import terminal
 
     with ExitCode.guard():
         params = settings.params()
         from datacheck.train.cifar10.train import train
 
-        with progress_reporter(quiet=quiet) as progress:
+        with progress_reporter(quiet=log.quiet) as progress:
             result = train(params, progress=progress)
         console.print(terminal.cifar10_summary(result.metrics))
         for line in terminal.cifar10_files(result.metrics, result.metrics_path):

@@ -21,12 +21,13 @@ import typer
 from datacheck.params import ParamsError
 
 if TYPE_CHECKING:
-    from datacheck.params import EmbedParams
+    from datacheck.params import EmbedParams, Params
     from datacheck.train.cifar10.params import TrainParams
     from datacheck.train.params import HeadParams
     from datacheck.train.splits import SplitParams
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = TypeVar("P", bound="Params")
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print errors and the final result.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")]
@@ -56,6 +57,20 @@ FlipOpt = Annotated[
 PATH_HELP = (
     "Dataset folder, CSV manifest, WebDataset shards, Parquet or a saved Hugging Face dataset (path or URI)."
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class LogFlags:
+    """How much the command says: ``--quiet`` / ``-v``."""
+
+    quiet: QuietOpt = False
+    verbose: VerboseOpt = 0
+
+    def setup(self) -> None:
+        """Route the library's logging to stderr at the level asked for (:func:`setup_logging`)."""
+        from datacheck.console import setup_logging
+
+        setup_logging(quiet=self.quiet, verbose=self.verbose)
 
 
 def _given(bundle: object) -> dict[str, Any]:
@@ -154,6 +169,7 @@ class HeadFlags:
     test_percent: Annotated[
         float | None, typer.Option("--test-percent", help="Test share by stable hash (no test/ folder).")
     ] = None
+    flip: FlipOpt = False
 
     def params(self) -> tuple[HeadParams, SplitParams]:
         """The head's and the split's params: library defaults, overridden by the flags given."""
@@ -171,6 +187,15 @@ class HeadFlags:
         )
         split = SplitParams().replace(val_percent=self.val_percent, test_percent=self.test_percent)
         return head, split
+
+    def run_params(self, params_type: type[P], embedding: EmbedFlags, **given: object) -> P:
+        """A training run's params (``RetrainParams``, ``CompareParams``): their defaults, then these flags.
+
+        ``given``: the command's own options; ``None`` leaves a default in place.
+        """
+        head, split = self.params()
+        flip = self.flip or None
+        return params_type().replace(embed=embedding.params(), split=split, head=head, flip=flip, **given)
 
 
 @dataclasses.dataclass(frozen=True)

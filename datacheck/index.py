@@ -22,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from datacheck.params import Params, param
 from datacheck.reduce import SharedBasis, fit_basis
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class KnnParams:
+class KnnParams(Params):
     """How the shared kNN graph is built.
 
     Attributes:
@@ -39,15 +40,17 @@ class KnnParams:
         exact_max: Largest N searched exactly; above it the approximate index is used.
     """
 
-    k: int = 15
-    search_dim: int = 128
+    k: int = param(15, ge=1)
+    search_dim: int = param(128, ge=0)
     candidates: int = 40
-    block: int = 8192
+    block: int = param(8192, ge=1)
     exact_max: int = 200_000
 
-    def __post_init__(self) -> None:
-        if self.k < 1 or self.candidates < self.k or self.block < 1 or self.search_dim < 0:
-            raise ValueError(f"invalid kNN parameters: {self}")
+    def relations(self) -> list[str]:
+        """At least ``k`` candidates are retrieved."""
+        if self.candidates >= self.k:
+            return []
+        return [f"candidates must be at least k ({self.k}), got {self.candidates!r}"]
 
 
 @dataclass(frozen=True)

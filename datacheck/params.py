@@ -14,6 +14,7 @@ coercion surprises and no new dependency; the ranges are data that the docs test
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import typing
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class Range:
             if value in self.choices:
                 return None
             return f"{name} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are Real too
             return None if self.ge is self.gt is self.le is self.lt is None else f"{name} must be a number"
         for bound, ok, word in (
             (self.ge, lambda b: value >= b, "at least"),

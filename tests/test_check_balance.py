@@ -3,6 +3,7 @@ import pytest
 
 from datacheck.checks.balance import BalanceParams, check_balance
 from datacheck.checks.base import Severity, Status
+from datacheck.params import ParamsError
 from tests.factories import make_context
 
 
@@ -102,10 +103,21 @@ def test_single_class_fails():
 
 
 def test_params_are_validated():
-    with pytest.raises(ValueError):
+    with pytest.raises(ParamsError, match=r"hard_min_images must be at most min_images \(100\), got 200"):
         BalanceParams(hard_min_images=200, min_images=100)
-    with pytest.raises(ValueError):
+    with pytest.raises(ParamsError, match="hard_min_images must be at least 0, got -1"):
+        BalanceParams(hard_min_images=-1)
+    with pytest.raises(ParamsError, match=r"max_imbalance must be at least 1, got 0\.5"):
         BalanceParams(max_imbalance=0.5)
-    with pytest.raises(ValueError):
-        BalanceParams(heldout_fraction=(0.5, 0.2))
+    with pytest.raises(ParamsError, match="min_eval_images must be at least 0"):
+        BalanceParams(min_eval_images=-1)
+    with pytest.raises(ParamsError, match="min_train_fraction must be at most 1"):
+        BalanceParams(min_train_fraction=1.5)
+    for bad in [(0.5, 0.2), (0.1, 1.5), (0.1, 0.2, 0.3), ("a", "b"), 0.3]:
+        with pytest.raises(ParamsError, match="heldout_fraction must be"):
+            BalanceParams(heldout_fraction=bad)
+    with pytest.raises(ParamsError, match="train_split must be a split name"):
+        BalanceParams(train_split="")
     assert BalanceParams(heldout_fraction=[0.1, 0.3]).heldout_fraction == (0.1, 0.3)
+    assert BalanceParams(heldout_fraction=(0, 1)).heldout_fraction == (0.0, 1.0)
+    assert BalanceParams(hard_min_images=0, min_images=0).min_images == 0

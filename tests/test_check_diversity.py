@@ -5,6 +5,7 @@ import pytest
 
 from datacheck.checks.base import Status
 from datacheck.checks.diversity import DiversityParams, diversity, effective_rank
+from datacheck.params import ParamsError
 from tests.factories import make_context
 
 
@@ -47,7 +48,21 @@ def test_effective_rank_counts_directions():
     assert effective_rank(flat) == pytest.approx(3.0, rel=0.1)
 
 
-@pytest.mark.parametrize("bad", [{"narrow_ratio": 0.2, "fail_ratio": 0.3}, {"rank_sample": 1}])
-def test_params_are_validated(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            {"narrow_ratio": 0.2, "fail_ratio": 0.3},
+            r"fail_ratio must be at most narrow_ratio \(0\.2\), got 0\.3",
+        ),
+        ({"fail_ratio": 0}, "fail_ratio must be greater than 0, got 0"),
+        ({"narrow_ratio": 1}, "narrow_ratio must be less than 1, got 1"),
+        ({"min_class_size": 1}, "min_class_size must be at least 2, got 1"),
+        ({"rank_sample": 1}, "rank_sample must be at least 2, got 1"),
+        ({"n_examples": -1}, "n_examples must be at least 0, got -1"),
+    ],
+)
+def test_params_are_validated(bad, message):
+    with pytest.raises(ParamsError, match=message):
         DiversityParams(**bad)
+    assert DiversityParams(narrow_ratio=0.3, fail_ratio=0.3).fail_ratio == 0.3

@@ -10,6 +10,7 @@ import pytest
 
 from datacheck.checks.base import Severity, Status, registered
 from datacheck.checks.duplicates import DuplicatesParams, check_duplicates
+from datacheck.params import ParamsError
 from datacheck.runner import run_one
 from tests.factories import make_context
 from tests.test_neardup import brightened, flipped, shifted, textures
@@ -170,8 +171,10 @@ def test_registered_with_validated_params(planted):
     spec = registered()["duplicates"]
     assert spec.params_type is DuplicatesParams
     assert spec.make_params({"min_score": 0.9}).min_score == 0.9
-    with pytest.raises(ValueError):
+    with pytest.raises(ParamsError, match="max_findings must be at least 0, got -1"):
         spec.make_params({"max_findings": -1})
+    with pytest.raises(ParamsError, match="min_score must be greater than 0"):  # inherited from NearDupParams
+        DuplicatesParams(min_score=0)
     with pytest.raises(KeyError):
         spec.make_params({"threshold": 0.9})
     ctx, _, _ = planted

@@ -3,6 +3,7 @@ import pytest
 from datacheck.checks.base import Severity, Status
 from datacheck.checks.files import FilesParams, check_files
 from datacheck.dataset import FileIssue
+from datacheck.params import ParamsError
 from tests.factories import clustered_vectors, make_context
 
 ISSUES = [
@@ -61,8 +62,13 @@ def test_ignore_kinds_and_cap_keep_counts():
 
 
 def test_params_are_validated():
-    with pytest.raises(ValueError):
+    with pytest.raises(ParamsError, match="max_findings must be at least 0, got -1"):
         FilesParams(max_findings=-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ParamsError, match="fail_kinds must be a list of issue kinds"):
         FilesParams(fail_kinds="unreadable")
+    with pytest.raises(ParamsError, match="ignore_kinds must be a list of issue kinds"):
+        FilesParams(ignore_kinds=["missing", 3])
+    with pytest.raises(ParamsError, match="ignore_kinds must be a list of issue kinds"):
+        FilesParams(ignore_kinds=None)
     assert FilesParams(fail_kinds=["missing"]).fail_kinds == ("missing",)
+    assert FilesParams(ignore_kinds=(k for k in ["no_label"])).ignore_kinds == ("no_label",)

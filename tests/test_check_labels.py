@@ -12,6 +12,7 @@ from datacheck.checks.labels import (
     neighbour_vote,
     score_labels,
 )
+from datacheck.params import ParamsError
 from tests.factories import clustered_vectors, make_context
 
 NAMES = ["cat", "dog", "fox", "owl"]
@@ -93,16 +94,27 @@ def test_neighbour_vote():
 
 
 def test_params_are_validated():
-    with pytest.raises(ValueError, match="folds"):
+    with pytest.raises(ParamsError, match="folds must be at least 2, got 1"):
         LabelsParams(folds=1)
-    with pytest.raises(ValueError, match="knn_weight"):
+    with pytest.raises(ParamsError, match=r"knn_weight must be at most 1, got 1\.5"):
         LabelsParams(knn_weight=1.5)
-    with pytest.raises(ValueError, match="min_class_images"):
+    with pytest.raises(ParamsError, match=r"min_class_images must be at least folds \(10\), got 5"):
         LabelsParams(folds=10, min_class_images=5)
-    with pytest.raises(ValueError, match="filter_by"):
+    with pytest.raises(ParamsError, match=r"filter_by must be one of prune_by_noise_rate, .*got 'nope'"):
         LabelsParams(filter_by="nope")
-    with pytest.raises(ValueError, match="min_margin"):
+    with pytest.raises(ParamsError, match="ranking must be one of self_confidence"):
+        LabelsParams(ranking="nope")
+    with pytest.raises(ParamsError, match="min_margin must be greater than 0, got 0"):
         LabelsParams(min_margin=0)
+    with pytest.raises(ParamsError, match="regularisation must be greater than 0"):
+        LabelsParams(regularisation=0.0)
+    with pytest.raises(ParamsError, match=r"prune_fraction must be at most 0\.5"):
+        LabelsParams(prune_fraction=0.6)
+    with pytest.raises(ParamsError, match="max_train_images must be 0 or at least 100, got 50"):
+        LabelsParams(max_train_images=50)
+    with pytest.raises(ParamsError, match="pca_dims must be at least 0, got -1; max_iter must be at least 1"):
+        LabelsParams(pca_dims=-1, max_iter=0)  # every problem at once
+    assert LabelsParams(max_train_images=0, regularisation=None).max_train_images == 0
 
 
 def test_a_group_of_consistent_errors_is_found():

@@ -10,6 +10,7 @@ from datacheck.checks.base import Severity, Status, registered
 from datacheck.checks.duplicates import DuplicatesParams, check_duplicates
 from datacheck.checks.leakage import LeakageParams, check_leakage
 from datacheck.neardup import duplicate_pairs
+from datacheck.params import ParamsError
 from tests.test_check_duplicates import Planted
 from tests.test_neardup import flipped, shifted
 
@@ -107,5 +108,7 @@ def test_registered():
     spec = registered()["leakage"]
     assert spec.params_type is LeakageParams
     assert spec.make_params({"min_score": 0.85, "test_split": "val"}).near_params().min_score == 0.85
-    with pytest.raises(ValueError):
+    with pytest.raises(ParamsError, match="max_findings must be at least 0, got -1"):
         spec.make_params({"max_findings": -1})
+    with pytest.raises(ParamsError, match="min_cosine must be at most 1"):  # inherited from NearDupParams
+        LeakageParams(min_cosine=1.5)

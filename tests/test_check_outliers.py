@@ -69,7 +69,12 @@ def test_small_classes_are_not_assessed():
 
 
 def test_params_are_validated():
-    with pytest.raises(ValueError, match="warn_z"):
+    with pytest.raises(ValueError, match="warn_z must be at least z_threshold"):
         OutliersParams(z_threshold=5, warn_z=4)
-    with pytest.raises(ValueError, match="min_class_images"):
+    with pytest.raises(ValueError, match="min_class_images must be greater than k"):
         OutliersParams(k=10, min_class_images=10)
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        OutliersParams(k=0)
+    with pytest.raises(ValueError, match="z_threshold must be greater than 0") as err:
+        OutliersParams(z_threshold=0, max_findings=-1)
+    assert "max_findings must be at least 0" in str(err.value)  # every problem at once

@@ -116,7 +116,11 @@ def test_robust_z():
 
 
 def test_params_are_validated():
-    with pytest.raises(ValueError, match="z_threshold"):
+    with pytest.raises(ValueError, match="z_threshold must be greater than 0"):
         QualityParams(z_threshold=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dark_max_luma must be less than bright_min_luma"):
         QualityParams(dark_max_luma=230)
+    with pytest.raises(ValueError, match="tiny_fraction must be at most 1"):
+        QualityParams(tiny_fraction=1.5)
+    with pytest.raises(ValueError, match="aspect_factor must be at least 1"):
+        QualityParams(aspect_factor=0.5)

@@ -79,8 +79,16 @@ def test_without_reference_or_splits_it_is_skipped_with_a_reason():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"warn_auc": 0.95, "fail_auc": 0.9}, {"coverage_alpha": 0.7}, {"candidates": 3}]
+    ("bad", "message"),
+    [
+        ({"warn_auc": 0.95, "fail_auc": 0.9}, "warn_auc must be at most fail_auc"),
+        ({"warn_auc": 0.4}, "warn_auc must be at least 0.5"),
+        ({"coverage_alpha": 0.7}, "coverage_alpha must be less than 0.5"),
+        ({"candidates": 3}, "candidates must be at least coverage_k"),
+        ({"max_rows": 5}, "max_rows must be at least 10"),
+        ({"n_examples": -1}, "n_examples must be at least 0"),
+    ],
 )
-def test_params_are_validated(bad):
-    with pytest.raises(ValueError):
+def test_params_are_validated(bad, message):
+    with pytest.raises(ValueError, match=message):
         RepresentativenessParams(**bad)

@@ -142,10 +142,17 @@ def test_without_stats_or_thumbs_it_passes_quietly():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"n_folds": 1}, {"content_auc": 0.3}, {"region_excess": -0.1}, {"min_class_size": 1}]
+    ("bad", "message"),
+    [
+        ({"n_folds": 1}, "n_folds must be at least 2"),
+        ({"content_auc": 0.3}, "content_auc must be at least 0.5"),
+        ({"fail_auc": 1.1}, "fail_auc must be at most 1"),
+        ({"region_excess": -0.1}, "region_excess must be at least 0"),
+        ({"min_class_size": 1}, "min_class_size must be at least 2"),
+    ],
 )
-def test_params_are_validated(bad):
-    with pytest.raises(ValueError):
+def test_params_are_validated(bad, message):
+    with pytest.raises(ValueError, match=message):
         ShortcutsParams(**bad)
 
 

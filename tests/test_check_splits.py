@@ -96,9 +96,18 @@ def test_namer_prefers_characteristic_labels():
     assert ImageNetNamer(logits).name(np.arange(50)).startswith(imagenet_name(817))
 
 
-@pytest.mark.parametrize("bad", [{"max_k": 1}, {"max_crossing": 1.5}, {"min_cluster_fraction": 0}])
-def test_params_are_validated(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"max_k": 1}, "max_k must be at least 2"),
+        ({"max_crossing": 1.5}, "max_crossing must be less than 1"),
+        ({"min_cluster_fraction": 0}, "min_cluster_fraction must be greater than 0"),
+        ({"merge_mixing": 2.5}, "merge_mixing must be at most 2"),
+        ({"reference_pairs": 0}, "reference_pairs must be at least 1"),
+    ],
+)
+def test_params_are_validated(bad, message):
+    with pytest.raises(ValueError, match=message):
         SplitsParams(**bad)
 
 

@@ -241,8 +241,19 @@ def test_params_are_validated():
         TrainParams()
     with pytest.raises(ParamsError, match="needs gpus=0"):
         TrainParams(data=Path("x"), cpu_replicas=2)
-    with pytest.raises(ParamsError, match="model"):
+    with pytest.raises(ParamsError, match="model must be one of resnet9, small"):
         TrainParams(data=Path("x"), model="vgg")
+    with pytest.raises(ParamsError, match="precision must be one of"):
+        TrainParams(data=Path("x"), precision="float64")
+    with pytest.raises(ParamsError, match="epochs must be at least 1"):
+        TrainParams(data=Path("x"), epochs=0)
+    with pytest.raises(ParamsError, match="lr must be greater than 0"):
+        TrainParams(data=Path("x"), lr=0.0)
+    with pytest.raises(ParamsError, match="gpus must be 'all' or an integer"):
+        TrainParams(data=Path("x"), gpus=-1)
+    with pytest.raises(ParamsError, match="cannot be combined with multi_worker"):
+        TrainParams(data=Path("x"), gpus=0, cpu_replicas=2, multi_worker=True)
+    assert TrainParams(download=True, epochs=None, limit=None).epochs is None
 
 
 def test_global_batch_and_learning_rate_scale_with_replicas():

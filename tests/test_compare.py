@@ -52,10 +52,14 @@ def test_bootstrap_is_paired_and_sees_a_clear_difference():
 
 
 def test_compare_params_are_validated():
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="seeds must be at least 2"):
         CompareParams(seeds=1)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="metric must be one of accuracy, macro_f1, got 'auc'"):
         CompareParams(metric="auc")
+    with pytest.raises(UsageError, match="confidence must be less than 1"):
+        CompareParams(confidence=1.0)
+    with pytest.raises(UsageError, match="bootstrap must be at least 100"):
+        CompareParams(bootstrap=99)
     assert CompareParams().replace(seeds=None, metric="macro_f1").metric == "macro_f1"
 
 

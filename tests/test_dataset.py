@@ -109,11 +109,27 @@ def test_split_layout_is_detected_and_lower_cased(files: ImageFactory, root: Pat
     assert by_path["test/dog/nested/e.png"].label == "dog"
 
 
-@pytest.mark.parametrize("name", ["valid", "Validation", "DEV"])
+@pytest.mark.parametrize("name", ["valid", "Validation", "DEV", "Testing"])
 def test_every_split_name_is_recognised(files: ImageFactory, root: Path, name: str) -> None:
     files.solid("train/cat/a.png")
     files.solid(f"{name}/cat/b.png")
     assert discover(root).splits == tuple(sorted(["train", name.lower()]))
+
+
+def test_one_split_role_map_serves_discovery_training_and_the_checks() -> None:
+    from datacheck.checks.representativeness import REFERENCE_SPLITS, TRAIN_SPLITS
+    from datacheck.dataset import SPLIT_NAMES, SPLIT_ROLES, split_role
+    from datacheck.train.splits import _folder_role
+
+    assert frozenset(SPLIT_ROLES) == SPLIT_NAMES
+    assert {name: split_role(name) for name in SPLIT_ROLES} == {
+        name: _folder_role(name) for name in SPLIT_ROLES
+    }
+    assert split_role("Training") == "train" and split_role("holdout") is None and split_role(None) is None
+    assert set(TRAIN_SPLITS) == {n for n, r in SPLIT_ROLES.items() if r == "train"}
+    assert REFERENCE_SPLITS[0] == "test" and set(REFERENCE_SPLITS) == {
+        n for n, r in SPLIT_ROLES.items() if r in ("val", "test")
+    }
 
 
 def test_a_non_split_folder_makes_it_a_class_layout(files: ImageFactory, root: Path) -> None:

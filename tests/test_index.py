@@ -73,8 +73,14 @@ def test_tiny_inputs():
 
 
 def test_invalid_params_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="candidates must be at least k"):
         KnnParams(k=10, candidates=5)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        KnnParams(k=0)
+    with pytest.raises(ValueError, match="search_dim must be at least 0"):
+        KnnParams(search_dim=-1)
+    with pytest.raises(ValueError, match="block must be at least 1"):
+        KnnParams(block=0)
 
 
 def test_approximate_path_finds_most_neighbours():

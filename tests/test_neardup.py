@@ -167,10 +167,12 @@ def test_candidate_pairs_dedupe_and_floor():
 
 
 def test_params_validation_and_shared_definition():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="min_score must be greater than 0"):
         NearDupParams(min_score=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="min_cosine must be at most 1"):
         NearDupParams(min_cosine=1.5)
+    with pytest.raises(ValueError, match="min_score must be at most 1"):
+        DuplicatesParams(min_score=1.5)  # subclasses check the inherited ranges too
     dup, leak = DuplicatesParams(max_findings=3), LeakageParams(test_split="val")
     assert dup.near_params() == leak.near_params() == NearDupParams()
 

@@ -80,7 +80,7 @@ def test_missing_ray_says_how_to_install(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_engine_is_validated() -> None:
-    with pytest.raises(ValueError, match="engine must be 'local' or 'ray'"):
+    with pytest.raises(ValueError, match="engine must be one of local, ray, got 'spark'"):
         EmbedParams(engine="spark")  # type: ignore[arg-type]
 
 

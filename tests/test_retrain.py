@@ -23,6 +23,7 @@ from datacheck.cli import app
 from datacheck.dataset import ImageRecord
 from datacheck.errors import UsageError
 from datacheck.train.metrics import classification_metrics, confident_mistakes, save_confusion_png
+from datacheck.train.params import HeadParams, RetrainParams
 from datacheck.train.splits import SplitParams, assign_roles, hash_role
 
 SIZE = 96
@@ -104,10 +105,31 @@ def test_split_folders_win_and_missing_roles_come_from_train():
 
 
 def test_split_params_are_validated():
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"val_percent \+ test_percent must be less than 100"):
         SplitParams(val_percent=60, test_percent=40)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="val_percent must be at least 0"):
         SplitParams(val_percent=-1)
+    with pytest.raises(UsageError, match="test_percent must be less than 100"):
+        SplitParams(test_percent=100)
+
+
+@pytest.mark.parametrize(
+    ("params_type", "bad", "message"),
+    [
+        (HeadParams, {"dropout": 1.0}, "dropout must be less than 1"),
+        (HeadParams, {"learning_rate": 0}, "learning_rate must be greater than 0"),
+        (HeadParams, {"label_smoothing": -0.1}, "label_smoothing must be at least 0"),
+        (HeadParams, {"patience": 0}, "patience must be at least 1"),
+        (RetrainParams, {"fine_tune": -1}, "fine_tune must be at least 0"),
+        (RetrainParams, {"augment_epochs": 0}, "augment_epochs must be at least 1"),
+        (RetrainParams, {"fine_tune_learning_rate": 0}, "fine_tune_learning_rate must be greater than 0"),
+        (RetrainParams, {"top_mistakes": -1}, "top_mistakes must be at least 0"),
+    ],
+)
+def test_head_and_retrain_params_are_validated(params_type, bad, message):
+    assert HeadParams(dropout=None).dropout_rate == 0.0 and HeadParams(dropout=0.0).dropout == 0.0
+    with pytest.raises(UsageError, match=message):
+        params_type(**bad)
 
 
 # -------------------------------------------------------------------------------------------- metrics

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,28 +82,47 @@ def resume(journal: Path, *, progress: ProgressFn | None = None) -> Outcome:
     return outcome
 
 
+_APPLY_STOPPED = (
+    "stopped at '{file}': {err}. Fix the cause, then run `datacheck apply --resume {journal}` to finish, "
+    "or `datacheck undo {journal}` to put everything back"
+)
+_UNDO_STOPPED = "undo stopped at '{file}': {err}. Fix the cause and run `datacheck undo {journal}` again"
+
+
+def _attempt(
+    step: Callable[[Move, Journal], bool],
+    move: Move,
+    handle: Journal,
+    outcome: Outcome,
+    stopped: str,
+    left: str,
+) -> bool | None:
+    """One move (or its undo): whether a file moved; ``None`` for a conflict, recorded and left alone.
+
+    An OS error stops the whole run (``stopped`` says how to resume), since the next move would likely fail
+    the same way.
+    """
+    try:
+        moved = step(move, handle)
+    except OSError as err:
+        raise ApplyStopped(stopped.format(file=move.file, err=err, journal=handle.path)) from err
+    except _Conflict as err:
+        outcome.conflicts.append((move.file, str(err)))
+        logger.warning("%s: %s: %s", left, move.file, err)
+        return None
+    outcome.moved += int(moved)
+    outcome.already += int(not moved)
+    return moved
+
+
 def _forward(
     moves: Sequence[Move], done: frozenset[int], handle: Journal, progress: ProgressFn | None
 ) -> Outcome:
     outcome = Outcome(journal=handle.path, total=len(moves))
     for n, move in enumerate(moves, 1):
-        try:
-            moved = _apply_one(move, handle)
-        except OSError as err:
-            raise ApplyStopped(
-                f"stopped at '{move.file}': {err}. Fix the cause, then run `datacheck apply --resume "
-                f"{handle.path}` to finish, or `datacheck undo {handle.path}` to put everything back"
-            ) from err
-        except _Conflict as err:
-            outcome.conflicts.append((move.file, str(err)))
-            logger.warning("left alone: %s: %s", move.file, err)
-        else:
-            if moved:
-                outcome.moved += 1
-            else:
-                outcome.already += 1
-            if move.index not in done or moved:
-                handle.write({"type": "done", "index": move.index})
+        moved = _attempt(_apply_one, move, handle, outcome, _APPLY_STOPPED, "left alone")
+        if moved is not None and (move.index not in done or moved):
+            handle.write({"type": "done", "index": move.index})
         if progress is not None:
             progress(n, len(moves))
     outcome.complete = not outcome.conflicts
@@ -220,21 +239,8 @@ def undo(journal: Path, *, progress: ProgressFn | None = None) -> Outcome:
     with Journal(state.path, create=False) as handle:
         handle.write({"type": "undo", "time": datetime.now(UTC).isoformat()})
         for n, move in enumerate(reversed(state.moves), 1):
-            try:
-                moved = _undo_one(move)
-            except OSError as err:
-                raise ApplyStopped(
-                    f"undo stopped at '{move.file}': {err}. Fix the cause and run `datacheck undo "
-                    f"{state.path}` again"
-                ) from err
-            except _Conflict as err:
-                outcome.conflicts.append((move.file, str(err)))
-                logger.warning("not restored: %s: %s", move.file, err)
-            else:
-                outcome.moved += int(moved)
-                outcome.already += int(not moved)
-                if moved:
-                    handle.write({"type": "undone", "index": move.index})
+            if _attempt(lambda m, _: _undo_one(m), move, handle, outcome, _UNDO_STOPPED, "not restored"):
+                handle.write({"type": "undone", "index": move.index})
             if progress is not None:
                 progress(n, len(state.moves))
         for folder in reversed(state.made_dirs):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from datacheck.checks.base import CheckResult, Finding, GateLimit, ReportView, Severity, register, result
 from datacheck.context import AuditContext
+from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +23,7 @@ CHECK_ID = "balance"
 
 
 @dataclass(frozen=True)
-class BalanceParams:
+class BalanceParams(Params):
     """Parameters of the ``balance`` check.
 
     Attributes:
@@ -34,33 +36,45 @@ class BalanceParams:
         train_split: Name of the training split; every other split is held out.
     """
 
-    min_images: int = 100
-    hard_min_images: int = 20
-    max_imbalance: float = 10.0
-    min_eval_images: int = 10
+    min_images: int = param(100, ge=0)
+    hard_min_images: int = param(20, ge=0)
+    max_imbalance: float = param(10.0, ge=1)
+    min_eval_images: int = param(10, ge=0)
     heldout_fraction: tuple[float, float] = (0.05, 0.40)
-    min_train_fraction: float = 0.5
+    min_train_fraction: float = param(0.5, ge=0, le=1)
     train_split: str = "train"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.hard_min_images <= self.min_images:
-            raise ValueError(
-                f"need 0 <= hard_min_images <= min_images, got {self.hard_min_images} and {self.min_images}"
-            )
-        if self.max_imbalance < 1:
-            raise ValueError(f"max_imbalance must be >= 1, got {self.max_imbalance}")
-        if self.min_eval_images < 0:
-            raise ValueError(f"min_eval_images must be >= 0, got {self.min_eval_images}")
-        low, high = (float(v) for v in self.heldout_fraction)
-        if not 0 <= low < high <= 1:
-            raise ValueError(
-                f"heldout_fraction must be (low, high) with 0 <= low < high <= 1, got {(low, high)}"
-            )
-        object.__setattr__(self, "heldout_fraction", (low, high))
-        if not 0 <= self.min_train_fraction <= 1:
-            raise ValueError(f"min_train_fraction must be within 0..1, got {self.min_train_fraction}")
-        if not self.train_split:
-            raise ValueError("train_split must be a split name")
+        """Store ``heldout_fraction`` as a pair of floats (a TOML or JSON list is fine), then validate."""
+        object.__setattr__(self, "heldout_fraction", _float_pair(self.heldout_fraction))
+        super().__post_init__()
+
+    def relations(self) -> list[str]:
+        """``hard_min_images <= min_images``; ``heldout_fraction``: ``0 <= low < high <= 1``; a split name."""
+        pair = self.heldout_fraction
+        return [
+            f"hard_min_images must be at most min_images ({self.min_images}), got {self.hard_min_images!r}"
+            if self.hard_min_images > self.min_images
+            else "",
+            f"heldout_fraction must be (low, high) with 0 <= low < high <= 1, got {self.heldout_fraction!r}"
+            if not (_is_float_pair(pair) and 0 <= pair[0] < pair[1] <= 1)
+            else "",
+            "train_split must be a split name" if not self.train_split else "",
+        ]
+
+
+def _float_pair(value: object) -> object:
+    """``value`` as a ``(float, float)`` tuple, or unchanged when it is not a pair of numbers."""
+    try:
+        low, high = (float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return value
+    return (low, high)
+
+
+def _is_float_pair(value: object) -> bool:
+    """Whether ``value`` is what :func:`_float_pair` makes of a pair of numbers."""
+    return isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, float) for v in value)
 
 
 @dataclass(frozen=True)
@@ -181,14 +195,18 @@ def _imbalance_findings(counts: _Counts, p: BalanceParams) -> list[Finding]:
     ]
 
 
+def _held_out(counts: _Counts, p: BalanceParams) -> Iterator[tuple[str, Mapping[str, int]]]:
+    """Each held-out split with its per-class counts (none when the dataset has no training split)."""
+    if counts.has_train_split:
+        yield from (
+            (split, per_class) for split, per_class in counts.splits.items() if split != p.train_split
+        )
+
+
 def _missing_findings(counts: _Counts, p: BalanceParams) -> list[Finding]:
     """Classes in a held-out split but not in training (fail) and vice versa (warn)."""
-    if not counts.has_train_split:
-        return []
     findings = []
-    for split, per_class in counts.splits.items():
-        if split == p.train_split:
-            continue
+    for split, per_class in _held_out(counts, p):
         for cls in counts.classes:
             in_train, in_split = counts.train[cls] > 0, per_class[cls] > 0
             if in_split and not in_train:
@@ -233,12 +251,8 @@ def _unmeasured(cls: str, split: str, p: BalanceParams) -> Finding:
 
 def _eval_findings(counts: _Counts, p: BalanceParams) -> list[Finding]:
     """Classes with some, but too few, images in a held-out split."""
-    if not counts.has_train_split:
-        return []
     findings = []
-    for split, per_class in counts.splits.items():
-        if split == p.train_split:
-            continue
+    for split, per_class in _held_out(counts, p):
         for cls, n in per_class.items():
             if 0 < n < p.min_eval_images:
                 findings.append(

@@ -21,6 +21,7 @@ import numpy as np
 
 from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
 from datacheck.context import AuditContext
+from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _ADVICE = (
 
 
 @dataclass(frozen=True)
-class DiversityParams:
+class DiversityParams(Params):
     """Parameters of the ``diversity`` check.
 
     Attributes:
@@ -45,20 +46,18 @@ class DiversityParams:
         seed: Seed of the sampling.
     """
 
-    narrow_ratio: float = 0.6
-    fail_ratio: float = 0.35
-    min_class_size: int = 10
-    rank_sample: int = 500
-    n_examples: int = 8
+    narrow_ratio: float = param(0.6, gt=0, lt=1)
+    fail_ratio: float = param(0.35, gt=0, lt=1)
+    min_class_size: int = param(10, ge=2)
+    rank_sample: int = param(500, ge=2)
+    n_examples: int = param(8, ge=0)
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.fail_ratio <= self.narrow_ratio < 1.0:
-            raise ValueError(
-                f"need 0 < fail_ratio <= narrow_ratio < 1, got {self.fail_ratio} and {self.narrow_ratio}"
-            )
-        if self.min_class_size < 2 or self.rank_sample < 2 or self.n_examples < 0:
-            raise ValueError("min_class_size and rank_sample must be >= 2, n_examples >= 0")
+    def relations(self) -> list[str]:
+        """``fail_ratio <= narrow_ratio``."""
+        if self.fail_ratio <= self.narrow_ratio:
+            return []
+        return [f"fail_ratio must be at most narrow_ratio ({self.narrow_ratio}), got {self.fail_ratio!r}"]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import pandas as pd
 from datacheck.checks.base import CheckResult, Finding, GateLimit, ReportView, Severity, register, status_from
 from datacheck.context import AuditContext
 from datacheck.neardup import NearDupParams, duplicate_groups, duplicate_pairs, exact_keys
+from datacheck.params import param
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,7 @@ class DuplicatesParams(NearDupParams):
         max_findings: Most groups reported (conflicting labels first, then the largest); metrics count all.
     """
 
-    max_findings: int = 500
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.max_findings < 0:
-            raise ValueError(f"max_findings must be >= 0, got {self.max_findings}")
+    max_findings: int = param(500, ge=0)
 
 
 @dataclass(frozen=True)

@@ -15,35 +15,43 @@ from dataclasses import dataclass
 from datacheck.checks.base import CheckResult, Finding, GateLimit, ReportView, Severity, register, result
 from datacheck.context import AuditContext
 from datacheck.dataset import ISSUE_KINDS, FileIssue
+from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
 
 CHECK_ID = "files"
 
-#: What to do about each kind of file issue (one plain sentence each).
-_ADVICE: dict[str, str] = {
-    "unreadable": "Re-export or re-download the file, or delete it: training would crash on it or skip it.",
-    "missing": "Fix the path in the manifest or restore the file.",
-    "not_an_image": "Move it out of the dataset folder, or convert it to JPEG or PNG if it is a picture.",
-    "duplicate_path": "Remove the link or the repeated manifest row so the image is counted once.",
-    "no_label": "Move the image into the folder of its class, or give it a label in the manifest.",
-    "bad_manifest_row": "Fix or delete the manifest row.",
+#: Each kind of file issue: its short wording (messages, summary), and what to do about it (one sentence).
+_KINDS: dict[str, tuple[str, str]] = {
+    "unreadable": (
+        "cannot be read",
+        "Re-export or re-download the file, or delete it: training would crash on it or skip it.",
+    ),
+    "missing": ("is listed but does not exist", "Fix the path in the manifest or restore the file."),
+    "not_an_image": (
+        "is not an image",
+        "Move it out of the dataset folder, or convert it to JPEG or PNG if it is a picture.",
+    ),
+    "duplicate_path": (
+        "is a second path to the same image",
+        "Remove the link or the repeated manifest row so the image is counted once.",
+    ),
+    "no_label": (
+        "has no label",
+        "Move the image into the folder of its class, or give it a label in the manifest.",
+    ),
+    "bad_manifest_row": ("is a bad manifest row", "Fix or delete the manifest row."),
 }
+_ADVICE = {kind: advice for kind, (_, advice) in _KINDS.items()}
+_WORDS = {kind: words for kind, (words, _) in _KINDS.items()}
 _DEFAULT_ADVICE = "Fix or remove the file."
 
-#: Short wording of each kind for messages and the summary.
-_WORDS: dict[str, str] = {
-    "unreadable": "cannot be read",
-    "missing": "is listed but does not exist",
-    "not_an_image": "is not an image",
-    "duplicate_path": "is a second path to the same image",
-    "no_label": "has no label",
-    "bad_manifest_row": "is a bad manifest row",
-}
+#: The :class:`FilesParams` fields that list issue kinds.
+_KIND_LISTS = ("fail_kinds", "ignore_kinds")
 
 
 @dataclass(frozen=True)
-class FilesParams:
+class FilesParams(Params):
     """Parameters of the ``files`` check.
 
     Attributes:
@@ -55,16 +63,24 @@ class FilesParams:
 
     fail_kinds: tuple[str, ...] = ("unreadable", "missing")
     ignore_kinds: tuple[str, ...] = ()
-    max_findings: int = 1000
+    max_findings: int = param(1000, ge=0)
 
     def __post_init__(self) -> None:
-        if self.max_findings < 0:
-            raise ValueError(f"max_findings must be >= 0, got {self.max_findings}")
-        for name in ("fail_kinds", "ignore_kinds"):
+        """Store the kind lists as tuples (a TOML or JSON list is fine), then validate."""
+        for name in _KIND_LISTS:
             value = getattr(self, name)
-            if isinstance(value, str) or not all(isinstance(k, str) for k in value):
-                raise ValueError(f"{name} must be a list of issue kinds, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+            if not isinstance(value, str | tuple) and isinstance(value, Iterable):
+                object.__setattr__(self, name, tuple(value))
+        super().__post_init__()
+
+    def relations(self) -> list[str]:
+        """``fail_kinds`` and ``ignore_kinds`` are lists of kind names (strings; not one bare string)."""
+        lists = {name: getattr(self, name) for name in _KIND_LISTS}
+        return [
+            f"{name} must be a list of issue kinds, got {value!r}"
+            for name, value in lists.items()
+            if not (isinstance(value, tuple) and all(isinstance(k, str) for k in value))
+        ]
 
 
 def unique_issues(issues: Iterable[FileIssue]) -> list[FileIssue]:

@@ -40,6 +40,7 @@ from datacheck.checks.base import (
     result,
 )
 from datacheck.context import AuditContext
+from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ _C_SAMPLE = 5_000
 
 
 @dataclass(frozen=True)
-class LabelsParams:
+class LabelsParams(Params):
     """Parameters of the ``labels`` check.
 
     Attributes:
@@ -84,46 +85,30 @@ class LabelsParams:
         seed: Seed of the fold assignment and of the split that chooses ``C``.
     """
 
-    folds: int = 5
-    pca_dims: int = 256
-    regularisation: float | None = None
-    prune_fraction: float = 0.1
-    max_train_images: int = 10_000
-    max_iter: int = 300
-    knn_weight: float = 0.0
-    min_margin: float = 0.6
-    filter_by: str = "prune_by_noise_rate"
-    ranking: str = "self_confidence"
+    folds: int = param(5, ge=2)
+    pca_dims: int = param(256, ge=0)
+    regularisation: float | None = param(None, gt=0)
+    prune_fraction: float = param(0.1, ge=0, le=0.5)
+    max_train_images: int = param(10_000, ge=0)
+    max_iter: int = param(300, ge=1)
+    knn_weight: float = param(0.0, ge=0, le=1)
+    min_margin: float = param(0.6, gt=0, le=1)
+    filter_by: str = param("prune_by_noise_rate", choices=_FILTERS)
+    ranking: str = param("self_confidence", choices=_RANKINGS)
     min_class_images: int = 10
-    max_findings: int = 500
+    max_findings: int = param(500, ge=0)
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        problems = [
-            f"folds must be >= 2, got {self.folds}" if self.folds < 2 else "",
-            f"pca_dims must be >= 0, got {self.pca_dims}" if self.pca_dims < 0 else "",
-            f"regularisation must be > 0, got {self.regularisation}"
-            if self.regularisation is not None and self.regularisation <= 0
-            else "",
-            f"max_iter must be >= 1, got {self.max_iter}" if self.max_iter < 1 else "",
-            f"prune_fraction must be within 0..0.5, got {self.prune_fraction}"
-            if not 0 <= self.prune_fraction <= 0.5
-            else "",
-            f"knn_weight must be within 0..1, got {self.knn_weight}" if not 0 <= self.knn_weight <= 1 else "",
-            f"min_margin must be within 0..1, got {self.min_margin}" if not 0 < self.min_margin <= 1 else "",
-            f"filter_by must be one of {', '.join(_FILTERS)}" if self.filter_by not in _FILTERS else "",
-            f"ranking must be one of {', '.join(_RANKINGS)}" if self.ranking not in _RANKINGS else "",
-            f"min_class_images must be >= folds ({self.folds}), got {self.min_class_images}"
+    def relations(self) -> list[str]:
+        """``min_class_images >= folds``; ``max_train_images`` is 0 (all) or at least 100."""
+        return [
+            f"min_class_images must be at least folds ({self.folds}), got {self.min_class_images!r}"
             if self.min_class_images < self.folds
             else "",
-            f"max_findings must be >= 0, got {self.max_findings}" if self.max_findings < 0 else "",
-            f"max_train_images must be 0 or >= 100, got {self.max_train_images}"
+            f"max_train_images must be 0 or at least 100, got {self.max_train_images!r}"
             if 0 < self.max_train_images < 100
             else "",
         ]
-        problems = [p for p in problems if p]
-        if problems:
-            raise ValueError("; ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------- features

@@ -26,6 +26,7 @@ from datacheck.checks.base import (
 )
 from datacheck.context import AuditContext
 from datacheck.neardup import NearDupParams, duplicate_pairs
+from datacheck.params import param
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,7 @@ class LeakageParams(NearDupParams):
     """
 
     test_split: str = "test"
-    max_findings: int = 1000
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.max_findings < 0:
-            raise ValueError(f"max_findings must be >= 0, got {self.max_findings}")
+    max_findings: int = param(1000, ge=0)
 
 
 def _cross_split(ctx: AuditContext, pairs: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import numpy as np
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
 from datacheck.checks.quality import robust_z
 from datacheck.context import AuditContext
+from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ _BLOCK = 2048
 
 
 @dataclass(frozen=True)
-class OutliersParams:
+class OutliersParams(Params):
     """Parameters of the ``outliers`` check.
 
     Attributes:
@@ -40,27 +41,23 @@ class OutliersParams:
         max_findings: Most findings listed (highest score first); the metrics count all.
     """
 
-    k: int = 5
-    z_threshold: float = 4.0
+    k: int = param(5, ge=1)
+    z_threshold: float = param(4.0, gt=0)
     warn_z: float = 8.0
-    min_scale: float = 0.01
+    min_scale: float = param(0.01, ge=0)
     min_class_images: int = 10
-    max_findings: int = 200
+    max_findings: int = param(200, ge=0)
 
-    def __post_init__(self) -> None:
-        problems = [
-            f"k must be >= 1, got {self.k}" if self.k < 1 else "",
-            f"z_threshold must be > 0, got {self.z_threshold}" if self.z_threshold <= 0 else "",
-            f"warn_z must be >= z_threshold, got {self.warn_z}" if self.warn_z < self.z_threshold else "",
-            f"min_scale must be >= 0, got {self.min_scale}" if self.min_scale < 0 else "",
-            f"min_class_images must be > k, got {self.min_class_images}"
+    def relations(self) -> list[str]:
+        """``warn_z`` is at least ``z_threshold``; a class needs more than ``k`` images."""
+        return [
+            f"warn_z must be at least z_threshold ({self.z_threshold:g}), got {self.warn_z!r}"
+            if self.warn_z < self.z_threshold
+            else "",
+            f"min_class_images must be greater than k ({self.k}), got {self.min_class_images!r}"
             if self.min_class_images <= self.k
             else "",
-            f"max_findings must be >= 0, got {self.max_findings}" if self.max_findings < 0 else "",
         ]
-        problems = [p for p in problems if p]
-        if problems:
-            raise ValueError("; ".join(problems))
 
 
 def _from_graph(ctx: AuditContext, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
 from datacheck.context import AuditContext
+from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ _MESSAGES: dict[str, tuple[str, str]] = {  # issue -> (message template, advice)
 
 
 @dataclass(frozen=True)
-class QualityParams:
+class QualityParams(Params):
     """Parameters of the ``quality`` check.
 
     Attributes:
@@ -96,37 +97,25 @@ class QualityParams:
         max_findings_per_issue: Most findings listed per issue type (the worst first); the metrics count all.
     """
 
-    z_threshold: float = 3.0
-    dark_max_luma: float = 35.0
-    bright_min_luma: float = 220.0
-    low_information_entropy: float = 3.5
-    blurry_detail: float = 0.05
-    min_side: int = 16
-    tiny_fraction: float = 0.25
-    aspect_factor: float = 2.0
-    max_grayscale_fraction: float = 0.1
-    max_findings_per_issue: int = 200
+    z_threshold: float = param(3.0, gt=0)
+    dark_max_luma: float = param(35.0, ge=0, le=255)
+    bright_min_luma: float = param(220.0, ge=0, le=255)
+    low_information_entropy: float = param(3.5, ge=0, le=8)
+    blurry_detail: float = param(0.05, gt=0)
+    min_side: int = param(16, ge=0)
+    tiny_fraction: float = param(0.25, ge=0, le=1)
+    aspect_factor: float = param(2.0, ge=1)
+    max_grayscale_fraction: float = param(0.1, ge=0, le=1)
+    max_findings_per_issue: int = param(200, ge=0)
 
-    def __post_init__(self) -> None:
-        checks = {
-            "z_threshold": self.z_threshold > 0,
-            "dark_max_luma": 0 <= self.dark_max_luma <= 255,
-            "bright_min_luma": 0 <= self.bright_min_luma <= 255,
-            "low_information_entropy": 0 <= self.low_information_entropy <= 8,
-            "blurry_detail": self.blurry_detail > 0,
-            "min_side": self.min_side >= 0,
-            "tiny_fraction": 0 <= self.tiny_fraction <= 1,
-            "aspect_factor": self.aspect_factor >= 1,
-            "max_grayscale_fraction": 0 <= self.max_grayscale_fraction <= 1,
-            "max_findings_per_issue": self.max_findings_per_issue >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"quality parameter(s) out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}"
-            )
-        if self.dark_max_luma >= self.bright_min_luma:
-            raise ValueError("dark_max_luma must be below bright_min_luma")
+    def relations(self) -> list[str]:
+        """``dark_max_luma`` is below ``bright_min_luma``."""
+        if self.dark_max_luma < self.bright_min_luma:
+            return []
+        return [
+            f"dark_max_luma must be less than bright_min_luma ({self.bright_min_luma:g}), "
+            f"got {self.dark_max_luma!r}"
+        ]
 
 
 def robust_z(values: np.ndarray, min_scale: float = 1e-9) -> np.ndarray:

@@ -35,7 +35,9 @@ import numpy as np
 
 from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
 from datacheck.context import AuditContext
+from datacheck.dataset import TEST, TRAIN, VAL, splits_with_role
 from datacheck.index import l2_normalise
+from datacheck.params import Params, param
 from datacheck.probes import cv
 from datacheck.probes.cluster import kmeans
 from datacheck.probes.naming import ImageNetNamer
@@ -46,8 +48,8 @@ logger = logging.getLogger(__name__)
 CHECK_ID = "representativeness"
 
 #: Split names read as the training split, and (in order of preference) as the reference split.
-TRAIN_SPLITS = ("train", "training")
-REFERENCE_SPLITS = ("test", "testing", "val", "validation", "valid", "dev")
+TRAIN_SPLITS = splits_with_role(TRAIN)
+REFERENCE_SPLITS = splits_with_role(TEST) + splits_with_role(VAL)
 
 _ADVICE_GAP = (
     "Collect training images under the conditions of the reference images (same cameras, places, "
@@ -57,7 +59,7 @@ _ADVICE_UNCOVERED = "Add training images like these examples, labelled, before r
 
 
 @dataclass(frozen=True)
-class RepresentativenessParams:
+class RepresentativenessParams(Params):
     """Parameters of the ``representativeness`` check.
 
     Attributes:
@@ -78,33 +80,30 @@ class RepresentativenessParams:
         seed: Seed of sampling, folds and k-means.
     """
 
-    warn_auc: float = 0.75
-    fail_auc: float = 0.9
-    coverage_k: int = 10
-    coverage_alpha: float = 0.001
-    min_uncovered_share: float = 0.02
-    min_group_size: int = 5
-    max_groups: int = 5
-    n_folds: int = 5
-    pca_dim: int = 64
-    max_rows: int = 5000
+    warn_auc: float = param(0.75, ge=0.5, le=1)
+    fail_auc: float = param(0.9, ge=0.5, le=1)
+    coverage_k: int = param(10, ge=2)
+    coverage_alpha: float = param(0.001, gt=0, lt=0.5)
+    min_uncovered_share: float = param(0.02, gt=0, le=1)
+    min_group_size: int = param(5, ge=1)
+    max_groups: int = param(5, ge=1)
+    n_folds: int = param(5, ge=2)
+    pca_dim: int = param(64, ge=2)
+    max_rows: int = param(5000, ge=10)
     candidates: int = 20
-    n_examples: int = 8
+    n_examples: int = param(8, ge=0)
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if not 0.5 <= self.warn_auc <= self.fail_auc <= 1.0:
-            raise ValueError(f"need 0.5 <= warn_auc <= fail_auc <= 1, got {self.warn_auc}, {self.fail_auc}")
-        if not 0.0 < self.coverage_alpha < 0.5:
-            raise ValueError(f"coverage_alpha must be in (0, 0.5), got {self.coverage_alpha}")
-        if self.coverage_k < 2:
-            raise ValueError(f"coverage_k must be at least 2, got {self.coverage_k}")
-        if not 0.0 < self.min_uncovered_share <= 1.0:
-            raise ValueError(f"min_uncovered_share must be in (0, 1], got {self.min_uncovered_share}")
-        if self.n_folds < 2 or self.pca_dim < 2 or self.max_rows < 10 or self.candidates < self.coverage_k:
-            raise ValueError("n_folds and pca_dim must be >= 2, max_rows >= 10, candidates >= coverage_k")
-        if self.min_group_size < 1 or self.max_groups < 1 or self.n_examples < 0:
-            raise ValueError("min_group_size and max_groups must be >= 1, n_examples >= 0")
+    def relations(self) -> list[str]:
+        """``warn_auc`` is at most ``fail_auc``; at least ``coverage_k`` candidates are retrieved."""
+        return [
+            f"warn_auc must be at most fail_auc ({self.fail_auc:g}), got {self.warn_auc!r}"
+            if self.warn_auc > self.fail_auc
+            else "",
+            f"candidates must be at least coverage_k ({self.coverage_k}), got {self.candidates!r}"
+            if self.candidates < self.coverage_k
+            else "",
+        ]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ import pandas as pd
 
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
 from datacheck.context import AuditContext
+from datacheck.dataset import TRAIN, splits_with_role
+from datacheck.params import Params, param
 from datacheck.probes import cv
 from datacheck.probes.properties import PROPERTY_CUES, PropertyCue, encode
 from datacheck.probes.regions import CENTRE, Region, ThumbGrid, outer_regions
@@ -61,7 +63,7 @@ _ADVICE_REGION = (
 
 
 @dataclass(frozen=True)
-class ShortcutsParams:
+class ShortcutsParams(Params):
     """Parameters of the ``shortcuts`` check.
 
     Attributes:
@@ -85,33 +87,19 @@ class ShortcutsParams:
         seed: Seed of folds and sampling.
     """
 
-    n_folds: int = 3
-    n_bins: int = 10
-    unintended_auc: float = 0.75
-    content_auc: float = 0.9
-    object_margin: float = 0.1
-    combined_margin: float = 0.02
-    region_auc: float = 0.85
-    region_excess: float = 0.15
-    fail_auc: float = 0.97
-    min_class_size: int = 20
-    max_region_rows: int = 10_000
-    n_examples: int = 6
+    n_folds: int = param(3, ge=2)
+    n_bins: int = param(10, ge=2)
+    unintended_auc: float = param(0.75, ge=0.5, le=1)
+    content_auc: float = param(0.9, ge=0.5, le=1)
+    object_margin: float = param(0.1, ge=0, le=0.5)
+    combined_margin: float = param(0.02, ge=0, le=0.5)
+    region_auc: float = param(0.85, ge=0.5, le=1)
+    region_excess: float = param(0.15, ge=0, le=0.5)
+    fail_auc: float = param(0.97, ge=0.5, le=1)
+    min_class_size: int = param(20, ge=2)
+    max_region_rows: int = param(10_000, ge=10)
+    n_examples: int = param(6, ge=0)
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.n_folds < 2:
-            raise ValueError(f"n_folds must be at least 2, got {self.n_folds}")
-        if self.n_bins < 2:
-            raise ValueError(f"n_bins must be at least 2, got {self.n_bins}")
-        for name in ("unintended_auc", "content_auc", "region_auc", "fail_auc"):
-            if not 0.5 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0.5 and 1, got {getattr(self, name)}")
-        for name in ("object_margin", "combined_margin", "region_excess"):
-            if not 0.0 <= getattr(self, name) <= 0.5:
-                raise ValueError(f"{name} must be between 0 and 0.5, got {getattr(self, name)}")
-        if self.min_class_size < 2 or self.max_region_rows < 10 or self.n_examples < 0:
-            raise ValueError("min_class_size must be >= 2, max_region_rows >= 10 and n_examples >= 0")
 
 
 @dataclass(frozen=True)
@@ -176,7 +164,7 @@ def training_rows(ctx: AuditContext) -> np.ndarray:
     A shortcut matters where the model learns it; a held-out split without the cue would only dilute it.
     """
     splits = np.array([s if s is not None else "" for s in ctx.splits], dtype=object)
-    train = np.flatnonzero(np.isin(splits, ("train", "training")))
+    train = np.flatnonzero(np.isin(splits, splits_with_role(TRAIN)))
     return train if len(train) else np.arange(ctx.n)
 
 

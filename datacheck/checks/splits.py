@@ -33,6 +33,7 @@ import numpy as np
 
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
 from datacheck.context import AuditContext
+from datacheck.params import Params, param
 from datacheck.probes.cluster import kmeans
 from datacheck.probes.naming import ImageNetNamer
 
@@ -51,7 +52,7 @@ _ADVICE_MERGE = (
 
 
 @dataclass(frozen=True)
-class SplitsParams:
+class SplitsParams(Params):
     """Parameters of the ``splits`` check.
 
     Attributes:
@@ -71,33 +72,17 @@ class SplitsParams:
         seed: Seed of k-means and of the reference pairs.
     """
 
-    max_k: int = 5
-    max_crossing: float = 0.2
-    min_cluster_fraction: float = 0.1
-    min_cluster_size: int = 20
-    regularisation: float = 1.0
-    merge_mixing: float = 0.75
-    max_merges: int = 20
-    n_names: int = 3
-    n_examples: int = 3
-    reference_pairs: int = 12
+    max_k: int = param(5, ge=2)
+    max_crossing: float = param(0.2, gt=0, lt=1)
+    min_cluster_fraction: float = param(0.1, gt=0, le=0.5)
+    min_cluster_size: int = param(20, ge=2)
+    regularisation: float = param(1.0, gt=0)
+    merge_mixing: float = param(0.75, gt=0, le=2)
+    max_merges: int = param(20, ge=0)
+    n_names: int = param(3, ge=1)
+    n_examples: int = param(3, ge=0)
+    reference_pairs: int = param(12, ge=1)
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_k < 2:
-            raise ValueError(f"max_k must be at least 2, got {self.max_k}")
-        if not 0.0 < self.max_crossing < 1.0:
-            raise ValueError(f"max_crossing must be between 0 and 1, got {self.max_crossing}")
-        if not 0.0 < self.min_cluster_fraction <= 0.5:
-            raise ValueError(f"min_cluster_fraction must be in (0, 0.5], got {self.min_cluster_fraction}")
-        if self.regularisation <= 0:
-            raise ValueError(f"regularisation must be positive, got {self.regularisation}")
-        if not 0.0 < self.merge_mixing <= 2.0:
-            raise ValueError(f"merge_mixing must be in (0, 2], got {self.merge_mixing}")
-        if self.min_cluster_size < 2 or self.max_merges < 0 or self.n_names < 1 or self.n_examples < 0:
-            raise ValueError("min_cluster_size must be >= 2, max_merges and n_examples >= 0, n_names >= 1")
-        if self.reference_pairs < 1:
-            raise ValueError(f"reference_pairs must be at least 1, got {self.reference_pairs}")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ from datacheck.dataset.records import (
     CONTAINER_LAYOUTS,
     IMAGE_EXTENSIONS,
     ISSUE_KINDS,
+    SPLIT_ROLES,
+    TEST,
+    TRAIN,
+    VAL,
     Blob,
     Dataset,
     DatasetError,
@@ -34,6 +38,8 @@ from datacheck.dataset.records import (
     ImageRecord,
     Layout,
     display_name,
+    split_role,
+    splits_with_role,
     stable_split_percentage,
 )
 
@@ -48,6 +54,10 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ISSUE_KINDS",
     "SPLIT_NAMES",
+    "SPLIT_ROLES",
+    "TEST",
+    "TRAIN",
+    "VAL",
     "Blob",
     "Dataset",
     "DatasetError",
@@ -57,6 +67,8 @@ __all__ = [
     "discover",
     "discover_unlabelled",
     "display_name",
+    "split_role",
+    "splits_with_role",
     "stable_split_percentage",
 ]
 

@@ -45,6 +45,33 @@ _MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1
 _NOHASH = re.compile(r"_nohash_.*$", re.DOTALL)
 
 
+#: The roles a split plays. Training learns from ``train``; ``val`` steers training (early stopping);
+#: ``test`` measures the result.
+TRAIN, VAL, TEST = "train", "val", "test"
+#: Split names (compared lower-cased) and the role each plays: the one list discovery, training, the
+#: shortcut and representativeness checks read. Order within a role is preference (first found is used).
+SPLIT_ROLES: dict[str, str] = {
+    "train": TRAIN,
+    "training": TRAIN,
+    "val": VAL,
+    "valid": VAL,
+    "validation": VAL,
+    "dev": VAL,
+    "test": TEST,
+    "testing": TEST,
+}
+
+
+def split_role(split: str | None) -> str | None:
+    """The role of a split name (``None`` for no split or a name that plays no known role)."""
+    return None if split is None else SPLIT_ROLES.get(split.lower())
+
+
+def splits_with_role(role: str) -> tuple[str, ...]:
+    """The split names that play ``role``, in order of preference."""
+    return tuple(name for name, has in SPLIT_ROLES.items() if has == role)
+
+
 class DatasetError(DatasetUnreadableError):
     """The dataset cannot be used at all (missing, empty, no labelled images, malformed manifest)."""
 

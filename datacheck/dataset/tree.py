@@ -16,6 +16,7 @@ from pathlib import Path
 
 from datacheck.dataset.records import (
     IMAGE_EXTENSIONS,
+    SPLIT_ROLES,
     Dataset,
     DatasetError,
     FileIssue,
@@ -32,7 +33,7 @@ from datacheck.outputs import is_marked
 logger = logging.getLogger(__name__)
 
 #: Top-level folder names that make a tree a ``splits`` layout (compared lower-cased).
-SPLIT_NAMES: frozenset[str] = frozenset({"train", "val", "valid", "validation", "dev", "test"})
+SPLIT_NAMES: frozenset[str] = frozenset(SPLIT_ROLES)
 
 #: Folders skipped like hidden ones (macOS resource forks in zip archives).
 _IGNORED_FOLDERS = frozenset({"__MACOSX"})

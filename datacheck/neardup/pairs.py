@@ -23,6 +23,7 @@ import pandas as pd
 from datacheck.neardup.candidates import _exact_pairs, candidate_pairs, exact_keys
 from datacheck.neardup.store import pair_scores
 from datacheck.neardup.verify import _COARSE_SLACK
+from datacheck.params import Params, param
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,7 +39,7 @@ _MEMO_SIZE = 4
 
 
 @dataclass(frozen=True)
-class NearDupParams:
+class NearDupParams(Params):
     """What counts as a duplicate pair; shared by the ``duplicates`` and ``leakage`` checks.
 
     Attributes:
@@ -49,15 +50,9 @@ class NearDupParams:
         near: Look for near duplicates at all (``False``: exact copies only).
     """
 
-    min_cosine: float = 0.5
-    min_score: float = 0.85
+    min_cosine: float = param(0.5, ge=-1, le=1)
+    min_score: float = param(0.85, gt=0, le=1)
     near: bool = True
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.min_cosine <= 1.0:
-            raise ValueError(f"min_cosine must be within [-1, 1], got {self.min_cosine}")
-        if not 0.0 < self.min_score <= 1.0:
-            raise ValueError(f"min_score must be within (0, 1], got {self.min_score}")
 
     def near_params(self) -> NearDupParams:
         """Just the duplicate definition (a subclass's own fields dropped), e.g. as a memo key."""

@@ -30,7 +30,7 @@ from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset, reso
 from datacheck.errors import UsageError
 from datacheck.index import l2_normalise
 from datacheck.neardup import NearDupParams, exact_keys_of, find_pairs
-from datacheck.params import EmbedParams, Replaceable
+from datacheck.params import EmbedParams, Params, param
 from datacheck.train.head import predict_proba, train_head
 from datacheck.train.metrics import macro_f1_from_counts, one_hot, prf_from_counts
 from datacheck.train.params import HeadParams
@@ -47,7 +47,7 @@ _BOOT_CHUNK = 256
 
 
 @dataclass(frozen=True)
-class CompareParams(Replaceable):
+class CompareParams(Params):
     """How two dataset versions are compared.
 
     Attributes:
@@ -67,24 +67,12 @@ class CompareParams(Replaceable):
     split: SplitParams = field(default_factory=SplitParams)
     head: HeadParams = field(default_factory=HeadParams)
     flip: bool = False
-    seeds: int = 5
-    confidence: float = 0.95
-    bootstrap: int = 2000
-    metric: str = "accuracy"
+    seeds: int = param(5, ge=2)  # the spread between seeds is measured
+    confidence: float = param(0.95, ge=0.5, lt=1)
+    bootstrap: int = param(2000, ge=100)
+    metric: str = param("accuracy", choices=METRICS)
     exclude_duplicates: bool = True
     duplicates: NearDupParams = field(default_factory=NearDupParams)
-
-    def __post_init__(self) -> None:
-        if self.seeds < 2:
-            raise UsageError(
-                f"seeds must be at least 2 (the spread between seeds is measured), got {self.seeds}"
-            )
-        if not 0.5 <= self.confidence < 1.0:
-            raise UsageError(f"confidence must be within [0.5, 1), got {self.confidence}")
-        if self.bootstrap < 100:
-            raise UsageError(f"bootstrap must be at least 100, got {self.bootstrap}")
-        if self.metric not in METRICS:
-            raise UsageError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
 
 
 # ----------------------------------------------------------------------------------------- the data

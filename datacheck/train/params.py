@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datacheck.errors import UsageError
-from datacheck.params import EmbedParams, Replaceable
+from datacheck.params import EmbedParams, Params, param
 from datacheck.train.splits import SplitParams
 
 #: Images per backbone pass when pixels go through the network (augmentation, fine-tuning, prediction).
@@ -16,7 +15,7 @@ PIXEL_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
-class HeadParams(Replaceable):
+class HeadParams(Params):
     """The classifier trained on the bottlenecks.
 
     Attributes:
@@ -39,33 +38,17 @@ class HeadParams(Replaceable):
     """
 
     power_norm: bool = True
-    hidden: int = 0
-    dropout: float | None = None
-    l2: float = 1e-3
-    learning_rate: float = 1e-3
-    batch_size: int = 256
-    max_epochs: int = 100
-    patience: int = 5
-    min_delta: float = 1e-3
+    hidden: int = param(0, ge=0)
+    dropout: float | None = param(None, ge=0, lt=1)
+    l2: float = param(1e-3, ge=0)
+    learning_rate: float = param(1e-3, gt=0)
+    batch_size: int = param(256, ge=1)
+    max_epochs: int = param(100, ge=1)
+    patience: int = param(5, ge=1)
+    min_delta: float = param(1e-3, ge=0)
     class_weights: bool = False
-    label_smoothing: float = 0.0
+    label_smoothing: float = param(0.0, ge=0, lt=1)
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "hidden": self.hidden >= 0,
-            "dropout": self.dropout is None or 0.0 <= self.dropout < 1.0,
-            "l2": self.l2 >= 0.0,
-            "learning_rate": self.learning_rate > 0.0,
-            "batch_size": self.batch_size >= 1,
-            "max_epochs": self.max_epochs >= 1,
-            "patience": self.patience >= 1,
-            "min_delta": self.min_delta >= 0.0,
-            "label_smoothing": 0.0 <= self.label_smoothing < 1.0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise UsageError(f"invalid head parameter {bad[0]}={getattr(self, bad[0])!r}")
 
     @property
     def dropout_rate(self) -> float:
@@ -76,7 +59,7 @@ class HeadParams(Replaceable):
 
 
 @dataclass(frozen=True)
-class RetrainParams:
+class RetrainParams(Params):
     """Everything ``retrain`` needs besides the dataset and the output folder.
 
     Attributes:
@@ -97,20 +80,9 @@ class RetrainParams:
     split: SplitParams = field(default_factory=SplitParams)
     head: HeadParams = field(default_factory=HeadParams)
     augment: bool = False
-    augment_epochs: int = 10
-    fine_tune: int = 0
-    fine_tune_epochs: int = 3
-    fine_tune_learning_rate: float = 1e-4
+    augment_epochs: int = param(10, ge=1)
+    fine_tune: int = param(0, ge=0)
+    fine_tune_epochs: int = param(3, ge=1)
+    fine_tune_learning_rate: float = param(1e-4, gt=0)
     flip: bool = False
-    top_mistakes: int = 20
-
-    def __post_init__(self) -> None:
-        if (
-            self.fine_tune < 0
-            or self.augment_epochs < 1
-            or self.fine_tune_epochs < 1
-            or self.top_mistakes < 0
-        ):
-            raise UsageError("fine_tune and top_mistakes must be >= 0, augment/fine-tune epochs >= 1")
-        if self.fine_tune_learning_rate <= 0:
-            raise UsageError("fine_tune_learning_rate must be positive")
+    top_mistakes: int = param(20, ge=0)

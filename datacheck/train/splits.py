@@ -14,28 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datacheck.dataset import ImageRecord, stable_split_percentage
-from datacheck.errors import UsageError
-from datacheck.params import Replaceable
+from datacheck.dataset import TEST, TRAIN, VAL, ImageRecord, split_role, stable_split_percentage
+from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
 
-TRAIN, VAL, TEST = "train", "val", "test"
 ROLES = (TRAIN, VAL, TEST)
-
-#: Split-folder names (lower-cased by discovery) and the role each plays.
-_FOLDER_ROLES = {
-    "train": TRAIN,
-    "val": VAL,
-    "valid": VAL,
-    "validation": VAL,
-    "dev": VAL,
-    "test": TEST,
-}
 
 
 @dataclass(frozen=True, slots=True)
-class SplitParams(Replaceable):
+class SplitParams(Params):
     """How images are divided into training, validation and test roles.
 
     Attributes:
@@ -46,20 +34,18 @@ class SplitParams(Replaceable):
         use_folders: Use the dataset's own split folders (``train/``, ``val/``, ``test/``) when present.
     """
 
-    val_percent: float = 10.0
-    test_percent: float = 10.0
+    val_percent: float = param(10.0, ge=0, lt=100)
+    test_percent: float = param(10.0, ge=0, lt=100)
     use_folders: bool = True
 
-    def __post_init__(self) -> None:
-        for name in ("val_percent", "test_percent"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 100.0:
-                raise UsageError(f"{name} must be within [0, 100), got {value}")
-        if self.val_percent + self.test_percent >= 100.0:
-            raise UsageError(
-                f"val_percent + test_percent must leave images for training, got "
-                f"{self.val_percent} + {self.test_percent}"
-            )
+    def relations(self) -> list[str]:
+        """``val_percent + test_percent`` leaves images for training."""
+        if self.val_percent + self.test_percent < 100.0:
+            return []
+        return [
+            "val_percent + test_percent must be less than 100 (to leave images for training), got "
+            f"{self.val_percent} + {self.test_percent}"
+        ]
 
 
 def hash_role(path: str, val_percent: float, test_percent: float) -> str:
@@ -79,7 +65,7 @@ def hash_role(path: str, val_percent: float, test_percent: float) -> str:
 
 
 def _folder_role(split: str) -> str | None:
-    return _FOLDER_ROLES.get(split)
+    return split_role(split)
 
 
 def assign_roles(records: Sequence[ImageRecord], params: SplitParams | None = None) -> np.ndarray:

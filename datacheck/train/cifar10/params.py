@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from datacheck.params import ParamsError, Replaceable
+from datacheck.params import Params, ParamsError, param
 
 ModelName = Literal["resnet9", "small"]
 Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
@@ -22,7 +22,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_float16", "mixed_bfloat
 
 
 @dataclass(frozen=True, slots=True)
-class TrainParams(Replaceable):
+class TrainParams(Params):
     """What to train, on which data and devices, and where to write the results.
 
     Attributes:
@@ -56,46 +56,39 @@ class TrainParams(Replaceable):
 
     data: Path | None = None
     download: bool = False
-    model: ModelName = "resnet9"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
+    model: ModelName = param("resnet9", choices=MODELS)
+    epochs: int | None = param(None, ge=1)
+    batch_size: int | None = param(None, ge=1)
+    lr: float | None = param(None, gt=0)
     gpus: Gpus = "all"
-    cpu_replicas: int = 1
+    cpu_replicas: int = param(1, ge=1)
     multi_worker: bool = False
-    precision: Precision = "auto"
+    precision: Precision = param("auto", choices=PRECISIONS)
     sync_bn: bool = True
     augment: bool = True
     tta: bool = True
     exclude_leaks: Path | None = None
-    limit: int | None = None
+    limit: int | None = param(None, ge=1)
     out: Path = Path("runs/cifar10")
     resume: bool = False
     cache_dir: Path | None = None
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if (self.data is None) == (not self.download):
-            raise ParamsError("give either a data folder or download=True (--data DIR or --download)")
-        if self.model not in MODELS:
-            raise ParamsError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}")
-        if self.precision not in PRECISIONS:
-            raise ParamsError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        _positive("epochs", self.epochs)
-        _positive("batch_size", self.batch_size)
-        _positive("limit", self.limit)
-        _positive("cpu_replicas", self.cpu_replicas)
-        if self.lr is not None and not self.lr > 0:
-            raise ParamsError(f"lr must be positive, got {self.lr}")
-        self._check_devices()
-
-    def _check_devices(self) -> None:
-        if self.gpus != "all" and not (isinstance(self.gpus, int) and self.gpus >= 0):
-            raise ParamsError(f"gpus must be 'all' or an integer ≥ 0, got {self.gpus!r}")
-        if self.cpu_replicas > 1 and self.gpus != 0:
-            raise ParamsError("cpu_replicas > 1 splits the CPU and needs gpus=0 (--gpus 0)")
-        if self.cpu_replicas > 1 and self.multi_worker:
-            raise ParamsError("cpu_replicas cannot be combined with multi_worker")
+    def relations(self) -> list[str]:
+        """One data source; ``gpus`` is ``"all"`` or a count; CPU replicas only alone on the CPU."""
+        several = self.cpu_replicas > 1
+        return [
+            "give either a data folder or download=True (--data DIR or --download)"
+            if (self.data is None) == (not self.download)
+            else "",
+            f"gpus must be 'all' or an integer ≥ 0, got {self.gpus!r}"
+            if self.gpus != "all" and not (isinstance(self.gpus, int) and self.gpus >= 0)
+            else "",
+            "cpu_replicas > 1 splits the CPU and needs gpus=0 (--gpus 0)"
+            if several and self.gpus != 0
+            else "",
+            "cpu_replicas cannot be combined with multi_worker" if several and self.multi_worker else "",
+        ]
 
 
 def parse_gpus(text: str) -> Gpus:
@@ -113,8 +106,3 @@ def parse_gpus(text: str) -> Gpus:
     if value < 0:
         raise ParamsError(f"--gpus takes 'all' or a number ≥ 0, got {text!r}")
     return value
-
-
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ParamsError(f"{name} must be at least 1, got {value}")
