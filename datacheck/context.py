@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ from datacheck.reduce import SharedBasis
 
 #: Files larger than this are not hashed when they were not embedded (a broken multi-GB file).
 MAX_HASH_BYTES = 1 << 30
+
+
+T = TypeVar("T")
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -128,6 +132,21 @@ class AuditContext:
         map read the same axes. A read-only view.
         """
         return self._shared_basis.reduced(dims)
+
+    @functools.cached_property
+    def _memo(self) -> dict[Hashable, object]:
+        return {}
+
+    def shared(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value derived from this context, computed once per ``key`` and handed to every caller.
+
+        What several checks need under one definition (e.g. the duplicate pairs that ``duplicates`` and
+        ``leakage`` share) lives here, with the context, instead of in a module-level memo. Treat the value
+        as read-only.
+        """
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[return-value]
 
     @functools.cached_property
     def _sha_of_path(self) -> dict[str, str]:

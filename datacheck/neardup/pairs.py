@@ -1,9 +1,8 @@
 """The duplicate pairs: exact copies plus verified near duplicates, from arrays or once per audit context.
 
 :func:`find_pairs` works on plain arrays (vectors, thumbnails, content keys, splits); :func:`duplicate_pairs`
-calls it for an :class:`~datacheck.context.AuditContext` and remembers the result: a small memo keyed on
-``id(ctx)`` and the frozen :class:`NearDupParams` holds a weak reference to the context, so a result is only
-reused for the very same (immutable) context and forgotten when the context is garbage-collected.
+calls it for an :class:`~datacheck.context.AuditContext` and keeps the result with the context
+(:meth:`AuditContext.shared`), so ``duplicates`` and ``leakage`` read one set of pairs under one definition.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import dataclasses
 import functools
 import logging
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,9 +31,6 @@ if TYPE_CHECKING:
 
 # The records keep the name of the module they were split from (logging configuration, tests).
 logger = logging.getLogger("datacheck.neardup")
-
-#: Contexts whose pairs are remembered at once (an audit holds one).
-_MEMO_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -59,8 +54,6 @@ class NearDupParams(Params):
         names = [f.name for f in dataclasses.fields(NearDupParams)]
         return NearDupParams(**{name: getattr(self, name) for name in names})
 
-
-_MEMO: dict[tuple[int, NearDupParams], tuple[weakref.ref, pd.DataFrame]] = {}
 
 #: Columns of :func:`duplicate_pairs` and :func:`find_pairs`.
 PAIR_COLUMNS = ("i", "j", "cosine", "score", "kind")
@@ -171,22 +164,17 @@ def duplicate_pairs(ctx: AuditContext, params: NearDupParams) -> pd.DataFrame:
         exact copies) and ``kind`` (``"exact"`` or ``"near"``), sorted by ``(i, j)``. Treat it as read-only:
         the same frame is handed to every caller.
     """
-    key = (id(ctx), params.near_params())
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0]() is ctx:
-        return hit[1]
-    df = find_pairs(
-        ctx.vectors,
-        ctx.thumbs,
-        exact_keys(ctx),
-        ctx.splits,
-        key[1],
-        knn=ctx.knn,
-        content_ids=ctx.content_ids,
-        derived_dir=ctx.derived_dir,
+    near = params.near_params()
+    return ctx.shared(
+        ("duplicate_pairs", near),
+        lambda: find_pairs(
+            ctx.vectors,
+            ctx.thumbs,
+            exact_keys(ctx),
+            ctx.splits,
+            near,
+            knn=ctx.knn,
+            content_ids=ctx.content_ids,
+            derived_dir=ctx.derived_dir,
+        ),
     )
-    while len(_MEMO) >= _MEMO_SIZE:
-        _MEMO.pop(next(iter(_MEMO)))
-    _MEMO[key] = (weakref.ref(ctx), df)
-    weakref.finalize(ctx, _MEMO.pop, key, None)
-    return df
