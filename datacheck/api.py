@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
@@ -82,13 +81,9 @@ def _dataset_summary(dataset: Dataset, failures: tuple[FileIssue, ...]) -> dict:
 
 
 def _load_baseline(path: Path | str) -> Baseline:
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot read baseline report {path}: {err}") from err
-    if not isinstance(doc, dict) or doc.get("schema_version") != 1:
-        raise UsageError(f"{path} is not a datacheck report.json (schema_version 1)")
-    return Baseline.from_report(doc, str(path))
+    from datacheck.report.model import read_report
+
+    return Baseline.from_report(read_report(path, "baseline report"), str(path))
 
 
 def _embed_reference(

@@ -170,17 +170,9 @@ def apply_outcome(outcome: Outcome, *, undo: bool = False) -> Group:
 
 def load_report(path: Path) -> dict:
     """Read a report.json for ``diff``; a clear usage error when it is not one."""
-    import json
+    from datacheck.report.model import read_report
 
-    from datacheck.errors import UsageError
-
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot read report {path}: {err}") from err
-    if not isinstance(doc, dict) or doc.get("schema_version") != 1:
-        raise UsageError(f"{path} is not a datacheck report.json (schema_version 1)")
-    return doc
+    return read_report(path)
 
 
 def junit(doc: dict) -> str:

@@ -25,7 +25,8 @@ from datacheck.checks.base import CheckResult, Finding, Severity, Status, result
 from datacheck.dataset import Dataset
 from datacheck.embedding_map import build_map
 from datacheck.report import Report
-from datacheck.report.html import content_security_policy, json_safe, render_html, script_json, static_text
+from datacheck.report.html import content_security_policy, render_html, script_json, static_text
+from datacheck.report.model import json_safe
 from datacheck.report.thumbnails import THUMB_SIZE, make_thumbnail, thumb_name, write_thumbnails
 from tests.factories import clustered_vectors, make_context
 

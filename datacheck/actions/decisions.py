@@ -124,9 +124,17 @@ def _decision(entry: Any) -> Decision:
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    """Read a report.json; it must carry a ``report_id`` and the file index (``map``)."""
-    doc = _read_json(path, "report")
-    if not isinstance(doc, dict) or "dataset" not in doc or not doc.get("report_id"):
+    """Read a report.json (:func:`~datacheck.report.model.read_report`); it must carry a ``report_id``."""
+    from datacheck.errors import UsageError
+    from datacheck.report.model import read_report
+
+    if not Path(path).exists():
+        raise DecisionsError(f"report not found: {path}")
+    try:
+        doc = read_report(path)
+    except UsageError as err:
+        raise DecisionsError(str(err)) from None
+    if "dataset" not in doc or not doc.get("report_id"):
         raise DecisionsError(f"{path} is not a datacheck report.json with a report id")
     return doc
 

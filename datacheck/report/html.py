@@ -16,7 +16,6 @@ import base64
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
@@ -26,6 +25,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from datacheck.report.model import json_safe
 from datacheck.report.thumbnails import THUMB_SIZE, THUMBS_DIR
 
 logger = logging.getLogger(__name__)
@@ -99,17 +99,6 @@ def script_json(data: Any) -> str:
     """
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return "".join(_SCRIPT_ESCAPES.get(ch, ch) for ch in text)
-
-
-def json_safe(value: Any) -> Any:
-    """A copy of a JSON-like document with NaN and infinities as ``None`` (``JSON.parse`` rejects them)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def content_security_policy(script: str) -> str:

@@ -19,6 +19,7 @@ import pandas as pd
 from datacheck import __version__
 from datacheck.checks.base import CheckResult
 from datacheck.dataset import ImageRecord
+from datacheck.errors import UsageError
 from datacheck.gate import GateResult
 from datacheck.outputs import mark
 
@@ -76,7 +77,7 @@ class Report:
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report.json text: strict JSON (NaN and infinities become ``null``)."""
-        return json.dumps(_finite(self.to_dict()), indent=indent, ensure_ascii=False, allow_nan=False)
+        return json.dumps(json_safe(self.to_dict()), indent=indent, ensure_ascii=False, allow_nan=False)
 
     def status_counts(self) -> Counter:
         """How many checks ended in each status."""
@@ -123,12 +124,30 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None``."""
+def json_safe(value: Any) -> Any:
+    """A copy of a JSON-like document with NaN and infinities as ``None``, mapping keys as strings.
+
+    Strict JSON and the browser's ``JSON.parse`` reject NaN and infinities.
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
+
+
+def read_report(path: Path | str, what: str = "report") -> dict[str, Any]:
+    """Read a report.json written by :meth:`Report.write`: the one reader of the format.
+
+    Raises:
+        UsageError: The file cannot be read or is not a datacheck report of this schema version.
+    """
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {what} {path}: {err}") from err
+    if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
+        raise UsageError(f"{path} is not a datacheck report.json (schema_version {SCHEMA_VERSION})")
+    return doc
