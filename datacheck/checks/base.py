@@ -109,6 +109,11 @@ def result(
     return CheckResult(check_id, status_from(findings), summary, dict(metrics or {}), tuple(findings))
 
 
+def skipped(check_id: str, reason: str) -> CheckResult:
+    """The result of a check that cannot apply to this dataset: status ``skipped``, ``reason`` as summary."""
+    return CheckResult(check_id, Status.SKIPPED, reason)
+
+
 def _jsonable(value: Any) -> Any:
     """Numpy scalars/arrays and tuples to plain JSON types; floats rounded for stable, readable output."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:

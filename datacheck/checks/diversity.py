@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, Severity, register, result, skipped
 from datacheck.context import AuditContext
 from datacheck.params import Params, param
 
@@ -82,7 +82,7 @@ def diversity(ctx: AuditContext, params: DiversityParams) -> CheckResult:
     sizes = np.bincount(labels, minlength=len(ctx.class_names))
     measured = [c for c in range(len(ctx.class_names)) if sizes[c] >= 2]
     if len(measured) < 2:
-        return CheckResult(CHECK_ID, Status.SKIPPED, "needs at least two classes with two or more images")
+        return skipped(CHECK_ID, "needs at least two classes with two or more images")
     sample = int(min(params.rank_sample, min(sizes[c] for c in measured)))
     spreads = {c: class_spread(np.asarray(ctx.vectors), labels, c, sample, params.seed) for c in measured}
     median = float(np.median([s.spread for s in spreads.values()]))

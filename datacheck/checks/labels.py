@@ -35,9 +35,9 @@ from datacheck.checks.base import (
     GateLimit,
     ReportView,
     Severity,
-    Status,
     register,
     result,
+    skipped,
 )
 from datacheck.context import AuditContext
 from datacheck.params import Params, param
@@ -506,7 +506,7 @@ def check_labels(ctx: AuditContext, params: LabelsParams) -> CheckResult:
     """Likely label errors: pruned out-of-fold classifier on the bottlenecks, judged by cleanlab."""
     scores = score_labels(ctx, params)
     if isinstance(scores, str):
-        return CheckResult(CHECK_ID, Status.SKIPPED, f"skipped: {scores}")
+        return skipped(CHECK_ID, f"skipped: {scores}")
     suggested = scores.suggested
     flagged = np.flatnonzero(scores.is_issue)
     # the ones that look wrong first, each group from the highest score down

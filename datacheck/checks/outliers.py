@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.checks.quality import robust_z
 from datacheck.context import AuditContext
 from datacheck.params import Params, param
@@ -158,9 +158,7 @@ def check_outliers(ctx: AuditContext, params: OutliersParams) -> CheckResult:
     counts = np.bincount(ctx.labels, minlength=len(ctx.class_names)) if ctx.n else np.zeros(0, int)
     assessed = [c for c, n in zip(ctx.class_names, counts, strict=True) if n >= params.min_class_images]
     if not assessed or ctx.knn.k == 0:
-        return CheckResult(
-            CHECK_ID, Status.SKIPPED, f"skipped: no class has {params.min_class_images} or more images"
-        )
+        return skipped(CHECK_ID, f"skipped: no class has {params.min_class_images} or more images")
     distance = class_distances(ctx, params.k, params.min_class_images)
     z = class_z_scores(distance, ctx.labels, params.min_scale)
     flagged = np.flatnonzero(np.nan_to_num(z, nan=-np.inf) >= params.z_threshold)

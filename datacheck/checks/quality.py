@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.context import AuditContext
 from datacheck.params import Params, param
 
@@ -308,4 +308,4 @@ def _summary(counts: dict[str, int], flagged: int, n: int) -> str:
 
 
 def _skipped(reason: str) -> CheckResult:
-    return CheckResult(CHECK_ID, Status.SKIPPED, f"skipped: {reason}")
+    return skipped(CHECK_ID, f"skipped: {reason}")

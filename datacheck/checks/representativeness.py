@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datacheck.checks.base import CheckResult, Finding, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, Severity, register, result, skipped
 from datacheck.context import AuditContext
 from datacheck.dataset import TEST, TRAIN, VAL, splits_with_role
 from datacheck.index import l2_normalise
@@ -132,14 +132,13 @@ def representativeness(ctx: AuditContext, params: RepresentativenessParams) -> C
     """How well the training images cover a reference set (``--reference`` folder, else the test split)."""
     comparison = choose_comparison(ctx)
     if comparison is None:
-        return CheckResult(
+        return skipped(
             CHECK_ID,
-            Status.SKIPPED,
             "nothing to compare with: pass --reference with images like those the application will see, "
             "or use a dataset with train and test splits",
         )
     if len(comparison.train_rows) < 10 or len(comparison.vectors) < 10:
-        return CheckResult(CHECK_ID, Status.SKIPPED, "needs at least 10 training and 10 reference images")
+        return skipped(CHECK_ID, "needs at least 10 training and 10 reference images")
     rng = np.random.default_rng(params.seed)
     train_rows = _sample(comparison.train_rows, params.max_rows, rng)
     ref_rows = _sample(np.arange(len(comparison.vectors)), params.max_rows, rng)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.context import AuditContext
 from datacheck.dataset import TRAIN, splits_with_role
 from datacheck.params import Params, param
@@ -141,7 +141,7 @@ def shortcuts(ctx: AuditContext, params: ShortcutsParams) -> CheckResult:
     n_classes = len(ctx.class_names)
     rows = training_rows(ctx)
     if n_classes < 2 or len(np.unique(np.asarray(ctx.labels)[rows])) < 2 or len(rows) < 2 * params.n_folds:
-        return CheckResult(CHECK_ID, Status.SKIPPED, "needs at least two classes with a few images each")
+        return skipped(CHECK_ID, "needs at least two classes with a few images each")
     setup = _setup(ctx, rows, params)
     prop_findings, prop_metrics = _property_probe(ctx, params, setup)
     region_findings, region_metrics = _region_probe(ctx, params, setup)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, Status, register, result
+from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.context import AuditContext
 from datacheck.params import Params, param
 from datacheck.probes.cluster import kmeans
@@ -137,7 +137,7 @@ class Reference:
 def splits(ctx: AuditContext, params: SplitsParams) -> CheckResult:
     """Classes whose images form separate clusters, and class pairs the embeddings cannot tell apart."""
     if ctx.n == 0 or not ctx.class_names:
-        return CheckResult(CHECK_ID, Status.SKIPPED, "no embedded images")
+        return skipped(CHECK_ID, "no embedded images")
     namer = ImageNetNamer(ctx.logits) if ctx.logits is not None else None
     labels = np.asarray(ctx.labels)
     profiles = {
