@@ -54,7 +54,8 @@ def test_metrics(leaky):
     assert m["pairs"] == 2 and m["pairs_by_splits"] == {"test/train": 2}
     assert m["test_images_leaked"] == 2 and m["test_fraction_leaked"] == pytest.approx(2 / 9)
     assert m["leaked_images"] == {"test": 2, "train": 2}
-    assert "2 duplicate pairs across splits" in res.summary and "22.2%" in res.summary
+    assert "2 pairs of the same photo across splits" in res.summary and "22.2%" in res.summary
+    assert m["same_photo_pairs"] == 2 and m["pairs_by_judgement"]["look_alike"] == 0
     json.dumps(res.to_dict())
 
 

@@ -278,3 +278,44 @@ def test_pair_scores_are_reused_and_only_new_pairs_verified(tmp_path, monkeypatc
     tol = 32 * 32 * np.finfo(np.float32).eps
     np.testing.assert_allclose(grown["score"], fresh["score"], rtol=0, atol=tol)
     assert 0 < verified[0] < verified[-1]  # the incremental run verified only pairs it had not seen
+
+
+def test_a_pair_of_nearest_neighbours_counts_from_nearest_score_and_is_judged() -> None:
+    """Rows 0-1 are each other's nearest neighbours; 2-3 score the same, but 2's nearest is 4, 3's is 1."""
+    from datacheck.neardup.pairs import _near_pairs
+
+    indices = np.array([[1, 2], [0, 3], [4, 3], [1, 2], [2, 0]])
+    sims = np.full(indices.shape, 0.9, np.float32)
+    scores_of = {(0, 1): 0.8, (2, 3): 0.8, (2, 4): 0.95, (0, 2): 0.1, (1, 3): 0.1, (0, 4): 0.1}
+    seen_bars: list[float] = []
+
+    def scores(pairs: np.ndarray, refine_above: float) -> np.ndarray:
+        seen_bars.append(refine_above)
+        return np.array([scores_of[tuple(sorted(map(int, p)))] for p in pairs], np.float32)
+
+    keys = np.array(["a", "b", "c", "d", "e"], dtype=object)
+    df = _near_pairs(KnnGraph(indices, sims, "exact"), keys, NearDupParams(), scores)
+    assert {(int(i), int(j)) for i, j in zip(df["i"], df["j"], strict=True)} == {
+        (0, 1),
+        (2, 4),
+    }  # (2, 3): not nearest
+    assert min(seen_bars) < NearDupParams().nearest_score  # nearest pairs were refined down to their bar
+    off = _near_pairs(KnnGraph(indices, sims, "exact"), keys, NearDupParams(nearest_score=0.85), scores)
+    assert {(int(i), int(j)) for i, j in zip(off["i"], off["j"], strict=True)} == {(2, 4)}
+
+
+def test_pairs_are_judged_exact_same_shot_or_look_alike() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    thumbs = np.stack([base, base, np.clip(base.astype(int) + 6, 0, 255).astype(np.uint8)])
+    vectors = np.tile(rng.standard_normal(16).astype(np.float32), (3, 1)) + rng.normal(0, 0.01, (3, 16))
+    ctx = make_context(
+        vectors.astype(np.float32), [0, 0, 0], thumbs=thumbs, file_sha256=["a" * 64] * 2 + ["b" * 64]
+    )
+    pairs = duplicate_pairs(ctx, NearDupParams())
+    judged = {
+        (int(i), int(j)): str(k) for i, j, k in zip(pairs["i"], pairs["j"], pairs["judgement"], strict=True)
+    }
+    assert judged[(0, 1)] == "exact" and judged[(0, 2)] == "same_shot"
+    strict = duplicate_pairs(ctx, NearDupParams(same_shot_score=1.0))
+    assert set(strict.loc[strict["kind"] == "near", "judgement"]) == {"look_alike"}

@@ -114,8 +114,9 @@ def _message(ctx: AuditContext, g: _Group) -> str:
     )
 
 
-def _finding(ctx: AuditContext, g: _Group) -> Finding:
+def _finding(ctx: AuditContext, g: _Group, same_shot_score: float) -> Finding:
     splits = sorted({s for s in (ctx.splits[r] for r in g.rows) if s is not None})
+    judgement = "exact" if g.match == "exact" else "same_shot" if g.score >= same_shot_score else "look_alike"
     return Finding(
         kind=g.kind,
         severity=Severity.FAIL if g.kind == "conflicting_labels" else Severity.WARN,
@@ -126,6 +127,7 @@ def _finding(ctx: AuditContext, g: _Group) -> Finding:
             "similarity": g.similarity,
             "score": g.score,
             "match": g.match,
+            "judgement": judgement,  # of the group's weakest pair (neardup.JUDGEMENTS)
             "classes": sorted({str(ctx.label_names[r]) for r in g.rows}),
             "labels": [str(ctx.label_names[r]) for r in g.rows],
             "splits": splits,
@@ -178,7 +180,7 @@ def check_duplicates(ctx: AuditContext, p: DuplicatesParams) -> CheckResult:
     groups = _groups(ctx, pairs)
     groups.sort(key=lambda g: (g.kind != "conflicting_labels", -len(g.rows), g.files[0]))
     metrics = _metrics(ctx, groups, pairs)
-    findings = [_finding(ctx, g) for g in groups]
+    findings = [_finding(ctx, g, p.same_shot_score) for g in groups]
     summary = _summary(ctx, groups, metrics)
     if len(findings) > p.max_findings:
         summary += f" (first {p.max_findings} groups listed)"

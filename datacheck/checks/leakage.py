@@ -26,6 +26,7 @@ from datacheck.checks.base import (
 )
 from datacheck.context import AuditContext
 from datacheck.neardup import NearDupParams, duplicate_pairs
+from datacheck.neardup.pairs import JUDGEMENTS
 from datacheck.params import param
 
 logger = logging.getLogger(__name__)
@@ -70,14 +71,23 @@ def _cross_split(ctx: AuditContext, pairs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+#: How each judgement reads in a message, the finding's kind and its severity. Exact copies and the same
+#: photograph are leaks a gate fails on; a look-alike may be another shot of the same scene and only warns.
+_JUDGED = {
+    "exact": ("an exact copy of", "leak", Severity.FAIL),
+    "same_shot": ("the same photograph as", "leak", Severity.FAIL),
+    "look_alike": ("very like", "possible_leak", Severity.WARN),
+}
+
+
 def _finding(ctx: AuditContext, paths: tuple[str, ...], row: pd.Series) -> Finding:
     i, j = int(row["i"]), int(row["j"])
-    what = "an exact copy" if row["kind"] == "exact" else "a near duplicate"
+    what, kind, severity = _JUDGED[str(row["judgement"])]
     return Finding(
-        kind="leak",
-        severity=Severity.FAIL,
+        kind=kind,
+        severity=severity,
         message=(
-            f"An image in '{row['split_i']}' is {what} of one in '{row['split_j']}' "
+            f"An image in '{row['split_i']}' is {what} one in '{row['split_j']}' "
             f"(score {row['score']:.2f}, cosine {row['cosine']:.2f})."
         ),
         advice=_ADVICE,
@@ -86,6 +96,7 @@ def _finding(ctx: AuditContext, paths: tuple[str, ...], row: pd.Series) -> Findi
             "similarity": float(row["cosine"]),
             "score": float(row["score"]),
             "match": str(row["kind"]),
+            "judgement": str(row["judgement"]),
             "splits": [str(row["split_i"]), str(row["split_j"])],
             "labels": [str(ctx.label_names[i]), str(ctx.label_names[j])],
         },
@@ -94,24 +105,35 @@ def _finding(ctx: AuditContext, paths: tuple[str, ...], row: pd.Series) -> Findi
 
 def _metrics(ctx: AuditContext, cross: pd.DataFrame, test_split: str) -> dict:
     per_pair = Counter(f"{a}/{b}" for a, b in zip(cross["split_i"], cross["split_j"], strict=True))
-    leaked_rows = np.unique(np.r_[cross["i"].to_numpy(), cross["j"].to_numpy()]).astype(int)
-    leaked = Counter(ctx.splits[r] for r in leaked_rows)
+    same_photo = cross[cross["judgement"] != "look_alike"]
+    leaked = _images_by_split(ctx, same_photo)
+    look_alike = _images_by_split(ctx, cross)
     sizes = Counter(s for s in ctx.splits if s is not None)
     n_test = sizes.get(test_split, 0)
     return {
         "pairs": len(cross),
+        "same_photo_pairs": len(same_photo),
+        "pairs_by_judgement": {k: int((cross["judgement"] == k).sum()) for k in JUDGEMENTS},
         "pairs_by_splits": dict(sorted(per_pair.items())),
         "leaked_images": {s: leaked.get(s, 0) for s in sorted(sizes)},
         "test_images_leaked": leaked.get(test_split, 0),
         "test_fraction_leaked": leaked.get(test_split, 0) / n_test if n_test else 0.0,
+        "test_images_look_alike": look_alike.get(test_split, 0) - leaked.get(test_split, 0),
     }
+
+
+def _images_by_split(ctx: AuditContext, pairs: pd.DataFrame) -> Counter:
+    rows = np.unique(np.r_[pairs["i"].to_numpy(), pairs["j"].to_numpy()]).astype(int)
+    return Counter(ctx.splits[r] for r in rows)
 
 
 def _summary(cross: pd.DataFrame, metrics: dict, test_split: str) -> str:
     if cross.empty:
         return "no image appears in more than one split"
-    n = len(cross)
-    text = f"{n} duplicate pair{'s' if n != 1 else ''} across splits"
+    n, alike = metrics["same_photo_pairs"], len(cross) - metrics["same_photo_pairs"]
+    text = f"{n} pair{'s' if n != 1 else ''} of the same photo across splits"
+    if alike:
+        text += f", {alike} more very alike"
     if metrics["test_images_leaked"]:
         text += (
             f"; {metrics['test_images_leaked']} '{test_split}' images "
@@ -125,7 +147,12 @@ def _summary(cross: pd.DataFrame, metrics: dict, test_split: str) -> str:
     LeakageParams,
     limits=[
         GateLimit(
-            "max_leak_pairs", "pairs", "max_count", "Cross-split duplicate pairs allowed.", 0, ("leak",)
+            "max_leak_pairs",
+            "same_photo_pairs",
+            "max_count",
+            "Cross-split pairs of the same photo (exact or same shot) allowed.",
+            0,
+            ("leak",),
         )
     ],
     view=ReportView(card="group"),
@@ -142,5 +169,6 @@ def check_leakage(ctx: AuditContext, p: LeakageParams) -> CheckResult:
     if len(cross) > p.max_findings:
         summary += f" (first {p.max_findings} pairs listed)"
     logger.info("leakage: %s", metrics["pairs_by_splits"])
-    status = status_from(findings) if findings or cross.empty else Status.FAIL
+    unlisted = Status.FAIL if metrics["same_photo_pairs"] else Status.WARN  # max_findings 0 lists nothing
+    status = status_from(findings) if findings or cross.empty else unlisted
     return CheckResult(CHECK_ID, status, summary, metrics, tuple(findings))

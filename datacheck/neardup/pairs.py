@@ -42,11 +42,19 @@ class NearDupParams(Params):
             examined. Deliberately loose; the verification score decides.
         min_score: Verification threshold: mean NCC of grayscale and band-pass thumbnails at the best
             shift, zoom, rotation and flip (1 = identical up to brightness and contrast).
+        nearest_score: A pair scoring at least this but below ``min_score`` still counts when one image is
+            the other's nearest neighbour in the dataset (exact copies aside): a copy that stands out from
+            everything else around it, as re-encoded, re-cropped or re-coloured copies of one photo do, where
+            look-alikes (ships on a flat horizon) come in crowds. ``min_score`` or more: off.
+        same_shot_score: Pairs scoring at least this are judged ``same_shot`` (the same photograph); the other
+            near duplicates ``look_alike`` (very similar, possibly another shot). Exact copies are ``exact``.
         near: Look for near duplicates at all (``False``: exact copies only).
     """
 
     min_cosine: float = param(0.5, ge=-1, le=1)
     min_score: float = param(0.85, gt=0, le=1)
+    nearest_score: float = param(0.75, gt=0, le=1)
+    same_shot_score: float = param(0.9, gt=0, le=1)
     near: bool = True
 
     def near_params(self) -> NearDupParams:
@@ -56,7 +64,9 @@ class NearDupParams(Params):
 
 
 #: Columns of :func:`duplicate_pairs` and :func:`find_pairs`.
-PAIR_COLUMNS = ("i", "j", "cosine", "score", "kind")
+PAIR_COLUMNS = ("i", "j", "cosine", "score", "kind", "judgement")
+#: The judgement of a pair, from the surest: identical content, the same photograph, a very similar image.
+JUDGEMENTS = ("exact", "same_shot", "look_alike")
 
 
 def find_pairs(
@@ -119,6 +129,8 @@ def find_pairs(
     attrs = {"candidates": 0, "refined": 0} | (frames[-1].attrs if len(frames) > 1 else {})
     df = pd.concat(frames, ignore_index=True).sort_values(["i", "j"], ignore_index=True)
     df = df.astype({"i": np.int64, "j": np.int64, "cosine": np.float32, "score": np.float32})
+    same_shot = df["score"].to_numpy() >= params.same_shot_score
+    df["judgement"] = np.where(df["kind"] == "exact", "exact", np.where(same_shot, "same_shot", "look_alike"))
     df.attrs.update(attrs)
     logger.info(
         "duplicate pairs: %d exact, %d near in %.2f s",
@@ -132,24 +144,51 @@ def find_pairs(
 def _near_pairs(
     knn: KnnGraph, keys: np.ndarray, params: NearDupParams, scores: Callable[[np.ndarray, float], np.ndarray]
 ) -> pd.DataFrame:
-    """Verified near duplicates among the kNN candidates that are not exact copies of each other."""
+    """Verified near duplicates among the kNN candidates that are not exact copies of each other.
+
+    A pair counts when its score reaches ``min_score``, or ``nearest_score`` when one image is the other's
+    nearest neighbour (:func:`_nearest_other`).
+    """
     pairs, cos = candidate_pairs(knn, params.min_cosine)
     different = keys[pairs[:, 0]] != keys[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
     pairs, cos = pairs[different], cos[different]
-    score = scores(pairs, params.min_score - _COARSE_SLACK)
-    hit = np.nan_to_num(score, nan=-1.0) >= params.min_score
+    nearest = _nearest_other(knn, keys)
+    nearest_pair = np.zeros(len(pairs), bool)
+    if len(pairs):
+        nearest_pair = (nearest[pairs[:, 0]] == pairs[:, 1]) | (nearest[pairs[:, 1]] == pairs[:, 0])
+    score = np.full(len(pairs), -1.0, np.float32)
+    # Only nearest-neighbour pairs need refining down to nearest_score: the cascade stays as cheap as before.
+    floor = min(params.min_score, params.nearest_score)
+    for subset, bar in ((~nearest_pair, params.min_score), (nearest_pair, floor)):
+        if subset.any():
+            score[subset] = np.nan_to_num(scores(pairs[subset], bar - _COARSE_SLACK), nan=-1.0)
+    hit = (score >= params.min_score) | ((score >= params.nearest_score) & nearest_pair)
     logger.info(
-        "near duplicates: %d candidate pairs (cosine >= %.2f), %d refined, %d verified (score >= %.2f)",
+        "near duplicates: %d candidate pairs (cosine >= %.2f), %d refined, %d verified (score >= %.2f, or "
+        ">= %.2f between nearest neighbours)",
         len(pairs),
         params.min_cosine,
-        int(np.isfinite(score).sum()),
+        int((score > -1.0).sum()),
         int(hit.sum()),
         params.min_score,
+        params.nearest_score,
     )
     p = np.sort(pairs[hit], axis=1)
     df = pd.DataFrame({"i": p[:, 0], "j": p[:, 1], "cosine": cos[hit], "score": score[hit], "kind": "near"})
-    df.attrs.update(candidates=len(pairs), refined=int(np.isfinite(score).sum()))
+    df.attrs.update(candidates=len(pairs), refined=int((score > -1.0).sum()))
     return df
+
+
+def _nearest_other(knn: KnnGraph, keys: np.ndarray) -> np.ndarray:
+    """Per row, its nearest neighbour that is not an exact copy of it (``-1``: none listed)."""
+    n = len(knn.indices)
+    nearest = np.full(n, -1, np.int64)
+    for column in range(knn.indices.shape[1]):
+        candidate = knn.indices[:, column].astype(np.int64)
+        open_rows = (nearest < 0) & (candidate >= 0)
+        open_rows[open_rows] = keys[candidate[open_rows]] != keys[np.flatnonzero(open_rows)]
+        nearest[open_rows] = candidate[open_rows]
+    return nearest
 
 
 def duplicate_pairs(ctx: AuditContext, params: NearDupParams) -> pd.DataFrame:

@@ -864,7 +864,7 @@
   }
 
   function renderGroup(card, f, id) {
-    card.append(factsLine([["similarity", f.similarity], ["splits", f.splits], ["classes", f.classes]]));
+    card.append(factsLine([["judgement", f.judgement], ["score", f.score], ["similarity", f.similarity], ["splits", f.splits], ["classes", f.classes]]));
     card.append(gallery(f.files || [], id));
   }
 

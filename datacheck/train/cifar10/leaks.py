@@ -71,7 +71,8 @@ def read_leaks(report: Path, test_split: str = "test") -> Leaks:
         )
     findings = [f for f in leakage.get("findings", []) if f.get("kind") == "leak"]
     paths = {path for f in findings for path in _test_files(f, test_split)}
-    total = int(leakage.get("metrics", {}).get("pairs", len(findings)))
+    metrics = leakage.get("metrics", {})
+    total = int(metrics.get("same_photo_pairs", metrics.get("pairs", len(findings))))
     return Leaks(
         frozenset(paths), len(findings), max(total, len(findings)), doc.get("dataset", {}).get("root")
     )
