@@ -9,7 +9,9 @@ def _leak(a: str, b: str) -> Finding:
 
 
 def test_limits_replace_the_severity_rule_for_their_check():
-    leakage = result("leakage", "2 pairs", [_leak("a", "b"), _leak("c", "d")], {"pairs": 2, "same_photo_pairs": 2})
+    leakage = result(
+        "leakage", "2 pairs", [_leak("a", "b"), _leak("c", "d")], {"pairs": 2, "same_photo_pairs": 2}
+    )
     assert not evaluate([leakage]).passed  # default max_leak_pairs = 0
     assert evaluate([leakage], policy=GatePolicy(max_leak_pairs=2)).passed
     verdict = evaluate([leakage], policy=GatePolicy(max_leak_pairs=1))
@@ -44,7 +46,9 @@ def test_baseline_forgives_by_content_hash_and_fractions_may_not_grow():
         ],
     }
     baseline = Baseline.from_report(old_doc, "old.json")
-    renamed = result("leakage", "1 pair", [_leak("train/a2.png", "test/b2.png")], {"pairs": 1, "same_photo_pairs": 1})
+    renamed = result(
+        "leakage", "1 pair", [_leak("train/a2.png", "test/b2.png")], {"pairs": 1, "same_photo_pairs": 1}
+    )
     hashes = {"train/a2.png": "h1", "test/b2.png": "h2", "test/c.png": "h3"}
     verdict = evaluate([renamed], hashes=hashes, baseline=baseline)
     assert verdict.passed and verdict.forgiven == 1
