@@ -319,3 +319,32 @@ def test_pairs_are_judged_exact_same_shot_or_look_alike() -> None:
     assert judged[(0, 1)] == "exact" and judged[(0, 2)] == "same_shot"
     strict = duplicate_pairs(ctx, NearDupParams(same_shot_score=1.0))
     assert set(strict.loc[strict["kind"] == "near", "judgement"]) == {"look_alike"}
+
+
+def _smooth_thumbs(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 255, (n, 4, 4, 3)).astype(np.float32)
+    return np.clip(ndimage.zoom(coarse, (1, 8, 8, 1), order=1), 0, 255).astype(np.uint8)
+
+
+def test_the_layout_index_proposes_a_mirrored_recoloured_copy_and_not_strangers() -> None:
+    from datacheck.neardup.candidates import layout_candidates
+
+    thumbs = _smooth_thumbs(40, 0)
+    copy = np.clip(thumbs[3, :, ::-1].astype(np.float32) * 0.8 + 20, 0, 255).astype(np.uint8)
+    proposed = layout_candidates(np.concatenate([thumbs, copy[None]]), k=5)
+    assert [3, 40] in proposed.tolist()
+    assert all(40 not in pair or pair == [3, 40] for pair in proposed.tolist())
+    assert layout_candidates(thumbs, k=0).shape == (0, 2)
+
+
+def test_a_copy_whose_embedding_moved_is_found_through_the_layout_index() -> None:
+    thumbs = _smooth_thumbs(30, 1)
+    thumbs = np.concatenate([thumbs, thumbs[7:8]])  # row 30: the same picture as row 7 ...
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((31, 64)).astype(np.float32)  # ... but an unrelated embedding
+    ctx = make_context(vectors, np.arange(31) % 3, thumbs=thumbs)
+    with_layouts = duplicate_pairs(ctx, NearDupParams())
+    assert (7, 30) in set(zip(with_layouts["i"].tolist(), with_layouts["j"].tolist(), strict=True))
+    knn_only = duplicate_pairs(ctx, NearDupParams(layout_neighbours=0))
+    assert (7, 30) not in set(zip(knn_only["i"].tolist(), knn_only["j"].tolist(), strict=True))

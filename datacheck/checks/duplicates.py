@@ -119,7 +119,10 @@ def _finding(ctx: AuditContext, g: _Group, same_shot_score: float) -> Finding:
     judgement = "exact" if g.match == "exact" else "same_shot" if g.score >= same_shot_score else "look_alike"
     return Finding(
         kind=g.kind,
-        severity=Severity.FAIL if g.kind == "conflicting_labels" else Severity.WARN,
+        # Different labels on copies of one photo are a labelling error; on look-alikes they may be right.
+        severity=Severity.FAIL
+        if g.kind == "conflicting_labels" and judgement != "look_alike"
+        else Severity.WARN,
         message=_message(ctx, g),
         advice=_ADVICE[g.kind],
         files=g.files,

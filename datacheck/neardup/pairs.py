@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from datacheck.neardup.candidates import _exact_pairs, candidate_pairs, exact_keys
+from datacheck.neardup.candidates import _exact_pairs, candidate_pairs, exact_keys, layout_candidates
 from datacheck.neardup.store import pair_scores
 from datacheck.neardup.verify import _COARSE_SLACK
 from datacheck.params import Params, param
@@ -48,6 +48,9 @@ class NearDupParams(Params):
             look-alikes (ships on a flat horizon) come in crowds. ``min_score`` or more: off.
         same_shot_score: Pairs scoring at least this are judged ``same_shot`` (the same photograph); the other
             near duplicates ``look_alike`` (very similar, possibly another shot). Exact copies are ``exact``.
+        layout_neighbours: Rows per image the layout index proposes beside the kNN graph
+            (:func:`~datacheck.neardup.candidates.layout_candidates`: copies whose embedding moved, such as
+            heavy JPEG); verified at ``min_score``. 0: the kNN graph only.
         near: Look for near duplicates at all (``False``: exact copies only).
     """
 
@@ -55,6 +58,7 @@ class NearDupParams(Params):
     min_score: float = param(0.85, gt=0, le=1)
     nearest_score: float = param(0.75, gt=0, le=1)
     same_shot_score: float = param(0.9, gt=0, le=1)
+    layout_neighbours: int = param(5, ge=0)
     near: bool = True
 
     def near_params(self) -> NearDupParams:
@@ -125,7 +129,8 @@ def find_pairs(
 
             knn = build_knn(vectors)
         scores = functools.partial(pair_scores, thumbs, content_ids=content_ids, derived_dir=derived_dir)
-        frames.append(_near_pairs(knn, keys, params, scores))
+        extra = layout_candidates(thumbs, params.layout_neighbours)
+        frames.append(_near_pairs(knn, keys, params, scores, extra, vectors))
     attrs = {"candidates": 0, "refined": 0} | (frames[-1].attrs if len(frames) > 1 else {})
     df = pd.concat(frames, ignore_index=True).sort_values(["i", "j"], ignore_index=True)
     df = df.astype({"i": np.int64, "j": np.int64, "cosine": np.float32, "score": np.float32})
@@ -142,7 +147,12 @@ def find_pairs(
 
 
 def _near_pairs(
-    knn: KnnGraph, keys: np.ndarray, params: NearDupParams, scores: Callable[[np.ndarray, float], np.ndarray]
+    knn: KnnGraph,
+    keys: np.ndarray,
+    params: NearDupParams,
+    scores: Callable[[np.ndarray, float], np.ndarray],
+    extra: np.ndarray | None = None,
+    vectors: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Verified near duplicates among the kNN candidates that are not exact copies of each other.
 
@@ -150,12 +160,14 @@ def _near_pairs(
     nearest neighbour (:func:`_nearest_other`).
     """
     pairs, cos = candidate_pairs(knn, params.min_cosine)
+    if extra is not None and len(extra) and vectors is not None:
+        pairs, cos = _with_layout_pairs(pairs, cos, extra, vectors)
     different = keys[pairs[:, 0]] != keys[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
     pairs, cos = pairs[different], cos[different]
     nearest = _nearest_other(knn, keys)
     nearest_pair = np.zeros(len(pairs), bool)
     if len(pairs):
-        nearest_pair = (nearest[pairs[:, 0]] == pairs[:, 1]) | (nearest[pairs[:, 1]] == pairs[:, 0])
+        nearest_pair = (nearest[pairs[:, 0]] == pairs[:, 1]) & (nearest[pairs[:, 1]] == pairs[:, 0])
     score = np.full(len(pairs), -1.0, np.float32)
     # Only nearest-neighbour pairs need refining down to nearest_score: the cascade stays as cheap as before.
     floor = min(params.min_score, params.nearest_score)
@@ -177,6 +189,17 @@ def _near_pairs(
     df = pd.DataFrame({"i": p[:, 0], "j": p[:, 1], "cosine": cos[hit], "score": score[hit], "kind": "near"})
     df.attrs.update(candidates=len(pairs), refined=int((score > -1.0).sum()))
     return df
+
+
+def _with_layout_pairs(
+    pairs: np.ndarray, cos: np.ndarray, extra: np.ndarray, vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN candidates plus the layout index's pairs they lack (no cosine floor: the layout is the cue)."""
+    n = len(vectors)
+    seen = np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1])
+    new = extra[~np.isin(extra[:, 0] * n + extra[:, 1], seen)]
+    new_cos = np.einsum("pd,pd->p", vectors[new[:, 0]], vectors[new[:, 1]]).astype(np.float32)
+    return np.concatenate([pairs, new]), np.concatenate([cos, new_cos])
 
 
 def _nearest_other(knn: KnnGraph, keys: np.ndarray) -> np.ndarray:
