@@ -49,6 +49,10 @@ LAYOUT_SIDE = 8
 #: copies the copies the kNN graph missed correlate at 0.98–1.0; only ~2 % of the layout index's nearest
 #: pairs reach 0.9 (docs/checks/duplicates.md).
 LAYOUT_MIN_CORRELATION = 0.97
+#: Layout agreement (:func:`layout_agreement`) below which a kNN candidate is not verified at all: every
+#: duplicate found on the ciFAIR pairs agrees at ≥ 0.24 and on the planted copies at ≥ 0.15, while a third
+#: of the kNN candidates fall below 0.1 (docs/checks/duplicates.md) — their verification was wasted.
+LAYOUT_MIN_AGREEMENT = 0.1
 #: Above this many rows the layout index is searched approximately (HNSW) instead of exactly.
 LAYOUT_EXACT_MAX = 20_000
 
@@ -65,18 +69,27 @@ def layouts(thumbs: np.ndarray) -> np.ndarray:
     return flat.reshape(n, side, side)
 
 
-def layout_candidates(thumbs: np.ndarray, k: int) -> np.ndarray:
+def layout_agreement(grid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """``float32[P]``: each pair's layout correlation (:func:`layouts`), as they are or one mirrored."""
+    n = len(grid)
+    own, mirrored = grid.reshape(n, -1), grid[:, :, ::-1].reshape(n, -1)
+    i, j = pairs[:, 0], pairs[:, 1]
+    return np.maximum(np.einsum("pd,pd->p", own[i], own[j]), np.einsum("pd,pd->p", mirrored[i], own[j]))
+
+
+def layout_candidates(thumbs: np.ndarray, k: int, grid: np.ndarray | None = None) -> np.ndarray:
     """Pairs whose layouts nearly match: a second candidate source beside the kNN graph.
 
     Each row's ``k`` most correlated layouts (of the images and of their mirrors) are kept when they
     correlate at :data:`LAYOUT_MIN_CORRELATION` or more. Returns unordered pairs, ``int64[P, 2]``, ``i < j``.
+    ``grid``: the thumbnails' :func:`layouts`, when already computed.
     """
     n = len(thumbs)
     if n < 2 or k < 1:
         return np.zeros((0, 2), np.int64)
     import faiss
 
-    grid = layouts(thumbs)
+    grid = layouts(thumbs) if grid is None else grid
     own = np.ascontiguousarray(grid.reshape(n, -1))
     mirrored = np.ascontiguousarray(grid[:, :, ::-1].reshape(n, -1))  # the block means of the mirror image
     if n <= LAYOUT_EXACT_MAX:

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from datacheck.neardup.candidates import _exact_pairs, candidate_pairs, exact_keys, layout_candidates
+from datacheck.neardup.candidates import (
+    LAYOUT_MIN_AGREEMENT,
+    _exact_pairs,
+    candidate_pairs,
+    exact_keys,
+    layout_agreement,
+    layout_candidates,
+    layouts,
+)
 from datacheck.neardup.store import pair_scores
 from datacheck.neardup.verify import _COARSE_SLACK
 from datacheck.params import Params, param
@@ -129,8 +137,9 @@ def find_pairs(
 
             knn = build_knn(vectors)
         scores = functools.partial(pair_scores, thumbs, content_ids=content_ids, derived_dir=derived_dir)
-        extra = layout_candidates(thumbs, params.layout_neighbours)
-        frames.append(_near_pairs(knn, keys, params, scores, extra, vectors))
+        grid = layouts(thumbs)
+        extra = layout_candidates(thumbs, params.layout_neighbours, grid)
+        frames.append(_near_pairs(knn, keys, params, scores, extra, vectors, grid))
     attrs = {"candidates": 0, "refined": 0} | (frames[-1].attrs if len(frames) > 1 else {})
     df = pd.concat(frames, ignore_index=True).sort_values(["i", "j"], ignore_index=True)
     df = df.astype({"i": np.int64, "j": np.int64, "cosine": np.float32, "score": np.float32})
@@ -153,6 +162,7 @@ def _near_pairs(
     scores: Callable[[np.ndarray, float], np.ndarray],
     extra: np.ndarray | None = None,
     vectors: np.ndarray | None = None,
+    grid: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Verified near duplicates among the kNN candidates that are not exact copies of each other.
 
@@ -160,6 +170,9 @@ def _near_pairs(
     nearest neighbour (:func:`_nearest_other`).
     """
     pairs, cos = candidate_pairs(knn, params.min_cosine)
+    if grid is not None and len(pairs):  # pairs whose coarse layouts disagree are never duplicates
+        agree = layout_agreement(grid, pairs) >= LAYOUT_MIN_AGREEMENT
+        pairs, cos = pairs[agree], cos[agree]
     if extra is not None and len(extra) and vectors is not None:
         pairs, cos = _with_layout_pairs(pairs, cos, extra, vectors)
     different = keys[pairs[:, 0]] != keys[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
