@@ -348,3 +348,16 @@ def test_a_copy_whose_embedding_moved_is_found_through_the_layout_index() -> Non
     assert (7, 30) in set(zip(with_layouts["i"].tolist(), with_layouts["j"].tolist(), strict=True))
     knn_only = duplicate_pairs(ctx, NearDupParams(layout_neighbours=0))
     assert (7, 30) not in set(zip(knn_only["i"].tolist(), knn_only["j"].tolist(), strict=True))
+
+
+def test_layout_agreement_sees_mirrors_and_refuses_opposite_layouts() -> None:
+    from datacheck.neardup.candidates import layout_agreement, layouts
+
+    thumbs = _smooth_thumbs(2, 3)
+    mirrored, negative = thumbs[0, :, ::-1], 255 - thumbs[0]
+    grid = layouts(np.stack([thumbs[0], mirrored, negative, thumbs[1]]))
+    agreement = layout_agreement(grid, np.array([[0, 1], [0, 2], [0, 3]]))
+    eps = float(np.finfo(np.float32).eps) * 64 * 4  # 64-term float32 dot products of unit vectors
+    assert agreement[0] == pytest.approx(1.0, abs=eps)  # a mirror image agrees fully
+    assert agreement[1] < 0  # the same layout with light and dark swapped does not
+    assert -1 - eps <= agreement[2] <= 1 + eps
