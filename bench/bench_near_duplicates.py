@@ -207,7 +207,7 @@ def stage2(
     true_pairs: set[tuple[int, int]],
     kinds: dict[tuple[int, int], str],
     defaults: neardup.NearDupParams,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, set[tuple[int, int]]]:
     pairs, cos = neardup.candidate_pairs(ctx.knn, -1.0)
     wall, cpu = time.perf_counter(), time.process_time()
     ver = neardup.verify_pairs(ctx.thumbs, pairs, refine_above=-2.0)  # refine every pair to measure
@@ -292,7 +292,7 @@ def stage2(
         f"Throughput: refining every pair {len(pairs) / wall:,.0f} pairs/s (CPU {cpu:.2f} s); with the "
         f"cascade {len(pairs) / (time.perf_counter() - start):,.0f} pairs/s.\n"
     )
-    return pairs, cos, score, hit
+    return pairs, cos, score, hit, found_keys
 
 
 def planted(args: argparse.Namespace, work: Path, defaults: neardup.NearDupParams) -> None:
@@ -313,7 +313,7 @@ def planted(args: argparse.Namespace, work: Path, defaults: neardup.NearDupParam
         f"(seed {args.seed}; embedded in {seconds:.0f} s)\n"
     )
     stage1(ctx, true_pairs, copies)
-    pairs, cos, score, hit = stage2(ctx, true_pairs, kinds, defaults)
+    pairs, cos, score, hit, found_keys = stage2(ctx, true_pairs, kinds, defaults)
     if args.sheets:
         other = [k for k in np.flatnonzero(hit) if tuple(sorted(map(int, pairs[k]))) not in true_pairs]
         other.sort(key=lambda k: -score[k])
@@ -323,7 +323,7 @@ def planted(args: argparse.Namespace, work: Path, defaults: neardup.NearDupParam
             [f"s{score[k]:.2f} c{cos[k]:.2f}" for k in other],
             args.sheets / "planted_unplanted_pairs.png",
         )
-        found = {tuple(sorted(map(int, pairs[k]))) for k in np.flatnonzero(hit)}
+        found = found_keys  # the check's pairs, layout-index finds included
         missed = [p for p in sorted(true_pairs) if p not in found]
         contact_sheet(ctx, missed, [kinds[p] for p in missed], args.sheets / "planted_missed.png")
 
