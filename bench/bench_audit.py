@@ -15,13 +15,13 @@ import argparse
 import json
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import run_child
 from bench_embed import unpack_cifar
 
 
@@ -53,18 +53,7 @@ def _run(data: Path, cache: Path, image_size: str) -> dict:
         "--image-size",
         image_size,
     ]
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        env={"TF_CPP_MIN_LOG_LEVEL": "3", **dict(__import__("os").environ)},
-    )
-    if proc.returncode:
-        sys.exit(proc.stderr[-4000:])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["wall_s"] = time.perf_counter() - start
-    return out
+    return run_child(cmd)
 
 
 def _print(label: str, run: dict) -> None:

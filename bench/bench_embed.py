@@ -17,12 +17,14 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
@@ -99,15 +101,7 @@ def _run(mode: str, data: Path, size: int, runtime: str, cache: Path, args: argp
         "--limit",
         str(args.limit or 0),
     ]
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    )
-    if proc.returncode:
-        sys.exit(proc.stderr[-3000:])
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_s"] = time.perf_counter() - start
-    return result
+    return run_child(cmd)
 
 
 def main() -> None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import run_child
 
 
 def unpack(archive: Path, out: Path, n: int) -> Path:
@@ -62,13 +64,7 @@ def run(data: Path, cache: Path, engine: str, actors: int, cpus: int, image_size
         engine,
     ]
     cmd += ["--actors", str(actors), "--cpus", str(cpus), "--image-size", str(image_size)]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        sys.exit(proc.stderr[-3000:])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["wall_s"] = time.perf_counter() - start
-    return out
+    return run_child(cmd)
 
 
 def main() -> None:
