@@ -328,14 +328,14 @@ def _smooth_thumbs(n: int, seed: int) -> np.ndarray:
 
 
 def test_the_layout_index_proposes_a_mirrored_recoloured_copy_and_not_strangers() -> None:
-    from datacheck.neardup.candidates import layout_candidates
+    from datacheck.neardup.candidates import layout_candidates, layouts
 
     thumbs = _smooth_thumbs(40, 0)
     copy = np.clip(thumbs[3, :, ::-1].astype(np.float32) * 0.8 + 20, 0, 255).astype(np.uint8)
-    proposed = layout_candidates(np.concatenate([thumbs, copy[None]]), k=5)
+    proposed = layout_candidates(layouts(np.concatenate([thumbs, copy[None]])), k=5)
     assert [3, 40] in proposed.tolist()
     assert all(40 not in pair or pair == [3, 40] for pair in proposed.tolist())
-    assert layout_candidates(thumbs, k=0).shape == (0, 2)
+    assert layout_candidates(layouts(thumbs), k=0).shape == (0, 2)
 
 
 def test_a_copy_whose_embedding_moved_is_found_through_the_layout_index() -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from datacheck.checks.base import CheckResult, Finding, GateLimit, ReportView, Severity, register, status_from
 from datacheck.context import AuditContext
-from datacheck.neardup import NearDupParams, duplicate_groups, duplicate_pairs, exact_keys
+from datacheck.neardup import JUDGEMENTS, NearDupParams, duplicate_groups, duplicate_pairs, exact_keys
 from datacheck.params import param
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class _Group:
     match: str
     similarity: float
     score: float
+    judgement: str
 
 
 def _min_cosine(vectors: np.ndarray, rows: np.ndarray) -> float:
@@ -80,6 +81,9 @@ def _groups(ctx: AuditContext, pairs: pd.DataFrame) -> list[_Group]:
     gi, gj = group_of[pairs["i"].to_numpy()], group_of[pairs["j"].to_numpy()]
     inside = (gi == gj) & (gi >= 0)
     edge_score = pairs["score"][inside].groupby(gi[inside]).min()
+    # the least sure judgement among the group's pairs (neardup.JUDGEMENTS runs from the surest)
+    rank = pairs["judgement"].map({name: n for n, name in enumerate(JUDGEMENTS)}).to_numpy()
+    worst = pd.Series(rank[inside]).groupby(gi[inside]).max()
     paths = ctx.paths
     out = []
     for g, rows in enumerate(groups):
@@ -94,6 +98,7 @@ def _groups(ctx: AuditContext, pairs: pd.DataFrame) -> list[_Group]:
                 match=match,
                 similarity=_min_cosine(ctx.vectors, rows),
                 score=float(edge_score.get(g, 1.0)),
+                judgement=JUDGEMENTS[int(worst[g])],
             )
         )
     return out
@@ -114,14 +119,13 @@ def _message(ctx: AuditContext, g: _Group) -> str:
     )
 
 
-def _finding(ctx: AuditContext, g: _Group, same_shot_score: float) -> Finding:
+def _finding(ctx: AuditContext, g: _Group) -> Finding:
     splits = sorted({s for s in (ctx.splits[r] for r in g.rows) if s is not None})
-    judgement = "exact" if g.match == "exact" else "same_shot" if g.score >= same_shot_score else "look_alike"
     return Finding(
         kind=g.kind,
         # Different labels on copies of one photo are a labelling error; on look-alikes they may be right.
         severity=Severity.FAIL
-        if g.kind == "conflicting_labels" and judgement != "look_alike"
+        if g.kind == "conflicting_labels" and g.judgement != "look_alike"
         else Severity.WARN,
         message=_message(ctx, g),
         advice=_ADVICE[g.kind],
@@ -130,7 +134,7 @@ def _finding(ctx: AuditContext, g: _Group, same_shot_score: float) -> Finding:
             "similarity": g.similarity,
             "score": g.score,
             "match": g.match,
-            "judgement": judgement,  # of the group's weakest pair (neardup.JUDGEMENTS)
+            "judgement": g.judgement,  # the least sure of the group's pairs
             "classes": sorted({str(ctx.label_names[r]) for r in g.rows}),
             "labels": [str(ctx.label_names[r]) for r in g.rows],
             "splits": splits,
@@ -183,7 +187,7 @@ def check_duplicates(ctx: AuditContext, p: DuplicatesParams) -> CheckResult:
     groups = _groups(ctx, pairs)
     groups.sort(key=lambda g: (g.kind != "conflicting_labels", -len(g.rows), g.files[0]))
     metrics = _metrics(ctx, groups, pairs)
-    findings = [_finding(ctx, g, p.same_shot_score) for g in groups]
+    findings = [_finding(ctx, g) for g in groups]
     summary = _summary(ctx, groups, metrics)
     if len(findings) > p.max_findings:
         summary += f" (first {p.max_findings} groups listed)"

@@ -25,8 +25,7 @@ from datacheck.checks.base import (
     status_from,
 )
 from datacheck.context import AuditContext
-from datacheck.neardup import NearDupParams, duplicate_pairs
-from datacheck.neardup.pairs import JUDGEMENTS
+from datacheck.neardup import JUDGEMENTS, NearDupParams, duplicate_pairs
 from datacheck.params import param
 
 logger = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ def _metrics(ctx: AuditContext, cross: pd.DataFrame, test_split: str) -> dict:
     per_pair = Counter(f"{a}/{b}" for a, b in zip(cross["split_i"], cross["split_j"], strict=True))
     same_photo = cross[cross["judgement"] != "look_alike"]
     leaked = _images_by_split(ctx, same_photo)
-    look_alike = _images_by_split(ctx, cross)
+    in_any_pair = _images_by_split(ctx, cross)
     sizes = Counter(s for s in ctx.splits if s is not None)
     n_test = sizes.get(test_split, 0)
     return {
@@ -118,7 +117,7 @@ def _metrics(ctx: AuditContext, cross: pd.DataFrame, test_split: str) -> dict:
         "leaked_images": {s: leaked.get(s, 0) for s in sorted(sizes)},
         "test_images_leaked": leaked.get(test_split, 0),
         "test_fraction_leaked": leaked.get(test_split, 0) / n_test if n_test else 0.0,
-        "test_images_look_alike": look_alike.get(test_split, 0) - leaked.get(test_split, 0),
+        "test_images_look_alike": in_any_pair.get(test_split, 0) - leaked.get(test_split, 0),
     }
 
 

@@ -32,12 +32,13 @@ kept by content across audits), ``pairs`` (the two stages together, the memo), `
 from datacheck.neardup.candidates import _exact_pairs as _exact_pairs
 from datacheck.neardup.candidates import candidate_pairs, exact_keys, exact_keys_of
 from datacheck.neardup.groups import duplicate_groups
-from datacheck.neardup.pairs import PAIR_COLUMNS, NearDupParams, duplicate_pairs, find_pairs
+from datacheck.neardup.pairs import JUDGEMENTS, PAIR_COLUMNS, NearDupParams, duplicate_pairs, find_pairs
 from datacheck.neardup.store import PAIR_SCORES_VERSION, PAIR_STORE_CAP, pair_scores
 from datacheck.neardup.verify import _COARSE_SLACK as _COARSE_SLACK
 from datacheck.neardup.verify import Verification, thumbnail_maps, verify_pairs
 
 __all__ = [
+    "JUDGEMENTS",
     "PAIR_COLUMNS",
     "PAIR_SCORES_VERSION",
     "PAIR_STORE_CAP",

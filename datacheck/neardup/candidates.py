@@ -77,19 +77,18 @@ def layout_agreement(grid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.maximum(np.einsum("pd,pd->p", own[i], own[j]), np.einsum("pd,pd->p", mirrored[i], own[j]))
 
 
-def layout_candidates(thumbs: np.ndarray, k: int, grid: np.ndarray | None = None) -> np.ndarray:
+def layout_candidates(grid: np.ndarray, k: int) -> np.ndarray:
     """Pairs whose layouts nearly match: a second candidate source beside the kNN graph.
 
-    Each row's ``k`` most correlated layouts (of the images and of their mirrors) are kept when they
-    correlate at :data:`LAYOUT_MIN_CORRELATION` or more. Returns unordered pairs, ``int64[P, 2]``, ``i < j``.
-    ``grid``: the thumbnails' :func:`layouts`, when already computed.
+    Each row's ``k`` most correlated layouts (``grid``: the thumbnails' :func:`layouts`; compared as they are
+    and mirrored) are kept when they correlate at :data:`LAYOUT_MIN_CORRELATION` or more. Returns unordered
+    pairs, ``int64[P, 2]``, ``i < j``.
     """
-    n = len(thumbs)
+    n = len(grid)
     if n < 2 or k < 1:
         return np.zeros((0, 2), np.int64)
     import faiss
 
-    grid = layouts(thumbs) if grid is None else grid
     own = np.ascontiguousarray(grid.reshape(n, -1))
     mirrored = np.ascontiguousarray(grid[:, :, ::-1].reshape(n, -1))  # the block means of the mirror image
     if n <= LAYOUT_EXACT_MAX:

@@ -50,8 +50,8 @@ class NearDupParams(Params):
             examined. Deliberately loose; the verification score decides.
         min_score: Verification threshold: mean NCC of grayscale and band-pass thumbnails at the best
             shift, zoom, rotation and flip (1 = identical up to brightness and contrast).
-        nearest_score: A pair scoring at least this but below ``min_score`` still counts when one image is
-            the other's nearest neighbour in the dataset (exact copies aside): a copy that stands out from
+        nearest_score: A pair scoring at least this but below ``min_score`` still counts when the two images
+            are each other's nearest neighbours in the dataset (exact copies aside): a copy that stands out from
             everything else around it, as re-encoded, re-cropped or re-coloured copies of one photo do, where
             look-alikes (ships on a flat horizon) come in crowds. ``min_score`` or more: off.
         same_shot_score: Pairs scoring at least this are judged ``same_shot`` (the same photograph); the other
@@ -137,9 +137,7 @@ def find_pairs(
 
             knn = build_knn(vectors)
         scores = functools.partial(pair_scores, thumbs, content_ids=content_ids, derived_dir=derived_dir)
-        grid = layouts(thumbs)
-        extra = layout_candidates(thumbs, params.layout_neighbours, grid)
-        frames.append(_near_pairs(knn, keys, params, scores, extra, vectors, grid))
+        frames.append(_near_pairs(knn, keys, params, scores, vectors, layouts(thumbs)))
     attrs = {"candidates": 0, "refined": 0} | (frames[-1].attrs if len(frames) > 1 else {})
     df = pd.concat(frames, ignore_index=True).sort_values(["i", "j"], ignore_index=True)
     df = df.astype({"i": np.int64, "j": np.int64, "cosine": np.float32, "score": np.float32})
@@ -160,21 +158,24 @@ def _near_pairs(
     keys: np.ndarray,
     params: NearDupParams,
     scores: Callable[[np.ndarray, float], np.ndarray],
-    extra: np.ndarray | None = None,
     vectors: np.ndarray | None = None,
     grid: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Verified near duplicates among the kNN candidates that are not exact copies of each other.
+    """Verified near duplicates among the candidates that are not exact copies of each other.
 
-    A pair counts when its score reaches ``min_score``, or ``nearest_score`` when one image is the other's
-    nearest neighbour (:func:`_nearest_other`).
+    Candidates: the kNN graph's pairs and, with the thumbnails' layouts (``grid``) and the ``vectors``, the
+    layout index's (kNN pairs whose layouts disagree are dropped first). A pair counts when its score reaches
+    ``min_score``, or ``nearest_score`` when the two images are each other's nearest neighbours
+    (:func:`_nearest_other`).
     """
     pairs, cos = candidate_pairs(knn, params.min_cosine)
-    if grid is not None and len(pairs):  # pairs whose coarse layouts disagree are never duplicates
-        agree = layout_agreement(grid, pairs) >= LAYOUT_MIN_AGREEMENT
-        pairs, cos = pairs[agree], cos[agree]
-    if extra is not None and len(extra) and vectors is not None:
-        pairs, cos = _with_layout_pairs(pairs, cos, extra, vectors)
+    if grid is not None and vectors is not None:
+        if len(pairs):  # pairs whose coarse layouts disagree are never duplicates
+            agree = layout_agreement(grid, pairs) >= LAYOUT_MIN_AGREEMENT
+            pairs, cos = pairs[agree], cos[agree]
+        extra = layout_candidates(grid, params.layout_neighbours)
+        if len(extra):
+            pairs, cos = _with_layout_pairs(pairs, cos, extra, vectors)
     different = keys[pairs[:, 0]] != keys[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
     pairs, cos = pairs[different], cos[different]
     nearest = _nearest_other(knn, keys)
