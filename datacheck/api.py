@@ -194,6 +194,7 @@ def _plan_audit(
     baseline: Path | str | None,
 ) -> _AuditPlan:
     """Validate every argument against the config and the params objects (usage errors before any work)."""
+    from datacheck.embedding_map import checked_map_method
     from datacheck.runner import build_params, select_checks
 
     cfg = load_config(Path(config)) if config is not None else Config()
@@ -201,8 +202,7 @@ def _plan_audit(
         params = EmbedParams().replace(**{**cfg.embed, **embed_options})
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from err
-    if map_method not in ("umap", "pca", "none"):
-        raise UsageError(f"unknown map method '{map_method}': use umap, pca or none")
+    checked_map_method(map_method)
     threshold = checked_fail_on(fail_on if fail_on is not None else cfg.fail_on)
     specs = select_checks(checks if checks is not None else cfg.only, tuple(skip) or cfg.skip)
     merged = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import typing
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from datacheck.checks.base import CheckResult
+from datacheck.errors import UsageError
 from datacheck.index import KnnGraph, KnnParams, build_knn, row_ids
 
 if TYPE_CHECKING:
@@ -34,6 +36,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MapMethod = Literal["umap", "pca", "none"]
+
+
+def checked_map_method(method: object) -> MapMethod:
+    """``method`` if it names a map method, else a usage error listing them."""
+    if method not in typing.get_args(MapMethod):
+        raise UsageError(f"unknown map method '{method}': use {', '.join(typing.get_args(MapMethod))}")
+    return method  # type: ignore[return-value]
+
 
 #: Largest number of images placed on the map; above it a random subsample (plus every named file) is used.
 MAX_POINTS = 20_000
@@ -72,8 +82,7 @@ def build_map(
     Returns:
         A JSON-ready dict; see docs/report-schema.md (``map``).
     """
-    if method not in ("umap", "pca", "none"):
-        raise ValueError(f"unknown map method '{method}': use umap, pca or none")
+    checked_map_method(method)
     paths = ctx.paths  # a property that builds a new tuple on every access
     row_of = {path: i for i, path in enumerate(paths)}
     named = list(_named_files(results))

@@ -65,13 +65,9 @@ class PcaBasis:
         """``float32[N, d]``: the centred rows on the first ``d = min(dims, K)`` axes (all by default)."""
         keep = self.dims if dims is None else min(dims, self.dims)
         centred = np.asarray(vectors, dtype=np.float32) - self.mean
-        if keep == centred.shape[1] and self.dims == centred.shape[1] and _is_identity(self.axes):
+        if keep == self.dims == centred.shape[1]:  # a full basis is the identity (see fit_basis)
             return centred
         return centred @ self.axes[:, :keep]
-
-
-def _is_identity(axes: np.ndarray) -> bool:
-    return axes.shape[0] == axes.shape[1] and bool(np.all(axes == np.eye(len(axes), dtype=axes.dtype)))
 
 
 def fit_basis(vectors: np.ndarray, dims: int, sample: int = PCA_SAMPLE) -> PcaBasis:

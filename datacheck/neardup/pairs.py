@@ -50,10 +50,10 @@ class NearDupParams(Params):
             examined. Deliberately loose; the verification score decides.
         min_score: Verification threshold: mean NCC of grayscale and band-pass thumbnails at the best
             shift, zoom, rotation and flip (1 = identical up to brightness and contrast).
-        nearest_score: A pair scoring at least this but below ``min_score`` still counts when the two images
-            are each other's nearest neighbours in the dataset (exact copies aside): a copy that stands out from
-            everything else around it, as re-encoded, re-cropped or re-coloured copies of one photo do, where
-            look-alikes (ships on a flat horizon) come in crowds. ``min_score`` or more: off.
+        nearest_score: A pair scoring at least this but below ``min_score`` still counts when the two
+            images are each other's nearest neighbours in the dataset (exact copies aside): a copy that stands
+            out from everything else around it, as re-encoded, re-cropped or re-coloured copies of one photo
+            do, where look-alikes (ships on a flat horizon) come in crowds. ``min_score`` or more: off.
         same_shot_score: Pairs scoring at least this are judged ``same_shot`` (the same photograph); the other
             near duplicates ``look_alike`` (very similar, possibly another shot). Exact copies are ``exact``.
         layout_neighbours: Rows per image the layout index proposes beside the kNN graph
