@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from datacheck.errors import UsageError
-from datacheck.gate import DEFAULT_FAIL_ON, GatePolicy, declared_limits
+from datacheck.gate import DEFAULT_FAIL_ON, FailOn, GatePolicy, checked_fail_on, declared_limits
 from datacheck.params import EmbedParams
 
 CONFIG_NAME = "datacheck.toml"
@@ -46,7 +46,7 @@ class Config:
     """Everything a config file can set, already validated."""
 
     source: Path | None = None
-    fail_on: str = DEFAULT_FAIL_ON
+    fail_on: FailOn = DEFAULT_FAIL_ON
     embed: Mapping[str, Any] = field(default_factory=dict)
     only: tuple[str, ...] | None = None
     skip: tuple[str, ...] = ()
@@ -96,9 +96,10 @@ def _parse(table: Mapping[str, Any], path: Path) -> Config:
     from datacheck.checks import all_checks
 
     _no_unknown(table, {"fail_on", "embed", "checks", "gate"}, path, "")
-    fail_on = table.get("fail_on", DEFAULT_FAIL_ON)
-    if fail_on not in ("warn", "fail"):
-        raise ConfigError(f"{path}: fail_on must be 'warn' or 'fail', got {fail_on!r}")
+    try:
+        fail_on = checked_fail_on(table.get("fail_on", DEFAULT_FAIL_ON))
+    except UsageError as err:
+        raise ConfigError(f"{path}: {err}") from None
     embed = _typed_fields(table.get("embed", {}), EmbedParams, path, "embed")
     checks_table = dict(table.get("checks", {}))
     specs = all_checks()

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from datacheck.checks.base import CheckResult, Finding, GateLimit, Status
 from datacheck.errors import UsageError
-from datacheck.params import ParamsError
+from datacheck.params import ParamsError, Range
 
 FailOn = Literal["warn", "fail"]
 #: Findings of this severity fail the gate unless the config or ``--fail-on`` says otherwise.
@@ -34,7 +34,7 @@ _RANK = {"info": 0, "warn": 1, "fail": 2}
 def checked_fail_on(value: object) -> FailOn:
     """``value`` if it is a valid gate threshold, else a usage error naming the choices."""
     if value not in typing.get_args(FailOn):
-        raise UsageError(f"fail_on takes {' or '.join(map(repr, typing.get_args(FailOn)))}, got {value!r}")
+        raise UsageError(f"fail_on must be {' or '.join(map(repr, typing.get_args(FailOn)))}, got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -99,16 +99,14 @@ class GatePolicy:
 
 
 def _validate_limit(name: str, limit: GateLimit, value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ParamsError(f"{name} must be a number, got {value!r}")
-    if limit.kind == "max_count" and not float(value).is_integer():
-        raise ParamsError(f"{name} must be a whole number, got {value!r}")
-    if value < 0:
-        raise ParamsError(f"{name} must be at least 0, got {value}")
-    if limit.kind == "max_fraction" and value > 1:
-        raise ParamsError(f"{name} is a fraction from 0 to 1, got {value}")
+    """The params' range check (a count or value at least 0, a fraction from 0 to 1), plus whole counts."""
+    bounds = Range(ge=0, le=1 if limit.kind == "max_fraction" else None, optional=True)
+    problem = bounds.problem(name, value)
+    counted = limit.kind == "max_count" and isinstance(value, int | float)
+    if problem is None and counted and not float(value).is_integer():
+        problem = f"{name} must be a whole number, got {value!r}"
+    if problem is not None:
+        raise ParamsError(problem)
 
 
 @dataclass(frozen=True)
