@@ -26,6 +26,7 @@ from datacheck.cli_options import (
     ManifestOpt,
     RayFlags,
     TableFormatOpt,
+    given,
     with_bundles,
 )
 from datacheck.console import ExitCode, console, err_console, progress_reporter
@@ -56,11 +57,6 @@ def _root(
     """Audit image-classification datasets before you train on them."""
 
 
-def _given(**options: object) -> dict[str, object]:
-    """The options that were set: the library's own defaults fill the rest."""
-    return {name: value for name, value in options.items() if value is not None}
-
-
 @app.command()
 @with_bundles
 def embed(
@@ -79,7 +75,7 @@ def embed(
         params = embedding.params().replace(**cluster.given())
         with progress_reporter(quiet=log.quiet) as progress:
             result = api.embed(
-                path, params, manifest=manifest, progress=progress, **_given(format_in=format_in)
+                path, params, manifest=manifest, progress=progress, **given(format_in=format_in)
             )
         if not log.quiet:
             console.print(terminal.embed_summary(result))
@@ -173,7 +169,7 @@ def _audit_and_report(opts: _AuditOptions, embed_options: dict[str, object], *, 
             reference=opts.reference,
             progress=progress,
             out=opts.out,
-            **_given(map_method=opts.map_method, format_in=opts.format_in),
+            **given(map_method=opts.map_method, format_in=opts.format_in),
             **embed_options,  # only the flags given: the config's [embed] table fills the rest
         )
     written = report.write(opts.out)
@@ -424,8 +420,8 @@ def retrain(
         from datacheck.train.params import RetrainParams
         from datacheck.train.retrain import retrain as run_retrain
 
-        given = {"augment": augment or None, "fine_tune": fine_tune}
-        params = training.run_params(RetrainParams, embedding, **given)
+        options = {"augment": augment or None, "fine_tune": fine_tune}
+        params = training.run_params(RetrainParams, embedding, **options)
         with progress_reporter(quiet=log.quiet or output_format == "json") as progress:
             result = run_retrain(path, out, params, manifest=manifest, progress=progress)
     _show(
@@ -453,7 +449,7 @@ def predict(
         from datacheck import terminal
         from datacheck.train.export import predict as run_predict
 
-        doc = run_predict(model_dir, images, **_given(top_k=top_k)).to_dict()
+        doc = run_predict(model_dir, images, **given(top_k=top_k)).to_dict()
     _show(
         doc, output_format, lambda: terminal.predictions(doc)
     )  # the predictions are the result: never quiet
@@ -486,8 +482,8 @@ def compare(
         from datacheck.train.compare import CompareParams
         from datacheck.train.compare import compare as run_compare
 
-        given = {"seeds": seeds, "metric": metric, "exclude_duplicates": False if keep_duplicates else None}
-        params = training.run_params(CompareParams, embedding, **given)
+        options = {"seeds": seeds, "metric": metric, "exclude_duplicates": False if keep_duplicates else None}
+        params = training.run_params(CompareParams, embedding, **options)
         with progress_reporter(quiet=log.quiet or output_format == "json") as progress:
             result = run_compare(before, after, test=test, params=params, progress=progress)
     doc = result.to_dict()

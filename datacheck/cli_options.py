@@ -73,10 +73,14 @@ class LogFlags:
         setup_logging(quiet=self.quiet, verbose=self.verbose)
 
 
+def given(**options: object) -> dict[str, object]:
+    """The options that were set (not ``None``): the library's own defaults fill the rest."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def _given(bundle: object) -> dict[str, Any]:
-    """The bundle's fields that were set (not ``None``)."""
-    values = {f.name: getattr(bundle, f.name) for f in dataclasses.fields(bundle)}  # type: ignore[arg-type]
-    return {name: value for name, value in values.items() if value is not None}
+    """The bundle's fields that were set."""
+    return given(**{f.name: getattr(bundle, f.name) for f in dataclasses.fields(bundle)})  # type: ignore[arg-type]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -99,14 +99,6 @@ def param(
     return field(default=default, metadata=metadata)
 
 
-def range_of(params_type: type, name: str) -> Range | None:
-    """The declared range of one field (``None`` when it has none)."""
-    for f in dataclasses.fields(params_type):
-        if f.name == name:
-            return f.metadata.get("range")
-    raise KeyError(name)
-
-
 class Params(Replaceable):
     """Base of every params dataclass: checks each field's :func:`param` range, then :meth:`relations`."""
 
