@@ -121,8 +121,8 @@ def _summary(counts: Counter[str]) -> str:
             "counts.unreadable",
             "max_count",
             "Unreadable files allowed.",
-            0,
-            ("unreadable",),
+            default=0,
+            counted_kinds=("unreadable",),
         )
     ],
     view=ReportView(card="file"),

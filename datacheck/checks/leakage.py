@@ -150,8 +150,8 @@ def _summary(cross: pd.DataFrame, metrics: dict, test_split: str) -> str:
             "same_photo_pairs",
             "max_count",
             "Cross-split pairs of the same photo (exact or same shot) allowed.",
-            0,
-            ("leak",),
+            default=0,
+            counted_kinds=("leak",),
         )
     ],
     view=ReportView(card="group"),
