@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 #: ITU-R BT.601 luma weights.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -26,7 +30,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _BANDPASS_SIGMA = 2.0
 #: Coarse search: shifts of ±2 px at 16×16 (±4 px of the thumbnail) and these ``(zoom, rotation°)``.
 _COARSE_SHIFT = 2
-_COARSE_VARIANTS = ((0.87, 0.0), (1.0, 0.0), (1.15, 0.0))
+_COARSE_VARIANTS = ((0.87, 0.0), (1.0, 0.0), (1.15, 0.0), (1.0, -8.0), (1.0, 8.0))
 #: Fine search at 32×32: the coarse shift ±1 px, within ±4 px, and these ``(zoom, rotation°)``.
 _FINE_SHIFT = 4
 _FINE_RADIUS = 1
@@ -45,12 +49,16 @@ _FINE_VARIANTS = (
 _FLAT_STD = 0.5
 #: Pairs whose coarse score is at least ``min_score - _COARSE_SLACK`` are re-scored at 32×32 px.
 _COARSE_SLACK = 0.2
+#: Pairs whose coarse score is at least ``refine bar - _REVERSE_BAND`` are also searched the other way round.
+_REVERSE_BAND = 0.1
 #: Thumbnails turned into maps at a time.
 _MAP_CHUNK = 4096
 #: Pairs sharing a query image per row of the coarse batch, and query rows per batch.
 _SLOTS = 16
 _ROW_BLOCK = 256
 _PAIR_BLOCK = 1024
+#: Most threads verifying blocks of pairs at once.
+_VERIFY_THREADS = 4
 
 
 # ------------------------------------------------------------------------------------------ image maps
@@ -250,16 +258,29 @@ def _coarse_block(maps16: np.ndarray, crops: np.ndarray, cands: np.ndarray) -> n
     return sims.reshape(b, k, -1)
 
 
+def _candidate_crops(maps16: np.ndarray) -> np.ndarray:
+    """The coarse variants of every candidate map, normalised: ``float32[C, U, Z, m·m]`` (in chunks)."""
+    n, c, size, _ = maps16.shape
+    m = size - 2 * _COARSE_SHIFT
+    crops = np.empty((c, n, len(_COARSE_VARIANTS), m * m), np.float32)
+
+    def chunk(start: int) -> None:
+        part = _transformed(maps16[start : start + _MAP_CHUNK], _COARSE_VARIANTS, _COARSE_SHIFT)
+        crops[:, start : start + _MAP_CHUNK] = part.transpose(3, 2, 0, 1)
+
+    _in_threads(chunk, range(0, n, _MAP_CHUNK))
+    return crops
+
+
 def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Coarse search for every pair: ``(score, flip, dy, dx)`` with shifts in 16-px units."""
     score = np.full(len(pairs), -1.0, np.float32)
     best = np.zeros(len(pairs), np.int64)
     cand_ids, cand_local = np.unique(pairs[:, 1], return_inverse=True)
-    crops = np.ascontiguousarray(
-        _transformed(maps16[cand_ids], _COARSE_VARIANTS, _COARSE_SHIFT).transpose(3, 2, 0, 1)
-    )
+    crops = _candidate_crops(maps16[cand_ids])
     row_query, table = _slot_table(pairs[:, 0])
-    for start in range(0, len(row_query), _ROW_BLOCK):
+
+    def block(start: int) -> None:  # every pair sits in one slot: blocks write disjoint entries
         slots = table[start : start + _ROW_BLOCK]
         slots = slots[:, : int((slots >= 0).sum(axis=1).max())]  # rows are sorted fullest first
         valid = slots >= 0
@@ -268,6 +289,8 @@ def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarr
         arg = sims.argmax(axis=2)
         score[slots[valid]] = np.take_along_axis(sims, arg[..., None], axis=2)[..., 0][valid]
         best[slots[valid]] = arg[valid]
+
+    _in_threads(block, range(0, len(row_query), _ROW_BLOCK))
     side = 2 * _COARSE_SHIFT + 1
     flip_shift = best % (2 * side * side)
     shift = flip_shift % (side * side)
@@ -284,27 +307,79 @@ def _fine(
     zoomed and rotated by each of ``_FINE_VARIANTS``.
     """
     out = np.empty(len(pairs), np.float32)
+
+    def block(start: int) -> None:
+        sel = slice(start, start + _PAIR_BLOCK)
+        out[sel] = _fine_block(maps32, pairs[sel], flip[sel], dy[sel], dx[sel])
+
+    _in_threads(block, range(0, len(pairs), _PAIR_BLOCK))
+    return np.clip(out, -1.0, 1.0)
+
+
+def _fine_block(
+    maps32: np.ndarray, p: np.ndarray, flip: np.ndarray, dy: np.ndarray, dx: np.ndarray
+) -> np.ndarray:
+    """:func:`_fine`'s best mean NCC for one block of pairs ``p``."""
     n_maps, size = maps32.shape[1], maps32.shape[-1]
     m, r = size - 2 * _FINE_SHIFT, _FINE_RADIUS
     side = m + 2 * r
-    for start in range(0, len(pairs), _PAIR_BLOCK):
-        sel = slice(start, start + _PAIR_BLOCK)
-        p = pairs[sel]
-        patches = sliding_window_view(_flipped(maps32[p[:, 0]], flip[sel]), (side, side), axis=(2, 3))
-        last = 2 * (_FINE_SHIFT - r)  # the neighbourhood slides inwards at the edge of the search range
-        y0 = np.clip(2 * dy[sel] + _FINE_SHIFT - r, 0, last)
-        x0 = np.clip(2 * dx[sel] + _FINE_SHIFT - r, 0, last)
-        patch = patches[np.arange(len(p)), :, y0, x0]  # P, C, side, side
-        windows = sliding_window_view(patch, (m, m), axis=(2, 3)).transpose(1, 0, 2, 3, 4, 5)
-        windows = np.ascontiguousarray(windows).reshape(n_maps, len(p), -1, m * m)  # C, P, W, m·m
-        norms = _window_norms(patch, m).transpose(1, 0, 2, 3).reshape(n_maps, len(p), -1, 1)
-        crops = _transformed(maps32[p[:, 1]], _FINE_VARIANTS, _FINE_SHIFT)  # V, m·m, P, C
-        crops = np.ascontiguousarray(crops.transpose(3, 2, 1, 0))  # C, P, m·m, V
-        sims = np.zeros((len(p), windows.shape[2], len(_FINE_VARIANTS)), np.float32)
-        for ch in range(n_maps):
-            sims += np.matmul(windows[ch], crops[ch]) * _inverse_norms(norms[ch], m * m)
-        out[sel] = sims.reshape(len(p), -1).max(axis=1) / np.float32(n_maps)
-    return np.clip(out, -1.0, 1.0)
+    patches = sliding_window_view(_flipped(maps32[p[:, 0]], flip), (side, side), axis=(2, 3))
+    last = 2 * (_FINE_SHIFT - r)  # the neighbourhood slides inwards at the edge of the search range
+    y0 = np.clip(2 * dy + _FINE_SHIFT - r, 0, last)
+    x0 = np.clip(2 * dx + _FINE_SHIFT - r, 0, last)
+    patch = patches[np.arange(len(p)), :, y0, x0]  # P, C, side, side
+    windows = sliding_window_view(patch, (m, m), axis=(2, 3)).transpose(1, 0, 2, 3, 4, 5)
+    windows = np.ascontiguousarray(windows).reshape(n_maps, len(p), -1, m * m)  # C, P, W, m·m
+    norms = _window_norms(patch, m).transpose(1, 0, 2, 3).reshape(n_maps, len(p), -1, 1)
+    crops = _transformed(maps32[p[:, 1]], _FINE_VARIANTS, _FINE_SHIFT)  # V, m·m, P, C
+    crops = np.ascontiguousarray(crops.transpose(3, 2, 1, 0))  # C, P, m·m, V
+    sims = np.zeros((len(p), windows.shape[2], len(_FINE_VARIANTS)), np.float32)
+    for ch in range(n_maps):
+        sims += np.matmul(windows[ch], crops[ch]) * _inverse_norms(norms[ch], m * m)
+    return sims.reshape(len(p), -1).max(axis=1) / np.float32(n_maps)
+
+
+def _in_threads(work: Callable[[int], None], starts: range) -> None:
+    """Run ``work(start)`` for every block start, on all cores.
+
+    numpy releases the GIL in the copies and products that dominate; BLAS keeps one thread per block so that
+    the blocks do not oversubscribe the cores. Blocks write disjoint parts of their outputs.
+    """
+    workers = min(_VERIFY_THREADS, os.cpu_count() or 1, len(starts))
+    if workers <= 1:
+        for start in starts:
+            work(start)
+        return
+    with threadpool_limits(limits=1), ThreadPoolExecutor(workers, "verify") as pool:
+        for done in [pool.submit(work, start) for start in starts]:
+            done.result()
+
+
+def _coarse_both_ways(
+    maps16: np.ndarray, pairs: np.ndarray, refine_above: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_coarse`, plus the other orientation for the pairs that come near ``refine_above``.
+
+    The search is asymmetric (the first image is shifted, the second zoomed and turned), so a crop can align
+    one way round and not the other. Pairs within ``_REVERSE_BAND`` of the bar are also searched the other
+    way round, and each pair keeps its better orientation: its score no longer depends on which image the
+    candidate search happened to list first.
+
+    Returns:
+        ``(score, flip, dy, dx, oriented pairs)`` with every row in its kept orientation.
+    """
+    coarse, flip, dy, dx = _coarse(maps16, pairs)
+    near = np.flatnonzero(coarse >= refine_above - _REVERSE_BAND)
+    if not len(near):
+        return coarse, flip, dy, dx, pairs
+    back = _coarse(maps16, pairs[near, ::-1])
+    better = near[back[0] > coarse[near]]
+    keep = back[0] > coarse[near]
+    for mine, theirs in zip((coarse, flip, dy, dx), back, strict=True):
+        mine[better] = theirs[keep]
+    pairs = pairs.copy()
+    pairs[better] = pairs[better, ::-1]
+    return coarse, flip, dy, dx, pairs
 
 
 def verify_pairs(thumbs: np.ndarray, pairs: np.ndarray, refine_above: float) -> Verification:
@@ -326,10 +401,10 @@ def verify_pairs(thumbs: np.ndarray, pairs: np.ndarray, refine_above: float) -> 
         return Verification(np.zeros(0, np.float32), score, np.zeros(0, bool))
     rows, local = np.unique(pairs, return_inverse=True)  # only the images that take part
     local = local.reshape(-1, 2)
-    coarse, flip, dy, dx = _coarse(_half_maps(thumbs[rows]), local)
+    coarse, flip, dy, dx, local = _coarse_both_ways(_half_maps(thumbs[rows]), local, refine_above)
     refine = np.flatnonzero(coarse >= refine_above)
     if len(refine):
-        rows, fine_local = np.unique(pairs[refine], return_inverse=True)
+        rows, fine_local = np.unique(rows[local[refine]], return_inverse=True)
         maps32 = thumbnail_maps(thumbs[rows])
         score[refine] = _fine(maps32, fine_local.reshape(-1, 2), flip[refine], dy[refine], dx[refine])
     return Verification(coarse, score, flip)
