@@ -237,7 +237,9 @@ def _check_and_report(
     )
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start
-    results = run_checks(ctx, plan.specs, plan.per_check, severity=plan.config.severity)
+    results = run_checks(
+        ctx, plan.specs, plan.per_check, severity=plan.config.severity, workers=plan.embed.check_workers
+    )
     timings.update({f"check_{r.id}": r.seconds for r in results})
     start = time.perf_counter()
     store = derived_root / "map" if derived_root else None

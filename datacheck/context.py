@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,9 +145,31 @@ class AuditContext:
         ``leakage`` share) lives here, with the context, instead of in a module-level memo. Treat the value
         as read-only.
         """
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]  # type: ignore[return-value]
+        with self._memo_lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:  # checks may run on several threads: each value is computed once
+            if key not in self._memo:
+                self._memo[key] = compute()
+            return self._memo[key]  # type: ignore[return-value]
+
+    @functools.cached_property
+    def _memo_lock(self) -> threading.Lock:
+        return threading.Lock()
+
+    @functools.cached_property
+    def _key_locks(self) -> dict[Hashable, threading.Lock]:
+        return {}
+
+    def prepare_for_threads(self) -> None:
+        """Compute the lazily cached values before several threads read the context.
+
+        (``functools.cached_property`` takes no lock from Python 3.12 on, so two threads could each compute
+        one; values computed here once are then only read.)
+        """
+        names = ["paths", "label_names", "content_ids", "_shared_basis", "_memo", "_memo_lock", "_key_locks"]
+        names += ["_sha_of_path", "fingerprint"] if self.derived_dir is not None else ["_sha_of_path"]
+        for name in names:
+            getattr(self, name)
 
     @functools.cached_property
     def _sha_of_path(self) -> dict[str, str]:

@@ -137,6 +137,9 @@ class EmbedParams(Params):
         decode_workers: Threads decoding images while the model runs; default half the CPU cores, since
             the inference runtime already uses every core (on 2 cores one decoder is 7–10 % faster than
             two, docs/benchmarks.md).
+        check_workers: Threads running the checks once the audit context is built; default every core (the
+            checks are pure functions of the frozen context, BLAS held at one thread each so their results
+            do not depend on what runs beside them). 1 runs them one after another.
         max_image_pixels: Largest image accepted, in pixels (width × height). 250 MP by default, 2.8×
             Pillow's own 89 MP, so 100 MP photographs, scans and aerial images are audited; decompression
             bombs are refused (beyond this, or absurdly many pixels for the file's size: see
@@ -156,6 +159,7 @@ class EmbedParams(Params):
     weights: Path | None = None
     cache_dir: Path | None = None
     decode_workers: int = param(factory=lambda: max(1, (os.cpu_count() or 1) // 2), ge=1)
+    check_workers: int = param(factory=lambda: os.cpu_count() or 1, ge=1)
     max_image_pixels: int = param(MAX_IMAGE_PIXELS, ge=1)
     engine: Engine = param("local", choices=typing.get_args(Engine))
     ray_address: str | None = None

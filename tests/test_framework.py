@@ -119,3 +119,44 @@ def test_write_creates_json_and_csv(tmp_path, ctx):
     csv = paths["csv"].read_text().splitlines()
     assert csv[0] == "check,kind,severity,message,advice,files"
     assert "cat/img00000.jpg;cat/img00001.jpg" in csv[1]
+
+
+def _comparable(res: CheckResult) -> tuple:
+    return res.id, res.status, res.summary, json.dumps(res.metrics, sort_keys=True, default=str), res.findings
+
+
+def test_checks_on_several_threads_give_the_results_of_one_after_another():
+    from datacheck.runner import build_params, select_checks
+
+    vectors, labels = clustered_vectors([30, 30, 30, 30], dim=24, seed=3)
+    vectors[60] = vectors[5]  # a cross-split copy for duplicates and leakage
+    splits = ["train" if i % 4 else "test" for i in range(len(labels))]
+    specs = select_checks()
+    params = build_params(specs, {})
+    one_by_one = run_checks(make_context(vectors, labels, splits=splits), specs, params, workers=1)
+    threaded = run_checks(make_context(vectors, labels, splits=splits), specs, params, workers=3)
+    assert [_comparable(r) for r in threaded] == [_comparable(r) for r in one_by_one]
+    assert [r.id for r in threaded] == [s.id for s in specs]  # results in the order asked for
+
+
+def test_a_shared_value_is_computed_once_across_threads(ctx):
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = []
+
+    def compute() -> int:
+        calls.append(1)
+        time.sleep(0.05)  # long enough for every thread to ask while the first computes
+        return 42
+
+    with ThreadPoolExecutor(4) as pool:
+        values = list(pool.map(lambda _: ctx.shared("answer", compute), range(8)))
+    assert values == [42] * 8 and len(calls) == 1
+
+
+def test_a_check_reading_anothers_shared_value_is_started_after_it():
+    from datacheck.runner import _thread_order, select_checks
+
+    order = [s.id for s in _thread_order(select_checks())]
+    assert order.index("leakage") > order.index("duplicates")
+    assert order[-1] == "leakage"  # the only check that waits on another

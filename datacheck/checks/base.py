@@ -194,6 +194,7 @@ class CheckSpec:
     description: str
     limits: tuple[GateLimit, ...] = ()
     view: ReportView = field(default_factory=ReportView)
+    after: tuple[str, ...] = ()
 
     def default_params(self) -> Any:
         """The params dataclass with every default."""
@@ -218,6 +219,7 @@ def register(
     *,
     limits: Sequence[GateLimit] = (),
     view: ReportView | None = None,
+    after: Sequence[str] = (),
 ) -> Callable[[CheckFn], CheckFn]:
     """Decorator registering a check function under a stable id.
 
@@ -226,13 +228,17 @@ def register(
         params: The check's frozen params dataclass.
         limits: Gate limits on its metrics (``[gate]`` keys); none: the gate reads its findings' severities.
         view: How the HTML report draws its findings (default: generic cards).
+        after: Checks computing a value this one reads from the context (``ctx.shared``): when checks run on
+            several threads, this one is started after them instead of waiting beside them.
     """
 
     def decorate(fn: CheckFn) -> CheckFn:
         if check_id in _REGISTRY and _REGISTRY[check_id].fn is not fn:
             raise ValueError(f"check id '{check_id}' registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        spec = CheckSpec(check_id, fn, params, doc[0] if doc else "", tuple(limits), view or ReportView())
+        spec = CheckSpec(
+            check_id, fn, params, doc[0] if doc else "", tuple(limits), view or ReportView(), tuple(after)
+        )
         _REGISTRY[check_id] = spec
         return fn
 

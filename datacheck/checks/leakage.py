@@ -155,6 +155,7 @@ def _summary(cross: pd.DataFrame, metrics: dict, test_split: str) -> str:
         )
     ],
     view=ReportView(card="group"),
+    after=("duplicates",),  # reads the duplicate pairs that check computes (neardup.duplicate_pairs)
 )
 def check_leakage(ctx: AuditContext, p: LeakageParams) -> CheckResult:
     """Exact or near-duplicate images that appear in two different splits."""
