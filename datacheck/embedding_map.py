@@ -5,8 +5,9 @@ from here: for every image it may show, the dataset-relative path, the SHA-256 o
 name, and what ``datacheck apply`` checks before it moves anything), the class, the split and a 2-D position.
 
 The position is a UMAP layout of the bottlenecks (PCA-reduced first; the shared kNN graph is reused when
-every image is on the map). Above ``max_points`` images the map is a random subsample, always including
-every file a finding names, so the report can show a thumbnail and take a decision for each of them.
+every image is on the map). Above ``max_points`` images the layout is of a random subsample chosen by
+content (so it survives changed findings), and every file a finding names that the sample lacks is placed
+among its nearest neighbours on it, so the report can show a thumbnail and take a decision for each of them.
 Files named by findings that could not be embedded (``files`` check) are listed without a position, with the
 hash of their bytes when they can be read.
 
@@ -75,7 +76,7 @@ def build_map(
         results: The check results (their findings decide which files must be present).
         method: ``"umap"``, ``"pca"`` (first two principal components) or ``"none"`` (no positions).
         max_points: Images placed on the map before subsampling.
-        seed: Random seed of the layout (the subsample is chosen by content, see :func:`_select_rows`).
+        seed: Random seed of the layout (the subsample is chosen by content, see :func:`_content_sample`).
         store: Folder of earlier layouts (:mod:`datacheck.derived`): the same rows with the same vectors
             reuse theirs. ``None``: always compute.
 
@@ -91,8 +92,9 @@ def build_map(
     neighbours = _neighbours(ctx, neighbour_sources)
     required = {row_of[p] for p in named if p in row_of}
     required.update(j for row in neighbours.values() for j in row)
-    rows = _select_rows(ctx.content_ids, required, max_points)
-    used_method, coords = _stored_layout(ctx, rows, method, seed, store)
+    sample = _content_sample(ctx.content_ids, max_points)
+    used_method, coords = _stored_layout(ctx, sample, method, seed, store)
+    rows, coords = _with_named_rows(ctx, sample, coords, required)
     position = {int(row): pos for pos, row in enumerate(rows)}
     unembedded = sorted({p for p in _top_level_files(results) if p not in row_of})
     unembedded_sha = ctx.file_hashes(unembedded)
@@ -164,20 +166,33 @@ def _neighbours(ctx: AuditContext, rows: Iterable[int]) -> dict[int, list[int]]:
     return out
 
 
-def _select_rows(ids: np.ndarray, required: set[int], max_points: int) -> np.ndarray:
-    """All rows when they fit, else the required rows plus a fill up to ``max_points`` chosen by content.
+def _content_sample(ids: np.ndarray, max_points: int) -> np.ndarray:
+    """All rows when they fit, else the ``max_points`` rows with the smallest content ids.
 
-    The fill is the rows with the smallest content ids, a random sample that stays the same when images are
-    added or removed elsewhere, so a stored layout can be updated instead of recomputed.
+    A random sample that depends on the images only — not on what the checks found, nor on images added or
+    removed elsewhere — so a stored layout is served or updated instead of recomputed when findings change.
     """
     n = len(ids)
     if n <= max_points:
         return np.arange(n)
-    fill = max(0, max_points - len(required))
-    others = np.setdiff1d(np.arange(n), np.fromiter(required, dtype=np.int64, count=len(required)))
-    chosen = others[np.argsort(ids[others], kind="stable")[: min(fill, len(others))]]
-    logger.info("map: %d of %d images (%d named by findings)", len(required) + len(chosen), n, len(required))
-    return np.sort(np.concatenate([np.fromiter(required, dtype=np.int64, count=len(required)), chosen]))
+    return np.sort(np.argsort(ids, kind="stable")[:max_points])
+
+
+def _with_named_rows(
+    ctx: AuditContext, sample: np.ndarray, coords: np.ndarray | None, required: set[int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sample plus the rows findings name that it lacks, each placed among its neighbours on the map."""
+    extra = np.array(sorted(required.difference(sample.tolist())), dtype=np.int64)
+    if not len(extra):
+        return sample, coords
+    rows = np.concatenate([sample, extra])
+    logger.info("map: %d of %d images (%d named by findings, placed)", len(rows), ctx.n, len(extra))
+    if coords is None:
+        return rows, None
+    position = np.full(ctx.n, -1, np.int64)
+    position[sample] = np.arange(len(sample))
+    placed = [_neighbour_position(ctx, int(row), position, coords) for row in extra]
+    return rows, np.concatenate([coords, np.asarray(placed, dtype=coords.dtype).reshape(-1, 2)])
 
 
 # --------------------------------------------------------------------------------------------- layout

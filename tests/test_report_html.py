@@ -489,6 +489,36 @@ def test_map_subsamples_but_keeps_named_files(tmp_path: Path) -> None:
     assert named <= set(fmap["path"]) and len(fmap["path"]) < 62
 
 
+def test_changed_findings_keep_the_subsampled_layout(tmp_path: Path, monkeypatch) -> None:
+    """Above max_points the layout is of a sample chosen by content: files a finding names are placed."""
+    import datacheck.embedding_map as embedding_map
+
+    vectors, labels = clustered_vectors([30, 30], dim=16, spread=0.2, seed=7)
+    ctx = make_context(vectors, labels)
+    first = build_map(ctx, (), method="pca", max_points=40, store=tmp_path)
+    sampled = set(first["path"])
+    outside = [p for p in ctx.paths if p not in sampled][:3]
+    finding = Finding("demo", Severity.WARN, "look", "look", tuple(outside))
+    named = (result("demo", "three files", [finding]),)
+
+    def no_layout(*args, **kwargs):
+        raise AssertionError("changed findings must not lay the map out again")
+
+    monkeypatch.setattr(embedding_map, "_layout", no_layout)
+    again = build_map(ctx, named, method="pca", max_points=40, store=tmp_path)
+    assert again["path"][:40] == first["path"] and again["x"][:40] == first["x"]
+    assert set(outside) <= set(again["path"]) and len(again["path"]) == 43
+    xy = np.column_stack([again["x"], again["y"]]).astype(float)
+    row = {p: i for i, p in enumerate(again["path"])}
+    for path in outside:  # each lands among its own blob
+        own = [
+            row[p] for p in again["path"][:40] if labels[ctx.paths.index(p)] == labels[ctx.paths.index(path)]
+        ]
+        other = [i for i in range(40) if i not in own]
+        point = xy[row[path]]
+        assert np.linalg.norm(point - xy[own].mean(axis=0)) < np.linalg.norm(point - xy[other].mean(axis=0))
+
+
 def test_umap_layout_reuses_the_knn_graph(tmp_path: Path) -> None:
     vectors, labels = clustered_vectors([40, 40], dim=16, spread=0.2)
     ctx = make_context(vectors, labels)
