@@ -5,9 +5,10 @@ large-scale layout — sky above, sea below — that makes look-alikes correlate
 zero-mean/unit-variance (so brightness and contrast changes do not matter) and the score of a pair is the
 mean of the two normalised cross-correlations (NCC) at the best alignment, searched over shifts, zoom
 factors, small rotations and the horizontal flip. The search runs coarse-to-fine: every pair at 16×16 px
-(shifts of ±4 px, three zooms, flip), then the pairs that come close at 32×32 px (the best coarse shift and
-flip ±1 px; five zooms and four rotations up to ±10°). Resampling is a sparse matrix product, the
-correlations batched dense ones.
+(shifts of ±4 px, three zooms, ±8°, flip; pairs near the bar also the other way round, since the search
+shifts the first image and zooms/turns the second), then the pairs that come close at 32×32 px (the best
+coarse shift and flip ±1 px; five zooms and four rotations up to ±10°). Resampling is a sparse matrix
+product, the correlations batched dense ones, blocks of pairs on every core.
 """
 
 from __future__ import annotations
