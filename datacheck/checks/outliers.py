@@ -72,15 +72,24 @@ def _from_graph(ctx: AuditContext, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _exact(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
-    """Mean similarity of each of ``rows`` to its ``k`` most similar ``members`` (itself excluded)."""
-    vectors = ctx.vectors[members]
+    """Mean similarity of each of ``rows`` to its ``k`` most similar ``members`` (itself excluded).
+
+    An exact search (faiss' flat inner-product index: blocked BLAS products with a running top-k, no
+    partition of a rows × members matrix, which was most of the time on large classes).
+    """
+    import faiss
+
+    vectors = np.ascontiguousarray(ctx.vectors[members], dtype=np.float32)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
     out = np.empty(len(rows))
     for start in range(0, len(rows), _BLOCK):
         block = rows[start : start + _BLOCK]
-        sims = ctx.vectors[block] @ vectors.T
-        sims[block[:, None] == members[None, :]] = -np.inf
-        top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
-        out[start : start + len(block)] = top.mean(axis=1)
+        sims, found = index.search(np.ascontiguousarray(ctx.vectors[block], dtype=np.float32), k + 1)
+        others = (found >= 0) & (members[np.maximum(found, 0)] != block[:, None])
+        # a row tied with identical copies may not list itself: its last (least similar) hit goes instead
+        others[others.all(axis=1), -1] = False
+        out[start : start + len(block)] = np.where(others, sims, 0.0).sum(axis=1) / k
     return out
 
 
