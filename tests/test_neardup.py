@@ -384,3 +384,18 @@ def test_layout_agreement_sees_mirrors_and_refuses_opposite_layouts() -> None:
     assert agreement[0] == pytest.approx(1.0, abs=eps)  # a mirror image agrees fully
     assert agreement[1] < 0  # the same layout with light and dark swapped does not
     assert -1 - eps <= agreement[2] <= 1 + eps
+
+
+def test_the_coarse_search_in_parts_scores_as_in_one(monkeypatch):
+    """Past a memory budget the candidates' crops are made part by part: the same scores."""
+    images = np.concatenate([IMAGES, np.stack([shifted(x, 1, 2) for x in IMAGES]), textures(20, seed=9)])
+    rng = np.random.default_rng(0)
+    pairs = np.concatenate(
+        [np.stack([np.arange(12), np.arange(12, 24)], axis=1), rng.integers(0, 44, (300, 2))]
+    )
+    whole = verify_pairs(images, pairs, refine_above=0.3)
+    monkeypatch.setattr(neardup.verify, "_CROP_BYTES", 10_000)  # a few candidate images per part
+    parts = verify_pairs(images, pairs, refine_above=0.3)
+    # the same products batched differently: float32 sums of 144 unit-scale terms agree to ~1e-6
+    np.testing.assert_allclose(parts.coarse, whole.coarse, atol=1e-5)
+    np.testing.assert_allclose(np.nan_to_num(parts.score), np.nan_to_num(whole.score), atol=1e-5)

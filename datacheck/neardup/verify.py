@@ -14,6 +14,7 @@ product, the correlations batched dense ones, blocks of pairs on every core.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from collections.abc import Callable
@@ -58,6 +59,8 @@ _MAP_CHUNK = 4096
 _SLOTS = 16
 _ROW_BLOCK = 256
 _PAIR_BLOCK = 1024
+#: Most bytes of candidate crops the coarse search holds at once (memory bound on very large datasets).
+_CROP_BYTES = 1 << 30
 #: Most threads verifying blocks of pairs at once.
 _VERIFY_THREADS = 4
 
@@ -274,7 +277,25 @@ def _candidate_crops(maps16: np.ndarray) -> np.ndarray:
 
 
 def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Coarse search for every pair: ``(score, flip, dy, dx)`` with shifts in 16-px units."""
+    """Coarse search for every pair: ``(score, flip, dy, dx)`` with shifts in 16-px units.
+
+    The candidates' transformed crops are held for a whole part of the pair list at once; the list is cut
+    into as many parts as keep them within :data:`_CROP_BYTES` (one part up to ~300,000 candidate images).
+    """
+    n_maps, size = maps16.shape[1], maps16.shape[-1]
+    per_image = n_maps * len(_COARSE_VARIANTS) * (size - 2 * _COARSE_SHIFT) ** 2 * 4
+    parts = max(1, math.ceil(len(np.unique(pairs[:, 1])) * per_image / _CROP_BYTES))
+    if parts == 1:
+        return _coarse_part(maps16, pairs)
+    cuts = np.linspace(0, len(pairs), parts + 1).astype(int)
+    done = [_coarse_part(maps16, pairs[a:b]) for a, b in itertools.pairwise(cuts)]
+    return tuple(np.concatenate(column) for column in zip(*done, strict=True))  # type: ignore[return-value]
+
+
+def _coarse_part(
+    maps16: np.ndarray, pairs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_coarse` for one part of the pair list."""
     score = np.full(len(pairs), -1.0, np.float32)
     best = np.zeros(len(pairs), np.int64)
     cand_ids, cand_local = np.unique(pairs[:, 1], return_inverse=True)
