@@ -17,14 +17,12 @@ the parameters, so re-auditing unchanged data (new thresholds, another check sel
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from datacheck.blocks import map_blocks
 from datacheck.params import Params, param
 from datacheck.reduce import SharedBasis, fit_basis
 
@@ -124,10 +122,18 @@ def _top_candidates(space: np.ndarray, n_candidates: int, block: int) -> np.ndar
 
 def _drop_self(found: np.ndarray, rows: np.ndarray, m: int) -> np.ndarray:
     """Remove each row's own id from its result list (exact duplicates may rank above it)."""
+    return found[others_mask(found, rows)].reshape(len(found), m)
+
+
+def others_mask(found: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``bool[B, m + 1]``: the ``m`` hits of each row's ``m + 1`` search results that are not the row itself.
+
+    A row tied with identical copies may not be listed among its own results: its last (least similar) hit
+    goes instead, so every row keeps exactly ``m``.
+    """
     keep = found != rows[:, None]
-    # Rows where self was not returned (ties) drop their last, least similar, entry instead.
     keep[keep.all(axis=1), -1] = False
-    return found[keep].reshape(len(found), m)
+    return keep
 
 
 def _rescore(
@@ -159,8 +165,7 @@ def _rescore_blocked(unit: np.ndarray, candidates: np.ndarray, k: int) -> tuple[
     def one(start: int) -> tuple[np.ndarray, np.ndarray]:
         return _rescore(unit[start : start + block], unit, candidates[start : start + block], k)
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        done = list(pool.map(one, starts))
+    done = map_blocks(one, starts)
     return np.concatenate([i for i, _ in done]), np.concatenate([s for _, s in done])
 
 

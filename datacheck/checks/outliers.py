@@ -16,6 +16,7 @@ import numpy as np
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.checks.quality import robust_z
 from datacheck.context import AuditContext
+from datacheck.index import others_mask
 from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
@@ -86,9 +87,7 @@ def _exact(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int) -> 
     for start in range(0, len(rows), _BLOCK):
         block = rows[start : start + _BLOCK]
         sims, found = index.search(np.ascontiguousarray(ctx.vectors[block], dtype=np.float32), k + 1)
-        others = (found >= 0) & (members[np.maximum(found, 0)] != block[:, None])
-        # a row tied with identical copies may not list itself: its last (least similar) hit goes instead
-        others[others.all(axis=1), -1] = False
+        others = others_mask(members[found], block)  # k + 1 <= len(members): every hit is a member
         out[start : start + len(block)] = np.where(others, sims, 0.0).sum(axis=1) / k
     return out
 

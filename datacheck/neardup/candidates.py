@@ -11,13 +11,13 @@ the same decoded-pixel hash (else file hash) are linked directly (:func:`exact_k
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from datacheck.blocks import map_blocks
 
 if TYPE_CHECKING:
     from datacheck.context import AuditContext
@@ -79,15 +79,14 @@ def layout_agreement(grid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     own, mirrored = grid.reshape(n, -1), np.ascontiguousarray(grid[:, :, ::-1]).reshape(n, -1)
     out = np.empty(len(pairs), np.float32)
 
-    def chunk(start: int) -> None:  # the gathers dominate: both cores, in cache-sized chunks
+    def chunk(start: int) -> None:  # the gathers dominate: every core, in cache-sized chunks
         i, j = pairs[start : start + _AGREEMENT_CHUNK, 0], pairs[start : start + _AGREEMENT_CHUNK, 1]
         theirs = own[j]
         out[start : start + len(i)] = np.maximum(
             np.einsum("pd,pd->p", own[i], theirs), np.einsum("pd,pd->p", mirrored[i], theirs)
         )
 
-    with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
-        list(pool.map(chunk, range(0, len(pairs), _AGREEMENT_CHUNK)))
+    map_blocks(chunk, range(0, len(pairs), _AGREEMENT_CHUNK))
     return out
 
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import sparse
-from threadpoolctl import threadpool_limits
+
+from datacheck.blocks import map_blocks
 
 #: ITU-R BT.601 luma weights.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -272,7 +270,7 @@ def _candidate_crops(maps16: np.ndarray) -> np.ndarray:
         part = _transformed(maps16[start : start + _MAP_CHUNK], _COARSE_VARIANTS, _COARSE_SHIFT)
         crops[:, start : start + _MAP_CHUNK] = part.transpose(3, 2, 0, 1)
 
-    _in_threads(chunk, range(0, n, _MAP_CHUNK))
+    map_blocks(chunk, range(0, n, _MAP_CHUNK), _VERIFY_THREADS)
     return crops
 
 
@@ -312,7 +310,7 @@ def _coarse_part(
         score[slots[valid]] = np.take_along_axis(sims, arg[..., None], axis=2)[..., 0][valid]
         best[slots[valid]] = arg[valid]
 
-    _in_threads(block, range(0, len(row_query), _ROW_BLOCK))
+    map_blocks(block, range(0, len(row_query), _ROW_BLOCK), _VERIFY_THREADS)
     side = 2 * _COARSE_SHIFT + 1
     flip_shift = best % (2 * side * side)
     shift = flip_shift % (side * side)
@@ -334,7 +332,7 @@ def _fine(
         sel = slice(start, start + _PAIR_BLOCK)
         out[sel] = _fine_block(maps32, pairs[sel], flip[sel], dy[sel], dx[sel])
 
-    _in_threads(block, range(0, len(pairs), _PAIR_BLOCK))
+    map_blocks(block, range(0, len(pairs), _PAIR_BLOCK), _VERIFY_THREADS)
     return np.clip(out, -1.0, 1.0)
 
 
@@ -359,22 +357,6 @@ def _fine_block(
     for ch in range(n_maps):
         sims += np.matmul(windows[ch], crops[ch]) * _inverse_norms(norms[ch], m * m)
     return sims.reshape(len(p), -1).max(axis=1) / np.float32(n_maps)
-
-
-def _in_threads(work: Callable[[int], None], starts: range) -> None:
-    """Run ``work(start)`` for every block start, on all cores.
-
-    numpy releases the GIL in the copies and products that dominate; BLAS keeps one thread per block so that
-    the blocks do not oversubscribe the cores. Blocks write disjoint parts of their outputs.
-    """
-    workers = min(_VERIFY_THREADS, os.cpu_count() or 1, len(starts))
-    if workers <= 1:
-        for start in starts:
-            work(start)
-        return
-    with threadpool_limits(limits=1), ThreadPoolExecutor(workers, "verify") as pool:
-        for done in [pool.submit(work, start) for start in starts]:
-            done.result()
 
 
 def _coarse_both_ways(
