@@ -96,3 +96,47 @@ def test_the_same_readers_feed_the_cluster(tmp_path: Path, local_ray) -> None:
     by_sha = dict(zip(local.file_sha256, local.vectors, strict=True))
     for sha, vector in zip(on_ray.file_sha256, on_ray.vectors, strict=True):
         np.testing.assert_array_equal(vector, by_sha[sha])
+
+
+def test_a_killed_worker_is_retried_without_lost_or_doubled_rows(tmp_path: Path, local_ray) -> None:
+    """A decode task's process and an embedding actor each die once mid-run; Ray re-runs their batches."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from datacheck.embed import ray_engine
+    from datacheck.embed.pipeline import cache_misses
+
+    root = splits_dataset(tmp_path / "ds", train=3, test=2)
+    params = _params(tmp_path / "cache", engine="ray")
+    todo = cache_misses(discover(root).records, params, 96)
+    decode_died, embed_died = tmp_path / "decode-died", tmp_path / "embed-died"
+
+    def decode_dying_once(batch, **kwargs):  # defined here: Ray ships it by value
+        if not decode_died.exists():
+            decode_died.touch()
+            os._exit(1)  # the worker process dies, as when killed or out of memory
+        return ray_engine.decode_rows(batch, **kwargs)
+
+    class EmbedderDyingOnce(ray_engine._Embedder):
+        def __call__(self, batch):
+            if not embed_died.exists():
+                embed_died.touch()
+                os._exit(1)
+            return super().__call__(batch)
+
+    out = tmp_path / "shards"
+    ray_engine._run_pipeline(
+        ray,
+        todo,
+        params,
+        96,
+        str(tmp_path / "artifacts"),
+        out,
+        decode=decode_dying_once,
+        embedder=EmbedderDyingOnce,
+    )
+    assert decode_died.exists() and embed_died.exists()
+    table = pq.read_table(out)
+    assert sorted(table.column("sha").to_pylist()) == sorted(sha for _, sha in todo)  # none lost, none twice
+    assert all(table.column("vector").to_pylist()) and not any(table.column("error").to_pylist())

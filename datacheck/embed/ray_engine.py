@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 #: The Ray releases this module is tested with (the actor-pool argument changed twice across releases).
 TESTED_RAY = ">=2.50,<2.61"
+#: How often a stage is re-run after its worker process died (killed, out of memory, node lost). Bounded: an
+#: input that crashes the process every time must end the run, not restart actors forever (Ray Data's
+#: default for actor pools). Python exceptions are never retried: a bad image is an error row instead.
+WORKER_RETRIES = 3
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -207,8 +211,17 @@ def prefill_cache(
 
 
 def _run_pipeline(
-    ray: Any, todo: Sequence[Any], params: EmbedParams, image_size: int, artifact_dir: str, out: Path
+    ray: Any,
+    todo: Sequence[Any],
+    params: EmbedParams,
+    image_size: int,
+    artifact_dir: str,
+    out: Path,
+    *,
+    decode: Callable[..., dict[str, np.ndarray]] = decode_rows,
+    embedder: type = _Embedder,
 ) -> None:
+    """Stages 2–4 on the cluster: ``decode`` tasks, an actor pool of ``embedder``, shards in ``out``."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     actors = params.ray_actors or max(1, gpus)
@@ -218,13 +231,15 @@ def _run_pipeline(
     bs = params.batch_size
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // (4 * bs)))
     ds = ds.map_batches(
-        decode_rows,
+        decode,
         fn_kwargs={"image_size": image_size, "max_pixels": params.max_image_pixels},
         batch_size=bs,
         num_cpus=1,
+        max_retries=WORKER_RETRIES,
+        retry_exceptions=False,
     )
     ds = ds.map_batches(
-        _Embedder,
+        embedder,
         fn_constructor_kwargs={
             "model": params.model,
             "image_size": image_size,
@@ -234,6 +249,8 @@ def _run_pipeline(
         },
         compute=actor_pool(ray, actors),
         batch_size=bs,
+        max_restarts=WORKER_RETRIES,
+        max_task_retries=WORKER_RETRIES,
         **per_actor,
     )
     ds.write_parquet(str(out))
