@@ -327,6 +327,31 @@ def test_a_pair_of_nearest_neighbours_counts_from_nearest_score_and_is_judged() 
     assert {(int(i), int(j)) for i, j in zip(off["i"], off["j"], strict=True)} == {(2, 4)}
 
 
+def test_a_nearest_pair_counts_only_when_it_stands_out_from_its_neighbourhood() -> None:
+    """Rows 0-1 and 2-3 are mutual nearest neighbours scoring 0.8; 0-1 stand far above their other five
+    neighbours' cosines (a copy), 2-3 barely above theirs (a look-alike in a crowd)."""
+    from datacheck.neardup.pairs import _near_pairs
+
+    n, crowd = 14, [4, 5, 6, 7, 8]
+    indices = np.array([[1, *crowd], [0, *crowd], [3, *crowd], [2, *crowd]] + [[9, 10, 11, 12, 13, 0]] * 10)
+    spread = np.array([0.50, 0.52, 0.54, 0.56, 0.58], np.float32)  # mean 0.54, population sd ~0.028
+    sims = np.vstack(
+        [np.r_[0.95, spread], np.r_[0.95, spread], np.r_[0.60, spread], np.r_[0.60, spread]]
+        + [np.full(6, 0.3, np.float32)] * 10
+    ).astype(np.float32)
+
+    def scores(pairs: np.ndarray, refine_above: float) -> np.ndarray:
+        return np.array([0.8 if set(map(int, p)) in ({0, 1}, {2, 3}) else 0.1 for p in pairs], np.float32)
+
+    keys = np.array([f"k{i}" for i in range(n)], dtype=object)
+    graph = KnnGraph(indices.astype(np.int32), sims, "exact")
+    found = _near_pairs(graph, keys, NearDupParams(min_cosine=0.2), scores)
+    assert {(int(i), int(j)) for i, j in zip(found["i"], found["j"], strict=True)} == {(0, 1)}
+    # (0.60 - 0.54) / 0.028 = 2.1 standard deviations: counted once the bar is below that
+    relaxed = _near_pairs(graph, keys, NearDupParams(min_cosine=0.2, nearest_standout=2.0), scores)
+    assert {(int(i), int(j)) for i, j in zip(relaxed["i"], relaxed["j"], strict=True)} == {(0, 1), (2, 3)}
+
+
 def test_pairs_are_judged_exact_same_shot_or_look_alike() -> None:
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)

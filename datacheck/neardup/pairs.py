@@ -54,6 +54,10 @@ class NearDupParams(Params):
             images are each other's nearest neighbours in the dataset (exact copies aside): a copy that stands
             out from everything else around it, as re-encoded, re-cropped or re-coloured copies of one photo
             do, where look-alikes (ships on a flat horizon) come in crowds. ``min_score`` or more: off.
+        nearest_standout: ...and when the pair's bottleneck cosine stands at least this many standard
+            deviations above the cosines of each image's other kNN neighbours (its own neighbourhood, so the
+            bar follows the dataset): a copy is far closer to its original than to anything else, a look-alike
+            only a little closer than to the rest of its crowd. 0: any nearest-neighbour pair.
         same_shot_score: Pairs scoring at least this are judged ``same_shot`` (the same photograph); the other
             near duplicates ``look_alike`` (very similar, possibly another shot). Exact copies are ``exact``.
         layout_neighbours: Rows per image the layout index proposes beside the kNN graph
@@ -65,6 +69,7 @@ class NearDupParams(Params):
     min_cosine: float = param(0.5, ge=-1, le=1)
     min_score: float = param(0.85, gt=0, le=1)
     nearest_score: float = param(0.75, gt=0, le=1)
+    nearest_standout: float = param(3.0, ge=0)
     same_shot_score: float = param(0.9, gt=0, le=1)
     layout_neighbours: int = param(5, ge=0)
     near: bool = True
@@ -182,6 +187,8 @@ def _near_pairs(
     nearest_pair = np.zeros(len(pairs), bool)
     if len(pairs):
         nearest_pair = (nearest[pairs[:, 0]] == pairs[:, 1]) & (nearest[pairs[:, 1]] == pairs[:, 0])
+        rows = np.flatnonzero(nearest_pair)
+        nearest_pair[rows] = _standout(knn, keys, pairs[rows], cos[rows]) >= params.nearest_standout
     score = np.full(len(pairs), -1.0, np.float32)
     # Only nearest-neighbour pairs need refining down to nearest_score: the cascade stays as cheap as before.
     floor = min(params.min_score, params.nearest_score)
@@ -214,6 +221,31 @@ def _with_layout_pairs(
     new = extra[~np.isin(extra[:, 0] * n + extra[:, 1], seen)]
     new_cos = np.einsum("pd,pd->p", vectors[new[:, 0]], vectors[new[:, 1]]).astype(np.float32)
     return np.concatenate([pairs, new]), np.concatenate([cos, new_cos])
+
+
+#: Fewest other neighbours whose spread says how far a pair stands out; with fewer it is taken to stand out.
+_MIN_CROWD = 3
+
+
+def _standout(knn: KnnGraph, keys: np.ndarray, pairs: np.ndarray, cos: np.ndarray) -> np.ndarray:
+    """Per pair, how many standard deviations its cosine lies above either image's other neighbours (the less).
+
+    "Other" leaves out the partner and exact copies of either image (they would repeat the pair's cosine).
+    """
+    out = np.full(len(pairs), np.inf)
+    for me, partner in ((pairs[:, 0], pairs[:, 1]), (pairs[:, 1], pairs[:, 0])):
+        neighbours = knn.indices[me].astype(np.int64)
+        sims = knn.similarities[me].astype(np.float64)
+        key_of = keys[np.maximum(neighbours, 0)]
+        other = (neighbours >= 0) & (key_of != keys[partner][:, None]) & (key_of != keys[me][:, None])
+        count = other.sum(axis=1)
+        mean = np.where(other, sims, 0).sum(axis=1) / np.maximum(count, 1)
+        spread = np.sqrt(np.where(other, (sims - mean[:, None]) ** 2, 0).sum(axis=1) / np.maximum(count, 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (cos - mean) / spread
+        z = np.where(count >= _MIN_CROWD, np.nan_to_num(z, nan=0.0, posinf=np.inf, neginf=-np.inf), np.inf)
+        out = np.minimum(out, z)
+    return out
 
 
 def _nearest_other(knn: KnnGraph, keys: np.ndarray) -> np.ndarray:
