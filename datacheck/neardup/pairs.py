@@ -228,7 +228,7 @@ _MIN_CROWD = 3
 
 
 def _standout(knn: KnnGraph, keys: np.ndarray, pairs: np.ndarray, cos: np.ndarray) -> np.ndarray:
-    """Per pair, how many standard deviations its cosine lies above either image's other neighbours (the less).
+    """Per pair, how many standard deviations its cosine lies above either image's other neighbours, the less.
 
     "Other" leaves out the partner and exact copies of either image (they would repeat the pair's cosine).
     """
