@@ -15,6 +15,9 @@ as an audit builds it; no files, so the ``files`` and ``quality`` checks see non
 runs as an audit runs them (``run_checks``, one worker per core). Reported per size: the kNN graph's and each
 check's wall seconds, the peak RSS, the recall of the planted duplicate pairs among the duplicate pairs, and
 the average precision of the labels check's ranking of the planted flips.
+
+``--one-at-a-time`` runs the checks one after another instead and reports, per stage, how far the process's
+resident memory rose above what it held when the stage began (sampled every 50 ms): where the memory goes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,18 +120,58 @@ def synthetic_context(data: Path, cache: Path, n: int, noise: float, seed: int):
     return ctx, np.sort(np.stack([copies, originals], axis=1), axis=1), flipped, knn_seconds
 
 
-def child(data: Path, cache: Path, n: int, noise: float, seed: int) -> None:
+class RssPeaks:
+    """Samples this process's resident memory every 50 ms; :meth:`stage` returns a stage's rise in MB."""
+
+    def __init__(self) -> None:
+        self._peak = self._start = self.rss()
+        self._lock = threading.Lock()  # a sample taken before begin() must not land after it
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    @staticmethod
+    def rss() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            with self._lock:
+                self._peak = max(self._peak, self.rss())
+
+    def begin(self) -> None:
+        with self._lock:
+            self._peak = self._start = self.rss()
+
+    def rise(self) -> float:
+        with self._lock:
+            self._peak = max(self._peak, self.rss())
+            return self._peak - self._start
+
+
+def child(data: Path, cache: Path, n: int, noise: float, seed: int, one_at_a_time: bool = False) -> None:
     from sklearn.metrics import average_precision_score
 
     from datacheck.checks.labels import LabelsParams, score_labels
     from datacheck.neardup import NearDupParams, duplicate_pairs
     from datacheck.runner import build_params, run_checks, select_checks
 
+    peaks = RssPeaks()
     start = time.perf_counter()
     ctx, planted, flipped, knn_seconds = synthetic_context(data, cache, n, noise, seed)
     built = time.perf_counter() - start
+    rises = {"context": peaks.rise()}
+    held = peaks.rss()
     specs = select_checks()
-    results = run_checks(ctx, specs, build_params(specs, {}), workers=os.cpu_count() or 1)
+    params = build_params(specs, {})
+    if one_at_a_time:
+        results = []
+        for spec in specs:
+            peaks.begin()
+            results += run_checks(ctx, [spec], params, workers=1)
+            rises[spec.id] = peaks.rise()
+    else:
+        results = run_checks(ctx, specs, params, workers=os.cpu_count() or 1)
     pairs = duplicate_pairs(ctx, NearDupParams())  # served from the context: the checks computed it
     found = set(zip(pairs["i"].tolist(), pairs["j"].tolist(), strict=True))
     recall = float(np.mean([tuple(p) in found for p in planted.tolist()]))
@@ -144,6 +188,8 @@ def child(data: Path, cache: Path, n: int, noise: float, seed: int) -> None:
         "checks": {r.id: r.seconds for r in results},
         "statuses": {r.id: str(r.status) for r in results},
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "context_mb": held,
+        "rise_mb": rises,
         "duplicate_recall": recall,
         "label_ap": ap,
     }
@@ -157,15 +203,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000])
     parser.add_argument("--noise", type=float, default=1.0, help="norm of the noise added to each vector")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one-at-a-time", action="store_true", help="checks in turn; memory per stage")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.data, args.cache, args.child, args.noise, args.seed)
+        child(args.data, args.cache, args.child, args.noise, args.seed, args.one_at_a_time)
         return
     rows = []
     for n in args.sizes:
         cmd = [sys.executable, __file__, "--child", str(n), "--data", str(args.data), "--cache"]
-        rows.append(run_child([*cmd, str(args.cache), "--noise", str(args.noise), "--seed", str(args.seed)]))
+        cmd += [str(args.cache), "--noise", str(args.noise), "--seed", str(args.seed)]
+        rows.append(run_child(cmd + ["--one-at-a-time"] * args.one_at_a_time))
         print(json.dumps(rows[-1]), flush=True)
     checks = list(rows[0]["checks"])
     print("\n| images | build s | kNN s | " + " | ".join(checks) + " | peak RSS MB | dup recall | label AP |")
@@ -174,6 +222,12 @@ def main() -> None:
         cells = [f"{r['images']:,}", f"{r['build_seconds']:.0f}", f"{r['knn_seconds']:.0f}"]
         cells += [f"{r['checks'][c]:.1f}" for c in checks]
         cells += [f"{r['peak_mb']:.0f}", f"{r['duplicate_recall']:.3f}", f"{r['label_ap']:.3f}"]
+        print("| " + " | ".join(cells) + " |")
+    print("\nmemory held after the context build, and each stage's rise above what it began with (MB):")
+    print("| images | held | " + " | ".join(rows[0]["rise_mb"]) + " |")
+    print("|---:" * (len(rows[0]["rise_mb"]) + 2) + "|")
+    for r in rows:
+        cells = [f"{r['images']:,}", f"{r['context_mb']:.0f}"] + [f"{v:.0f}" for v in r["rise_mb"].values()]
         print("| " + " | ".join(cells) + " |")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]

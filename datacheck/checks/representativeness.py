@@ -152,7 +152,7 @@ def representativeness(ctx: AuditContext, params: RepresentativenessParams) -> C
         train @ projection[:, : params.pca_dim], reference @ projection[:, : params.pca_dim], params
     )
     coverage = neighbourhood_coverage(
-        np.asarray(ctx.vectors)[comparison.train_rows], reference, projection, params
+        np.asarray(ctx.vectors), reference, projection, params, train_rows=comparison.train_rows
     )
     uncovered = np.flatnonzero(coverage.uncovered)
     similarity, nearest = coverage.similarity, coverage.nearest
@@ -257,21 +257,29 @@ def _search(index_points: np.ndarray, queries: np.ndarray, count: int) -> np.nda
 
 
 def neighbourhood_coverage(
-    train: np.ndarray, reference: np.ndarray, projection: np.ndarray, params: RepresentativenessParams
+    train: np.ndarray,
+    reference: np.ndarray,
+    projection: np.ndarray,
+    params: RepresentativenessParams,
+    *,
+    train_rows: np.ndarray | None = None,
 ) -> Coverage:
     """Neighbourhood composition of every reference point in training ∪ reference (see the module docstring).
 
-    Candidates are retrieved in the PCA space, then re-scored with the exact cosine.
+    Candidates are retrieved in the PCA space, then re-scored with the exact cosine, a block of reference
+    points at a time. The training points are ``train[train_rows]`` (all of ``train`` when ``None``), read in
+    place: at a million images a copy of them, or of training ∪ reference, would be gigabytes.
     """
     from scipy.stats import binom
 
-    n, m = len(train), len(reference)
-    union = np.concatenate([train, reference])
-    found = _search(
-        l2_normalise(union @ projection), l2_normalise(reference @ projection), params.candidates + 1
-    )
+    rows = np.arange(len(train)) if train_rows is None else np.asarray(train_rows)
+    n, m = len(rows), len(reference)
+    train_points = _project(train, rows, projection)
+    union_points = l2_normalise(np.concatenate([train_points, reference @ projection]))
+    found = _search(union_points, union_points[n:], params.candidates + 1)
+    del union_points
     found = np.where(found < 0, n + np.arange(m)[:, None], found)  # padding counts as the point itself
-    exact = np.einsum("md,mkd->mk", reference, union[found], optimize=True)
+    exact = _rescored(train, rows, reference, found)
     exact[found == n + np.arange(m)[:, None]] = -np.inf  # never your own neighbour
     order = np.argsort(-exact, axis=1)[:, : params.coverage_k]
     top = np.take_along_axis(found, order, axis=1)
@@ -279,34 +287,71 @@ def neighbourhood_coverage(
     count = (top >= n).sum(axis=1)
     expected = (m - 1) / max(n + m - 1, 1)
     tail = binom.sf(count - 1, k, expected)  # P(X >= count)
-    similarity, nearest = _nearest_training(train, reference, projection, found, exact, n, params.candidates)
+    similarity, nearest = _nearest_training(
+        train, rows, train_points, reference, projection, found, exact, params.candidates
+    )
     return Coverage(tail < params.coverage_alpha, count / max(k, 1), similarity, nearest)
+
+
+#: Rows projected, or reference points re-scored, per block: bounded temporaries at any dataset size.
+_PROJECT_BLOCK = 65_536
+_RESCORE_BLOCK = 1_024
+
+
+def _project(vectors: np.ndarray, rows: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """``vectors[rows] @ projection`` without gathering all the rows at once."""
+    out = np.empty((len(rows), projection.shape[1]), np.float32)  # what l2_normalise would make of it
+    for start in range(0, len(rows), _PROJECT_BLOCK):
+        block = rows[start : start + _PROJECT_BLOCK]
+        out[start : start + len(block)] = vectors[block] @ projection
+    return out
+
+
+def _gather(train: np.ndarray, rows: np.ndarray, reference: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Union points ``ids`` (below ``len(rows)``: a training point, else reference), ``[*ids.shape, D]``."""
+    flat = ids.ravel()
+    is_train = flat < len(rows)
+    out = np.empty((len(flat), train.shape[1]), np.result_type(train, reference))
+    out[is_train] = train[rows[flat[is_train]]]
+    out[~is_train] = reference[flat[~is_train] - len(rows)]
+    return out.reshape(*ids.shape, -1)
+
+
+def _rescored(train: np.ndarray, rows: np.ndarray, reference: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Exact inner product of each reference point with each of its candidates ``found`` (union ids)."""
+    exact = np.empty(found.shape, np.result_type(train, reference))
+    for start in range(0, len(found), _RESCORE_BLOCK):
+        stop = start + _RESCORE_BLOCK
+        candidates = _gather(train, rows, reference, found[start:stop])
+        exact[start:stop] = np.einsum("md,mkd->mk", reference[start:stop], candidates, optimize=True)
+    return exact
 
 
 def _nearest_training(
     train: np.ndarray,
+    rows: np.ndarray,
+    train_points: np.ndarray,
     reference: np.ndarray,
     projection: np.ndarray,
     found: np.ndarray,
     exact: np.ndarray,
-    n: int,
     candidates: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Most similar training point of each reference point.
+    """Most similar training point of each reference point (an index into ``rows``).
 
-    Taken from the union candidates where one is among them, else from a search of the training points alone.
+    Taken from the union candidates where one is among them, else from a search of the training points alone
+    (``train_points``: their projections).
     """
+    n = len(rows)
     masked = np.where(found < n, exact, -np.inf)
     best = masked.argmax(axis=1)
     similarity = masked[np.arange(len(found)), best]
     nearest = found[np.arange(len(found)), best]
     missing = np.flatnonzero(~np.isfinite(similarity))
     if len(missing):
-        extra = _search(
-            l2_normalise(train @ projection), l2_normalise(reference[missing] @ projection), candidates
-        )
+        extra = _search(l2_normalise(train_points), l2_normalise(reference[missing] @ projection), candidates)
         extra = np.maximum(extra, 0)
-        scores = np.einsum("md,mkd->mk", reference[missing], train[extra], optimize=True)
+        scores = _rescored(train, rows, reference[missing], extra)
         pick = scores.argmax(axis=1)
         similarity[missing] = scores[np.arange(len(missing)), pick]
         nearest[missing] = extra[np.arange(len(missing)), pick]
