@@ -162,6 +162,7 @@ def child(data: Path, cache: Path, n: int, noise: float, seed: int, one_at_a_tim
     built = time.perf_counter() - start
     rises = {"context": peaks.rise()}
     held = peaks.rss()
+    print(f"context built: peak +{rises['context']:.0f} MB, held {held:.0f} MB", file=sys.stderr, flush=True)
     specs = select_checks()
     params = build_params(specs, {})
     if one_at_a_time:
@@ -170,6 +171,9 @@ def child(data: Path, cache: Path, n: int, noise: float, seed: int, one_at_a_tim
             peaks.begin()
             results += run_checks(ctx, [spec], params, workers=1)
             rises[spec.id] = peaks.rise()
+            # on stderr as it goes: a run killed for memory still shows how far it got
+            note = f"{spec.id}: +{rises[spec.id]:.0f} MB, now {peaks.rss():.0f} MB"
+            print(note, file=sys.stderr, flush=True)
     else:
         results = run_checks(ctx, specs, params, workers=os.cpu_count() or 1)
     pairs = duplicate_pairs(ctx, NearDupParams())  # served from the context: the checks computed it

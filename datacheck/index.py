@@ -91,6 +91,16 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)[:, None]
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as unit-length float32 rows: themselves when they already are (the context's), no copy.
+
+    At a million 1280-d rows a normalised copy is 5 GB.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    squared = np.einsum("ij,ij->i", vectors, vectors)
+    return vectors if np.allclose(squared, 1.0, rtol=0, atol=1e-5) else l2_normalise(vectors)
+
+
 def _search_space(unit: np.ndarray, dim: int, shared: SharedBasis | None) -> np.ndarray:
     """Rows on their top ``dim`` principal axes, re-normalised: used only to retrieve candidates."""
     if dim == 0 or dim >= unit.shape[1] or len(unit) <= dim:
@@ -204,7 +214,7 @@ def build_knn(
     n = len(vectors)
     if n < 2:
         return KnnGraph(np.full((n, 0), -1, np.int32), np.zeros((n, 0), np.float32), "exact")
-    unit = l2_normalise(np.asarray(vectors, dtype=np.float32))
+    unit = unit_rows(vectors)
     n_candidates = min(params.candidates, n - 1)
     space = _search_space(unit, params.search_dim, shared)
     if n <= params.exact_max:
@@ -346,10 +356,7 @@ def update_knn(vectors: np.ndarray, ids: np.ndarray, base: StoredGraph, params: 
     list is therefore the old one (approximate where the old one was) plus exact changes, which agrees with a
     rebuild on ≥ 99 % of neighbours (docs/benchmarks.md).
     """
-    norms = np.einsum("ij,ij->i", vectors, vectors)
-    unit = (
-        vectors if np.allclose(norms, 1.0, rtol=0, atol=1e-5) else l2_normalise(vectors)
-    )  # the context's are
+    unit = unit_rows(vectors)
     n = len(unit)
     k = min(params.k, n - 1)
     position = {int(v): i for i, v in enumerate(ids.tolist())}

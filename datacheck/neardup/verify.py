@@ -99,15 +99,16 @@ def thumbnail_maps(thumbs: np.ndarray) -> np.ndarray:
     return _maps(_gray(thumbs), _BANDPASS_SIGMA)
 
 
-def _half_maps(thumbs: np.ndarray) -> np.ndarray:
-    """The maps at half resolution (2×2 averages; band-pass blur halved too): ``float32[N, 2, S/2, S/2]``.
+def _half_maps(thumbs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The maps of ``thumbs[rows]`` at half resolution: ``float32[len(rows), 2, S/2, S/2]``.
 
-    Computed in chunks so that no full-resolution float copy of a large dataset is ever held.
+    2×2 averages; the band-pass blur is halved too. Computed in chunks so that neither the thumbnails of ``rows`` nor a full-resolution float copy of a large
+    dataset is ever held whole.
     """
-    n, size = len(thumbs), thumbs.shape[1]
+    n, size = len(rows), thumbs.shape[1]
     out = np.empty((n, 2, size // 2, size // 2), np.float32)
     for start in range(0, n, _MAP_CHUNK):
-        gray = _gray(thumbs[start : start + _MAP_CHUNK])
+        gray = _gray(thumbs[rows[start : start + _MAP_CHUNK]])
         half = (gray[:, ::2, ::2] + gray[:, 1::2, ::2] + gray[:, ::2, 1::2] + gray[:, 1::2, 1::2]) / 4
         out[start : start + _MAP_CHUNK] = _maps(half, _BANDPASS_SIGMA / 2)
     return out
@@ -405,7 +406,7 @@ def verify_pairs(thumbs: np.ndarray, pairs: np.ndarray, refine_above: float) -> 
         return Verification(np.zeros(0, np.float32), score, np.zeros(0, bool))
     rows, local = np.unique(pairs, return_inverse=True)  # only the images that take part
     local = local.reshape(-1, 2)
-    coarse, flip, dy, dx, local = _coarse_both_ways(_half_maps(thumbs[rows]), local, refine_above)
+    coarse, flip, dy, dx, local = _coarse_both_ways(_half_maps(thumbs, rows), local, refine_above)
     refine = np.flatnonzero(coarse >= refine_above)
     if len(refine):
         rows, fine_local = np.unique(rows[local[refine]], return_inverse=True)
