@@ -102,8 +102,8 @@ def thumbnail_maps(thumbs: np.ndarray) -> np.ndarray:
 def _half_maps(thumbs: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The maps of ``thumbs[rows]`` at half resolution: ``float32[len(rows), 2, S/2, S/2]``.
 
-    2×2 averages; the band-pass blur is halved too. Computed in chunks so that neither the thumbnails of ``rows`` nor a full-resolution float copy of a large
-    dataset is ever held whole.
+    2×2 averages; the band-pass blur is halved too. Computed in chunks so that neither the thumbnails of
+    ``rows`` nor a full-resolution float copy of a large dataset is ever held whole.
     """
     n, size = len(rows), thumbs.shape[1]
     out = np.empty((n, 2, size // 2, size // 2), np.float32)
