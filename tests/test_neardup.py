@@ -424,3 +424,20 @@ def test_the_coarse_search_in_parts_scores_as_in_one(monkeypatch):
     # the same products batched differently: float32 sums of 144 unit-scale terms agree to ~1e-6
     np.testing.assert_allclose(parts.coarse, whole.coarse, atol=1e-5)
     np.testing.assert_allclose(np.nan_to_num(parts.score), np.nan_to_num(whole.score), atol=1e-5)
+
+
+def test_the_fine_stage_in_parts_scores_as_in_one(monkeypatch):
+    """Past a memory budget the full-resolution maps are made for a part of the refined pairs at a time."""
+    images = np.concatenate([IMAGES, np.stack([shifted(x, 1, 2) for x in IMAGES]), textures(20, seed=9)])
+    rng = np.random.default_rng(1)
+    pairs = np.concatenate(
+        [np.stack([np.arange(12), np.arange(12, 24)], axis=1), rng.integers(0, 44, (300, 2))]
+    )
+    whole = verify_pairs(images, pairs, refine_above=0.0)
+    monkeypatch.setattr(neardup.verify, "_FINE_MAP_BYTES", 8 * 2048 * 5)  # five images' maps per part
+    parts = verify_pairs(images, pairs, refine_above=0.0)
+    assert np.isfinite(whole.score).sum() > 12  # the planted copies and some others were refined
+    # each image's maps are computed alone either way (per-image gray, blur and band-pass): the same scores
+    # up to float32 sums of 1,024-term products batched differently
+    np.testing.assert_allclose(np.nan_to_num(parts.score), np.nan_to_num(whole.score), atol=1e-5)
+    assert np.nan_to_num(whole.score[:12]).min() > 0.9

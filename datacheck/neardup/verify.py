@@ -59,6 +59,8 @@ _ROW_BLOCK = 256
 _PAIR_BLOCK = 1024
 #: Most bytes of candidate crops the coarse search holds at once (memory bound on very large datasets).
 _CROP_BYTES = 1 << 30
+#: Most bytes of full-resolution maps held at once by the fine stage.
+_FINE_MAP_BYTES = 1 << 30
 #: Most threads verifying blocks of pairs at once.
 _VERIFY_THREADS = 4
 
@@ -409,7 +411,31 @@ def verify_pairs(thumbs: np.ndarray, pairs: np.ndarray, refine_above: float) -> 
     coarse, flip, dy, dx, local = _coarse_both_ways(_half_maps(thumbs, rows), local, refine_above)
     refine = np.flatnonzero(coarse >= refine_above)
     if len(refine):
-        rows, fine_local = np.unique(rows[local[refine]], return_inverse=True)
-        maps32 = thumbnail_maps(thumbs[rows])
-        score[refine] = _fine(maps32, fine_local.reshape(-1, 2), flip[refine], dy[refine], dx[refine])
+        score[refine] = _fine_in_parts(thumbs, rows[local[refine]], flip[refine], dy[refine], dx[refine])
     return Verification(coarse, score, flip)
+
+
+def _fine_in_parts(
+    thumbs: np.ndarray, pairs: np.ndarray, flip: np.ndarray, dy: np.ndarray, dx: np.ndarray
+) -> np.ndarray:
+    """:func:`_fine` for ``pairs`` of thumbnail rows, the full-resolution maps held for a part at a time.
+
+    The maps take 8 kB per image: the pair list is cut into as many parts as keep each part's maps within
+    :data:`_FINE_MAP_BYTES` (one part up to ~130,000 images; an image in several parts is mapped in each).
+    """
+    per_image = 2 * thumbs.shape[1] * thumbs.shape[2] * 4
+    parts = max(1, math.ceil(len(np.unique(pairs)) * per_image / _FINE_MAP_BYTES))
+    out = np.empty(len(pairs), np.float32)
+    cuts = np.linspace(0, len(pairs), parts + 1).astype(int)
+    for a, b in itertools.pairwise(cuts):
+        rows, local = np.unique(pairs[a:b], return_inverse=True)
+        out[a:b] = _fine(_full_maps(thumbs, rows), local.reshape(-1, 2), flip[a:b], dy[a:b], dx[a:b])
+    return out
+
+
+def _full_maps(thumbs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """:func:`thumbnail_maps` of ``thumbs[rows]`` in chunks: no float copy of them all beside the result."""
+    out = np.empty((len(rows), 2, *thumbs.shape[1:3]), np.float32)
+    for start in range(0, len(rows), _MAP_CHUNK):
+        out[start : start + _MAP_CHUNK] = thumbnail_maps(thumbs[rows[start : start + _MAP_CHUNK]])
+    return out
