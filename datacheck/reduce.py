@@ -44,6 +44,10 @@ def content_sample(unit: np.ndarray, size: int) -> np.ndarray:
     return np.flatnonzero(mixed < np.uint64(int(size / len(unit) * (1 << 32))))
 
 
+#: Rows centred and projected at a time.
+_PROJECT_ROWS = 65_536
+
+
 @dataclass(frozen=True)
 class PcaBasis:
     """Principal axes of a set of vectors.
@@ -64,10 +68,15 @@ class PcaBasis:
     def project(self, vectors: np.ndarray, dims: int | None = None) -> np.ndarray:
         """``float32[N, d]``: the centred rows on the first ``d = min(dims, K)`` axes (all by default)."""
         keep = self.dims if dims is None else min(dims, self.dims)
-        centred = np.asarray(vectors, dtype=np.float32) - self.mean
-        if keep == self.dims == centred.shape[1]:  # a full basis is the identity (see fit_basis)
-            return centred
-        return centred @ self.axes[:, :keep]
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if keep == self.dims == vectors.shape[1]:  # a full basis is the identity (see fit_basis)
+            return vectors - self.mean
+        out = np.empty((len(vectors), keep), np.float32)
+        for start in range(0, len(vectors), _PROJECT_ROWS):  # no centred copy of a million rows (5 GB)
+            out[start : start + _PROJECT_ROWS] = (
+                vectors[start : start + _PROJECT_ROWS] - self.mean
+            ) @ self.axes[:, :keep]
+        return out
 
 
 def fit_basis(vectors: np.ndarray, dims: int, sample: int = PCA_SAMPLE) -> PcaBasis:
