@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from datacheck.blocks import map_blocks
 from datacheck.checks.base import (
     CheckResult,
     Finding,
@@ -210,10 +211,12 @@ def out_of_fold_probabilities(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    probs = np.zeros((len(labels), n_classes))
-    folds = StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed)
-    fitted = FoldModels()
-    for fold, (train, held_out) in enumerate(folds.split(features, labels)):
+    folds = list(
+        StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed).split(features, labels)
+    )
+
+    def fit(fold: int) -> LogisticRegression:
+        train = folds[fold][0]
         if trusted is not None:
             train = train[trusted[train]]
         train = _training_rows(train, labels, params.max_train_images, params.seed + fold)
@@ -222,9 +225,16 @@ def out_of_fold_probabilities(
         )
         if start is not None:
             model.coef_, model.intercept_ = (a.copy() for a in start.coefs[fold])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(features[train], labels[train])
+        return model.fit(features[train], labels[train])
+
+    # The folds are independent fits (numpy releases the GIL in their products): one per core, each on one
+    # BLAS thread, so the probabilities are the same however many run at once.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        models = map_blocks(fit, range(len(folds)))
+    probs = np.zeros((len(labels), n_classes))
+    fitted = FoldModels()
+    for (_, held_out), model in zip(folds, models, strict=True):
         fitted.coefs.append((model.coef_, model.intercept_))
         probs[np.ix_(held_out, model.classes_)] = model.predict_proba(features[held_out])
     return probs, fitted
