@@ -411,13 +411,19 @@ def test_layout_agreement_sees_mirrors_and_refuses_opposite_layouts() -> None:
     assert -1 - eps <= agreement[2] <= 1 + eps
 
 
-def test_the_coarse_search_in_parts_scores_as_in_one(monkeypatch):
-    """Past a memory budget the candidates' crops are made part by part: the same scores."""
+def _copies_and_random_pairs(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """44 thumbnails (12 images, their shifted copies, 20 textures): the 12 copy pairs and 300 random ones."""
     images = np.concatenate([IMAGES, np.stack([shifted(x, 1, 2) for x in IMAGES]), textures(20, seed=9)])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     pairs = np.concatenate(
         [np.stack([np.arange(12), np.arange(12, 24)], axis=1), rng.integers(0, 44, (300, 2))]
     )
+    return images, pairs
+
+
+def test_the_coarse_search_in_parts_scores_as_in_one(monkeypatch):
+    """Past a memory budget the candidates' crops are made part by part: the same scores."""
+    images, pairs = _copies_and_random_pairs(0)
     whole = verify_pairs(images, pairs, refine_above=0.3)
     monkeypatch.setattr(neardup.verify, "_CROP_BYTES", 10_000)  # a few candidate images per part
     parts = verify_pairs(images, pairs, refine_above=0.3)
@@ -428,11 +434,7 @@ def test_the_coarse_search_in_parts_scores_as_in_one(monkeypatch):
 
 def test_the_fine_stage_in_parts_scores_as_in_one(monkeypatch):
     """Past a memory budget the full-resolution maps are made for a part of the refined pairs at a time."""
-    images = np.concatenate([IMAGES, np.stack([shifted(x, 1, 2) for x in IMAGES]), textures(20, seed=9)])
-    rng = np.random.default_rng(1)
-    pairs = np.concatenate(
-        [np.stack([np.arange(12), np.arange(12, 24)], axis=1), rng.integers(0, 44, (300, 2))]
-    )
+    images, pairs = _copies_and_random_pairs(1)
     whole = verify_pairs(images, pairs, refine_above=0.0)
     monkeypatch.setattr(neardup.verify, "_FINE_MAP_BYTES", 8 * 2048 * 5)  # five images' maps per part
     parts = verify_pairs(images, pairs, refine_above=0.0)

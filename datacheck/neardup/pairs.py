@@ -243,7 +243,7 @@ def _standout(knn: KnnGraph, keys: np.ndarray, pairs: np.ndarray, cos: np.ndarra
         spread = np.sqrt(np.where(other, (sims - mean[:, None]) ** 2, 0).sum(axis=1) / np.maximum(count, 1))
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (cos - mean) / spread
-        z = np.where(count >= _MIN_CROWD, np.nan_to_num(z, nan=0.0, posinf=np.inf, neginf=-np.inf), np.inf)
+        z = np.where(count < _MIN_CROWD, np.inf, np.where(np.isnan(z), 0.0, z))  # 0/0: level with the crowd
         out = np.minimum(out, z)
     return out
 

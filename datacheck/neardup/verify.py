@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,15 +105,32 @@ def thumbnail_maps(thumbs: np.ndarray) -> np.ndarray:
 def _half_maps(thumbs: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The maps of ``thumbs[rows]`` at half resolution: ``float32[len(rows), 2, S/2, S/2]``.
 
-    2×2 averages; the band-pass blur is halved too. Computed in chunks so that neither the thumbnails of
-    ``rows`` nor a full-resolution float copy of a large dataset is ever held whole.
+    2×2 averages; the band-pass blur is halved too.
     """
-    n, size = len(rows), thumbs.shape[1]
-    out = np.empty((n, 2, size // 2, size // 2), np.float32)
-    for start in range(0, n, _MAP_CHUNK):
-        gray = _gray(thumbs[rows[start : start + _MAP_CHUNK]])
-        half = (gray[:, ::2, ::2] + gray[:, 1::2, ::2] + gray[:, ::2, 1::2] + gray[:, 1::2, 1::2]) / 4
-        out[start : start + _MAP_CHUNK] = _maps(half, _BANDPASS_SIGMA / 2)
+
+    def half(chunk: np.ndarray) -> np.ndarray:
+        gray = _gray(chunk)
+        small = (gray[:, ::2, ::2] + gray[:, 1::2, ::2] + gray[:, ::2, 1::2] + gray[:, 1::2, 1::2]) / 4
+        return _maps(small, _BANDPASS_SIGMA / 2)
+
+    return _maps_in_chunks(thumbs, rows, thumbs.shape[1] // 2, half)
+
+
+def _full_maps(thumbs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """:func:`thumbnail_maps` of ``thumbs[rows]``: ``float32[len(rows), 2, S, S]``."""
+    return _maps_in_chunks(thumbs, rows, thumbs.shape[1], thumbnail_maps)
+
+
+def _maps_in_chunks(
+    thumbs: np.ndarray, rows: np.ndarray, size: int, make: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``make`` applied to ``thumbs[rows]`` a chunk at a time: ``float32[len(rows), 2, size, size]``.
+
+    Neither those thumbnails nor a float copy of them all is ever held beside the result.
+    """
+    out = np.empty((len(rows), 2, size, size), np.float32)
+    for start in range(0, len(rows), _MAP_CHUNK):
+        out[start : start + _MAP_CHUNK] = make(thumbs[rows[start : start + _MAP_CHUNK]])
     return out
 
 
@@ -285,12 +303,20 @@ def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     n_maps, size = maps16.shape[1], maps16.shape[-1]
     per_image = n_maps * len(_COARSE_VARIANTS) * (size - 2 * _COARSE_SHIFT) ** 2 * 4
-    parts = max(1, math.ceil(len(np.unique(pairs[:, 1])) * per_image / _CROP_BYTES))
-    if parts == 1:
+    bounds = _parts(len(pairs), len(np.unique(pairs[:, 1])) * per_image, _CROP_BYTES)
+    if len(bounds) == 1:
         return _coarse_part(maps16, pairs)
-    cuts = np.linspace(0, len(pairs), parts + 1).astype(int)
-    done = [_coarse_part(maps16, pairs[a:b]) for a, b in itertools.pairwise(cuts)]
+    done = [_coarse_part(maps16, pairs[a:b]) for a, b in bounds]
     return tuple(np.concatenate(column) for column in zip(*done, strict=True))  # type: ignore[return-value]
+
+
+def _parts(n_pairs: int, held_bytes: int, budget: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of equal parts of a list of ``n_pairs`` pairs, each part holding at most ``budget``.
+
+    ``held_bytes``: what the whole list would hold at once.
+    """
+    cuts = np.linspace(0, n_pairs, max(1, math.ceil(held_bytes / budget)) + 1).astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(cuts)]
 
 
 def _coarse_part(
@@ -424,18 +450,8 @@ def _fine_in_parts(
     :data:`_FINE_MAP_BYTES` (one part up to ~130,000 images; an image in several parts is mapped in each).
     """
     per_image = 2 * thumbs.shape[1] * thumbs.shape[2] * 4
-    parts = max(1, math.ceil(len(np.unique(pairs)) * per_image / _FINE_MAP_BYTES))
     out = np.empty(len(pairs), np.float32)
-    cuts = np.linspace(0, len(pairs), parts + 1).astype(int)
-    for a, b in itertools.pairwise(cuts):
+    for a, b in _parts(len(pairs), len(np.unique(pairs)) * per_image, _FINE_MAP_BYTES):
         rows, local = np.unique(pairs[a:b], return_inverse=True)
         out[a:b] = _fine(_full_maps(thumbs, rows), local.reshape(-1, 2), flip[a:b], dy[a:b], dx[a:b])
-    return out
-
-
-def _full_maps(thumbs: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """:func:`thumbnail_maps` of ``thumbs[rows]`` in chunks: no float copy of them all beside the result."""
-    out = np.empty((len(rows), 2, *thumbs.shape[1:3]), np.float32)
-    for start in range(0, len(rows), _MAP_CHUNK):
-        out[start : start + _MAP_CHUNK] = thumbnail_maps(thumbs[rows[start : start + _MAP_CHUNK]])
     return out
