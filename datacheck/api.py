@@ -24,6 +24,7 @@ from datacheck.sources.fs import is_uri
 
 if TYPE_CHECKING:
     from datacheck.checks.base import CheckResult, CheckSpec
+    from datacheck.context import AuditContext
     from datacheck.report import Report
 
 logger = logging.getLogger(__name__)
@@ -168,7 +169,11 @@ def audit(
     dataset = _discover(path, manifest, format_in)
     embeddings = embed_dataset(dataset, plan.embed, progress=progress)
     ref_root, ref_embeddings = _embed_reference(reference, plan.embed, embeddings.image_size, progress)
-    return _check_and_report(plan, dataset, embeddings, ref_root, ref_embeddings, knn, policy, map_method)
+    ctx, timings = _context(plan, dataset, embeddings, ref_root, ref_embeddings, knn)
+    # The context holds what the checks read; the embedding result's raw vectors and per-image statistics
+    # objects (thumbnails as bytes) would stay beside it: at a million images, ~9 GB.
+    del embeddings, ref_embeddings
+    return _check_and_report(plan, dataset, ctx, timings, policy, map_method)
 
 
 @dataclass(frozen=True)
@@ -213,30 +218,46 @@ def _plan_audit(
     return _AuditPlan(cfg, params, specs, build_params(specs, merged), threshold, prior)
 
 
-def _check_and_report(
+def _context(
     plan: _AuditPlan,
     dataset: Dataset,
     embeddings: Embeddings,
     ref_root: Path | None,
     ref_embeddings: Embeddings | None,
     knn: KnnParams | None,
+) -> tuple[AuditContext, dict[str, float]]:
+    """The shared audit context (its kNN graph built) and the timings so far."""
+    from datacheck.context import build_context
+
+    start = time.perf_counter()
+    ctx = build_context(
+        dataset,
+        embeddings,
+        knn,
+        reference=ref_embeddings,
+        reference_root=ref_root,
+        derived_dir=_derived_root(plan.embed),
+    )
+    timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
+    timings["knn"] = time.perf_counter() - start
+    return ctx, timings
+
+
+def _check_and_report(
+    plan: _AuditPlan,
+    dataset: Dataset,
+    ctx: AuditContext,
+    timings: dict[str, float],
     policy: GatePolicy | None,
     map_method: str,
 ) -> Report:
-    """Build the shared context, run the checks, lay out the map and judge the gate."""
+    """Run the checks, lay out the map and judge the gate."""
     from datacheck import gate
-    from datacheck.context import build_context
     from datacheck.embedding_map import build_map
     from datacheck.report import Report
     from datacheck.runner import run_checks
 
-    start = time.perf_counter()
-    derived_root = _derived_root(plan.embed)
-    ctx = build_context(
-        dataset, embeddings, knn, reference=ref_embeddings, reference_root=ref_root, derived_dir=derived_root
-    )
-    timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
-    timings["knn"] = time.perf_counter() - start
+    derived_root = ctx.derived_dir
     results = run_checks(
         ctx, plan.specs, plan.per_check, severity=plan.config.severity, workers=plan.embed.check_workers
     )

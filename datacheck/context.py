@@ -41,7 +41,7 @@ class ReferenceSet:
         paths: Paths relative to the reference root.
         vectors: ``float32[M, D]`` L2-normalised bottlenecks, same backbone and size as the dataset's.
         root: The reference folder.
-        logits: ``float32[M, 1000]`` ImageNet logits (names uncovered groups), or ``None``.
+        logits: ``float16[M, 1000]`` ImageNet logits (names uncovered groups), or ``None``.
     """
 
     paths: tuple[str, ...]
@@ -58,7 +58,7 @@ class AuditContext:
         dataset: The discovered dataset (all files, including those that failed).
         records: Images that were embedded, in dataset order.
         vectors: ``float32[N, D]`` L2-normalised bottlenecks.
-        logits: ``float32[N, 1000]`` ImageNet logits, or ``None``.
+        logits: ``float16[N, 1000]`` ImageNet logits as cached (compute on a wider copy), or ``None``.
         stats: One row of scalar image statistics per record (see ``ImageStats.as_row``).
         thumbs: ``uint8[N, 32, 32, 3]`` thumbnails (near-duplicate verification, local probes).
         file_sha256: Content hash per record.

@@ -78,3 +78,20 @@ def test_params_are_validated():
     with pytest.raises(ValueError, match="z_threshold must be greater than 0") as err:
         OutliersParams(z_threshold=0, max_findings=-1)
     assert "max_findings must be at least 0" in str(err.value)  # every problem at once
+
+
+def test_large_classes_are_searched_as_the_graph_is_built_and_find_the_same_outliers(monkeypatch):
+    """Above EXACT_CLASS_MAX the classmates come from an inverted file (linear in the class size)."""
+    from datacheck.checks import outliers
+
+    ctx, *_ = _with_outliers()
+    exact_distance = class_distances(ctx, 5, 10)
+    exact = check_outliers(ctx, OutliersParams())
+    monkeypatch.setattr(outliers, "EXACT_CLASS_MAX", 20)  # every class of 80 searched approximately
+    approximate_distance = class_distances(ctx, 5, 10)
+    # 242 rows in 3 classes: each list is searched whole or not at all, so the recall is near-perfect; a
+    # missed neighbour can only make an image look farther (a lower similarity replaces a higher one)
+    assert np.all(approximate_distance >= exact_distance - 1e-6)
+    assert np.mean(np.isclose(approximate_distance, exact_distance, atol=1e-6)) > 0.95
+    approximate = check_outliers(ctx, OutliersParams())
+    assert {f.files for f in approximate.findings} == {f.files for f in exact.findings}

@@ -386,6 +386,24 @@ def test_the_layout_index_proposes_a_mirrored_recoloured_copy_and_not_strangers(
     assert layout_candidates(layouts(thumbs), k=0).shape == (0, 2)
 
 
+def test_the_inverted_lists_of_a_large_layout_index_find_what_the_exact_search_finds(monkeypatch) -> None:
+    from datacheck.neardup import candidates
+
+    thumbs = _smooth_thumbs(3000, 4)
+    rng = np.random.default_rng(5)
+    originals = rng.choice(3000, 30, replace=False)
+    copies = np.clip(thumbs[originals, :, ::-1].astype(np.float32) * 0.9 + 10, 0, 255).astype(np.uint8)
+    grid = candidates.layouts(np.concatenate([thumbs, copies]))
+    exact = candidates.layout_candidates(grid, k=5)
+    monkeypatch.setattr(candidates, "LAYOUT_EXACT_MAX", 1000)  # 3,030 rows: the approximate index
+    monkeypatch.setattr(candidates, "LAYOUT_LIST_SIZE", 64)  # 47 lists, 8 of them searched per query
+    approximate = candidates.layout_candidates(grid, k=5)
+    planted = {(int(o), 3000 + c) for c, o in enumerate(originals)}
+    assert planted <= {tuple(p) for p in approximate.tolist()}
+    assert {tuple(p) for p in approximate.tolist()} <= {tuple(p) for p in exact.tolist()}
+    np.testing.assert_array_equal(candidates.layout_candidates(grid, k=5), approximate)  # repeatable
+
+
 def test_a_copy_whose_embedding_moved_is_found_through_the_layout_index() -> None:
     thumbs = _smooth_thumbs(30, 1)
     thumbs = np.concatenate([thumbs, thumbs[7:8]])  # row 30: the same picture as row 7 ...
@@ -422,7 +440,7 @@ def _copies_and_random_pairs(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_coarse_search_in_parts_scores_as_in_one(monkeypatch):
-    """Past a memory budget the candidates' crops are made part by part: the same scores."""
+    """Past a memory budget the half-size maps and candidates' crops are made part by part: same scores."""
     images, pairs = _copies_and_random_pairs(0)
     whole = verify_pairs(images, pairs, refine_above=0.3)
     monkeypatch.setattr(neardup.verify, "_CROP_BYTES", 10_000)  # a few candidate images per part

@@ -147,3 +147,44 @@ def test_cli_import_does_not_load_tensorflow():
     code = "import sys, datacheck.cli; print('tensorflow' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_logits_are_held_as_float16_without_loss():
+    from datacheck.embed.cache_codec import as_stored
+    from datacheck.embed.pipeline import _stacked_logits
+
+    rows = [as_stored(np.random.default_rng(i).normal(0, 8, 1000)) for i in range(3)]
+    held = _stacked_logits(rows)
+    assert held.dtype == np.float16
+    np.testing.assert_array_equal(held.astype(np.float32), np.stack(rows))  # every cached value is exact
+    huge = [*rows, np.full(1000, 1e6, np.float32)]  # past float16's range (never cached): kept as float32
+    assert _stacked_logits(huge).dtype == np.float32
+
+
+def test_the_audit_lets_go_of_the_embedding_result_before_the_checks_run(tmp_path, cache_dir, monkeypatch):
+    """The context holds what the checks read; the raw result (vectors, statistics objects) is freed."""
+    import gc
+    import weakref
+
+    from datacheck import api, runner
+
+    root = _tree(tmp_path / "ds", seed=3)
+    made: list[weakref.ref] = []
+    alive_during_checks: list[bool] = []
+
+    def embed(*args, **kwargs):
+        result = embed_dataset(*args, **kwargs)
+        made.append(weakref.ref(result))
+        return result
+
+    def checks(*args, **kwargs):
+        gc.collect()
+        alive_during_checks.append(made[0]() is not None)
+        return run_checks(*args, **kwargs)
+
+    run_checks = runner.run_checks
+    monkeypatch.setattr(api, "embed_dataset", embed)
+    monkeypatch.setattr(runner, "run_checks", checks)
+    report = api.audit(root, checks=["balance"], cache_dir=cache_dir, image_size=SIZE, map_method="none")
+    assert alive_during_checks == [False]
+    assert report.checks[0].id == "balance"

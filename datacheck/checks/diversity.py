@@ -26,6 +26,8 @@ from datacheck.params import Params, param
 logger = logging.getLogger(__name__)
 
 CHECK_ID = "diversity"
+#: Rows of a class converted to float64 at a time (10 MB at 1,280 dimensions).
+_BLOCK_ROWS = 1024
 
 _ADVICE = (
     "Add images of this class with other backgrounds, poses, lighting and sources, so the model learns the "
@@ -107,12 +109,14 @@ def class_spread(
 ) -> ClassSpread:
     """Spread and effective rank of one class (the rank on ``sample`` randomly chosen images)."""
     rows = np.flatnonzero(labels == label)
-    members = vectors[rows].astype(np.float64)
-    centroid = members.mean(axis=0)
+    blocks = [rows[start : start + _BLOCK_ROWS] for start in range(0, len(rows), _BLOCK_ROWS)]
+    # in blocks: a float64 copy of a class of 100,000 images would hold 1 GB
+    centroid = np.sum([vectors[block].sum(axis=0, dtype=np.float64) for block in blocks], axis=0)
     centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-    distance = 1.0 - members @ centroid
+    distance = np.concatenate([1.0 - vectors[block].astype(np.float64) @ centroid for block in blocks])
     rng = np.random.default_rng(seed)
-    chosen = members[rng.choice(len(rows), size=min(sample, len(rows)), replace=False)]
+    picked = rows[rng.choice(len(rows), size=min(sample, len(rows)), replace=False)]
+    chosen = vectors[picked].astype(np.float64)
     return ClassSpread(
         float(distance.mean()), effective_rank(chosen), rows[np.argsort(distance, kind="stable")]
     )

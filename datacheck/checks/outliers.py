@@ -16,7 +16,7 @@ import numpy as np
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.checks.quality import robust_z
 from datacheck.context import AuditContext
-from datacheck.index import others_mask
+from datacheck.index import KnnParams, nearest_among, others_mask, unit_rows
 from datacheck.params import Params, param
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ CHECK_ID = "outliers"
 
 #: Rows compared against a class per matrix product (bounds memory at block × class size).
 _BLOCK = 2048
+#: Largest class searched exactly for the images the kNN graph lists too few classmates of.
+EXACT_CLASS_MAX = 20_000
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,25 @@ def _from_graph(ctx: AuditContext, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.divide(total, found, out=np.zeros(len(found)), where=found > 0), found
 
 
-def _exact(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
+def _nearest_members(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
     """Mean similarity of each of ``rows`` to its ``k`` most similar ``members`` (itself excluded).
 
-    An exact search (faiss' flat inner-product index: blocked BLAS products with a running top-k, no
-    partition of a rows × members matrix, which was most of the time on large classes).
+    Exact up to :data:`EXACT_CLASS_MAX` members; above, as the shared kNN graph is built (candidates from an
+    inverted file in the reduced space, re-scored exactly): an exact search grows with the class size
+    squared (a million images: most of this check's time).
+    """
+    if len(members) <= EXACT_CLASS_MAX:
+        return _exact(ctx, rows, members, k)
+    knn = KnnParams()
+    found = nearest_among(unit_rows(ctx.vectors), ctx.reduced(knn.search_dim), rows, members, k, knn)
+    return found.mean(axis=1, dtype=np.float64)
+
+
+def _exact(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
+    """:func:`_nearest_members` by an exact search.
+
+    faiss' flat inner-product index: blocked BLAS products with a running top-k, no partition of a
+    rows × members matrix, which was most of the time on large classes.
     """
     import faiss
 
@@ -103,7 +119,7 @@ def class_distances(ctx: AuditContext, k: int, min_class_images: int) -> np.ndar
         kk = min(k, len(members) - 1)
         short = members[found[members] < kk]
         if len(short):
-            similarity[short] = _exact(ctx, short, members, kk)
+            similarity[short] = _nearest_members(ctx, short, members, kk)
         distance[members] = 1.0 - similarity[members]
     return distance
 

@@ -58,10 +58,10 @@ _MAP_CHUNK = 4096
 _SLOTS = 16
 _ROW_BLOCK = 256
 _PAIR_BLOCK = 1024
-#: Most bytes of candidate crops the coarse search holds at once (memory bound on very large datasets).
-_CROP_BYTES = 1 << 30
+#: Most bytes of half-size maps and candidate crops the coarse search holds at once (bounds memory at scale).
+_CROP_BYTES = 1 << 29
 #: Most bytes of full-resolution maps held at once by the fine stage.
-_FINE_MAP_BYTES = 1 << 30
+_FINE_MAP_BYTES = 1 << 29
 #: Most threads verifying blocks of pairs at once.
 _VERIFY_THREADS = 4
 
@@ -281,32 +281,37 @@ def _coarse_block(maps16: np.ndarray, crops: np.ndarray, cands: np.ndarray) -> n
     return sims.reshape(b, k, -1)
 
 
-def _candidate_crops(maps16: np.ndarray) -> np.ndarray:
-    """The coarse variants of every candidate map, normalised: ``float32[C, U, Z, m·m]`` (in chunks)."""
-    n, c, size, _ = maps16.shape
+def _candidate_crops(maps16: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The coarse variants of the maps ``maps16[rows]``, normalised: ``float32[C, U, Z, m·m]`` (in chunks)."""
+    n, (c, size) = len(rows), maps16.shape[1:3]
     m = size - 2 * _COARSE_SHIFT
     crops = np.empty((c, n, len(_COARSE_VARIANTS), m * m), np.float32)
 
     def chunk(start: int) -> None:
-        part = _transformed(maps16[start : start + _MAP_CHUNK], _COARSE_VARIANTS, _COARSE_SHIFT)
+        part = _transformed(maps16[rows[start : start + _MAP_CHUNK]], _COARSE_VARIANTS, _COARSE_SHIFT)
         crops[:, start : start + _MAP_CHUNK] = part.transpose(3, 2, 0, 1)
 
     map_blocks(chunk, range(0, n, _MAP_CHUNK), _VERIFY_THREADS)
     return crops
 
 
-def _coarse(maps16: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Coarse search for every pair: ``(score, flip, dy, dx)`` with shifts in 16-px units.
+def _coarse(thumbs: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Coarse search for ``pairs`` of thumbnail rows: ``(score, flip, dy, dx)`` with shifts in 16-px units.
 
-    The candidates' transformed crops are held for a whole part of the pair list at once; the list is cut
-    into as many parts as keep them within :data:`_CROP_BYTES` (one part up to ~300,000 candidate images).
+    The half-resolution maps of the images a part of the pair list involves (2 kB each) and its candidates'
+    transformed crops (6 kB each) are held for that part only; the list is cut into as many parts as keep
+    them within :data:`_CROP_BYTES` (one part up to ~65,000 images).
     """
-    n_maps, size = maps16.shape[1], maps16.shape[-1]
-    per_image = n_maps * len(_COARSE_VARIANTS) * (size - 2 * _COARSE_SHIFT) ** 2 * 4
-    bounds = _parts(len(pairs), len(np.unique(pairs[:, 1])) * per_image, _CROP_BYTES)
-    if len(bounds) == 1:
-        return _coarse_part(maps16, pairs)
-    done = [_coarse_part(maps16, pairs[a:b]) for a, b in bounds]
+    size = thumbs.shape[1] // 2
+    per_map = 2 * size * size * 4
+    per_crop = 2 * len(_COARSE_VARIANTS) * (size - 2 * _COARSE_SHIFT) ** 2 * 4
+    held = len(np.unique(pairs)) * per_map + len(np.unique(pairs[:, 1])) * per_crop
+    done = []
+    for a, b in _parts(len(pairs), held, _CROP_BYTES):
+        rows, local = np.unique(pairs[a:b], return_inverse=True)
+        done.append(_coarse_part(_half_maps(thumbs, rows), local.reshape(-1, 2)))
+    if len(done) == 1:
+        return done[0]
     return tuple(np.concatenate(column) for column in zip(*done, strict=True))  # type: ignore[return-value]
 
 
@@ -326,7 +331,7 @@ def _coarse_part(
     score = np.full(len(pairs), -1.0, np.float32)
     best = np.zeros(len(pairs), np.int64)
     cand_ids, cand_local = np.unique(pairs[:, 1], return_inverse=True)
-    crops = _candidate_crops(maps16[cand_ids])
+    crops = _candidate_crops(maps16, cand_ids)
     row_query, table = _slot_table(pairs[:, 0])
 
     def block(start: int) -> None:  # every pair sits in one slot: blocks write disjoint entries
@@ -389,7 +394,7 @@ def _fine_block(
 
 
 def _coarse_both_ways(
-    maps16: np.ndarray, pairs: np.ndarray, refine_above: float
+    thumbs: np.ndarray, pairs: np.ndarray, refine_above: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_coarse`, plus the other orientation for the pairs that come near ``refine_above``.
 
@@ -401,11 +406,11 @@ def _coarse_both_ways(
     Returns:
         ``(score, flip, dy, dx, oriented pairs)`` with every row in its kept orientation.
     """
-    coarse, flip, dy, dx = _coarse(maps16, pairs)
+    coarse, flip, dy, dx = _coarse(thumbs, pairs)
     near = np.flatnonzero(coarse >= refine_above - _REVERSE_BAND)
     if not len(near):
         return coarse, flip, dy, dx, pairs
-    back = _coarse(maps16, pairs[near, ::-1])
+    back = _coarse(thumbs, pairs[near, ::-1])
     better = near[back[0] > coarse[near]]
     keep = back[0] > coarse[near]
     for mine, theirs in zip((coarse, flip, dy, dx), back, strict=True):
@@ -432,12 +437,10 @@ def verify_pairs(thumbs: np.ndarray, pairs: np.ndarray, refine_above: float) -> 
     score = np.full(len(pairs), np.nan, np.float32)
     if not len(pairs):
         return Verification(np.zeros(0, np.float32), score, np.zeros(0, bool))
-    rows, local = np.unique(pairs, return_inverse=True)  # only the images that take part
-    local = local.reshape(-1, 2)
-    coarse, flip, dy, dx, local = _coarse_both_ways(_half_maps(thumbs, rows), local, refine_above)
+    coarse, flip, dy, dx, pairs = _coarse_both_ways(thumbs, pairs, refine_above)
     refine = np.flatnonzero(coarse >= refine_above)
     if len(refine):
-        score[refine] = _fine_in_parts(thumbs, rows[local[refine]], flip[refine], dy[refine], dx[refine])
+        score[refine] = _fine_in_parts(thumbs, pairs[refine], flip[refine], dy[refine], dx[refine])
     return Verification(coarse, score, flip)
 
 
@@ -447,7 +450,7 @@ def _fine_in_parts(
     """:func:`_fine` for ``pairs`` of thumbnail rows, the full-resolution maps held for a part at a time.
 
     The maps take 8 kB per image: the pair list is cut into as many parts as keep each part's maps within
-    :data:`_FINE_MAP_BYTES` (one part up to ~130,000 images; an image in several parts is mapped in each).
+    :data:`_FINE_MAP_BYTES` (one part up to ~65,000 images; an image in several parts is mapped in each).
     """
     per_image = 2 * thumbs.shape[1] * thumbs.shape[2] * 4
     out = np.empty(len(pairs), np.float32)
