@@ -92,3 +92,15 @@ def test_without_reference_or_splits_it_is_skipped_with_a_reason():
 def test_params_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
         RepresentativenessParams(**bad)
+
+
+def test_a_split_is_read_in_place_as_its_rows_would_be_gathered():
+    from datacheck.checks.representativeness import RowsOf
+    from datacheck.probes.naming import mean_probabilities
+
+    rng = np.random.default_rng(0)
+    array, rows = rng.normal(size=(50, 1000)).astype(np.float16), np.array([3, 7, 11, 40])
+    split = RowsOf(array, rows)
+    assert len(split) == 4 and split.shape == (4, 1000)
+    np.testing.assert_array_equal(split[np.array([2, 0])], array[[11, 3]])
+    np.testing.assert_array_equal(mean_probabilities(split), mean_probabilities(array[rows]))

@@ -33,15 +33,16 @@ def candidate_pairs(knn: KnnGraph, min_cosine: float) -> tuple[np.ndarray, np.nd
     Returns:
         ``(pairs int64[P, 2], cosine float32[P])``.
     """
-    rows, cols = np.nonzero((knn.similarities >= min_cosine) & (knn.indices >= 0))
-    i = rows.astype(np.int64)
-    j = knn.indices[rows, cols].astype(np.int64)
-    keep = i != j
-    i, j, cos = i[keep], j[keep], knn.similarities[rows[keep], cols[keep]]
     n = int(knn.indices.shape[0])
+    # row-major flat positions of the kept cells: the first row to list a pair comes first, as before
+    cells = np.flatnonzero((knn.similarities >= min_cosine) & (knn.indices >= 0))
+    i = (cells // knn.indices.shape[1]).astype(np.int64)
+    j = knn.indices.ravel()[cells].astype(np.int64)
+    keep = i != j
+    cells, i, j = cells[keep], i[keep], j[keep]
     _, first = np.unique(np.minimum(i, j) * n + np.maximum(i, j), return_index=True)
     first.sort()
-    return np.stack([i[first], j[first]], axis=1), cos[first].astype(np.float32)
+    return np.stack([i[first], j[first]], axis=1), knn.similarities.ravel()[cells[first]].astype(np.float32)
 
 
 #: Side of the grayscale block-mean image the layout index compares (8 × 8 = 64 values per thumbnail; the
@@ -63,20 +64,28 @@ LAYOUT_EXACT_MAX = 20_000
 #: 100,000 synthetic rows they return every pair an exact search returns (docs/checks/duplicates.md).
 LAYOUT_LIST_SIZE = 256
 LAYOUT_PROBES = 8
-#: Pairs whose layout agreement is computed at a time.
+#: Pairs whose layout agreement is computed at a time, and thumbnails whose layouts are.
 _AGREEMENT_CHUNK = 65_536
+_LAYOUT_CHUNK = 65_536
 
 
 def layouts(thumbs: np.ndarray) -> np.ndarray:
     """``float32[N, 8, 8]``: each thumbnail's grayscale block means, centred and scaled to unit length."""
     n, side = len(thumbs), LAYOUT_SIDE
+    out = np.empty((n, side * side), np.float32)
+    for start in range(0, n, _LAYOUT_CHUNK):  # the integer sums of a million thumbnails would be 0.5 GB
+        out[start : start + _LAYOUT_CHUNK] = _block_sums(np.asarray(thumbs[start : start + _LAYOUT_CHUNK]))
+    out -= out.mean(axis=1, keepdims=True)
+    out /= np.maximum(np.sqrt(np.einsum("ij,ij->i", out, out))[:, None], 1e-6)
+    return out.reshape(n, side, side)
+
+
+def _block_sums(thumbs: np.ndarray) -> np.ndarray:
+    """``int64[n, 64]``: the sum of each 4×4 block's pixels over the three channels."""
+    n, side = len(thumbs), LAYOUT_SIDE
     block = thumbs.shape[1] // side
     # integer block sums: a float copy of every thumbnail would cost 10x the time
-    sums = np.asarray(thumbs).reshape(n, side, block, side, block, -1).sum(axis=(2, 4, 5), dtype=np.int64)
-    flat = sums.reshape(n, -1).astype(np.float32)
-    flat -= flat.mean(axis=1, keepdims=True)
-    flat /= np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
-    return flat.reshape(n, side, side)
+    return thumbs.reshape(n, side, block, side, block, -1).sum(axis=(2, 4, 5), dtype=np.int64).reshape(n, -1)
 
 
 def layout_agreement(grid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
