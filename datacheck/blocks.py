@@ -1,6 +1,7 @@
 """Array work cut into blocks and run on every core.
 
-Shared by the duplicate verifier, the kNN graph's re-scoring and the layout filter of the duplicate search.
+Shared by the duplicate verifier, the kNN graph's re-scoring and the layout filter of the duplicate search;
+:class:`RowsOf` lets a check read rows of a large array without copying them all.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 T = TypeVar("T")
@@ -29,3 +32,27 @@ def map_blocks(work: Callable[[int], T], starts: Sequence[int], max_workers: int
             return [work(start) for start in starts]
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(work, starts))
+
+
+@dataclass(frozen=True)
+class RowsOf:
+    """Rows ``rows`` of ``array``, gathered only where indexed: a subset or reordering, never copied whole.
+
+    What a check reads as an array (``len``, ``shape``, indexing with row numbers) at a million images: the
+    test split's vectors (0.9 GB) of which the representativeness check reads a sample, the labels check's
+    features in content order (1 GB) of which each fold reads a part.
+    """
+
+    array: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """As the gathered array's shape would be."""
+        return (len(self.rows), *self.array.shape[1:])
+
+    def __getitem__(self, index: np.ndarray | slice) -> np.ndarray:
+        return self.array[self.rows[index]]

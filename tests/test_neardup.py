@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -443,7 +444,8 @@ def test_the_coarse_search_in_parts_scores_as_in_one(monkeypatch):
     """Past a memory budget the half-size maps and candidates' crops are made part by part: same scores."""
     images, pairs = _copies_and_random_pairs(0)
     whole = verify_pairs(images, pairs, refine_above=0.3)
-    monkeypatch.setattr(neardup.verify, "_CROP_BYTES", 10_000)  # a few candidate images per part
+    monkeypatch.setattr(neardup.verify, "_CROP_BYTES", 10_000)  # a few candidate images per part ...
+    monkeypatch.setattr(neardup.verify, "_PART_STEP", 2)  # ... counted two pairs at a time
     parts = verify_pairs(images, pairs, refine_above=0.3)
     # the same products batched differently: float32 sums of 144 unit-scale terms agree to ~1e-6
     np.testing.assert_allclose(parts.coarse, whole.coarse, atol=1e-5)
@@ -455,9 +457,25 @@ def test_the_fine_stage_in_parts_scores_as_in_one(monkeypatch):
     images, pairs = _copies_and_random_pairs(1)
     whole = verify_pairs(images, pairs, refine_above=0.0)
     monkeypatch.setattr(neardup.verify, "_FINE_MAP_BYTES", 8 * 2048 * 5)  # five images' maps per part
+    monkeypatch.setattr(neardup.verify, "_PART_STEP", 2)
     parts = verify_pairs(images, pairs, refine_above=0.0)
     assert np.isfinite(whole.score).sum() > 12  # the planted copies and some others were refined
     # each image's maps are computed alone either way (per-image gray, blur and band-pass): the same scores
     # up to float32 sums of 1,024-term products batched differently
     np.testing.assert_allclose(np.nan_to_num(parts.score), np.nan_to_num(whole.score), atol=1e-5)
     assert np.nan_to_num(whole.score[:12]).min() > 0.9
+
+
+def test_parts_count_the_images_each_part_holds(monkeypatch):
+    """Each part's distinct images stay within the budget (give or take one step), whatever their spread."""
+    monkeypatch.setattr(neardup.verify, "_PART_STEP", 10)
+    rng = np.random.default_rng(0)
+    pairs = np.stack([np.repeat(np.arange(100), 5), rng.integers(0, 2000, 500)], axis=1)  # spread candidates
+    bounds = neardup.verify._parts(pairs, (1, 3), budget=120)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(pairs)
+    assert all(a < b and b == c for (a, b), (c, _) in itertools.pairwise(bounds))  # consecutive, none empty
+    for a, b in bounds:
+        held = len(np.unique(pairs[a:b, 0])) + 3 * len(np.unique(pairs[a:b, 1]))
+        assert held <= 120 + 10 * (1 + 3)  # one step of ten pairs past the budget at most
+    # the old rule (the whole list's distinct images over the number of parts) held ~3x its budget here
+    assert len(bounds) > (len(np.unique(pairs[:, 0])) + 3 * len(np.unique(pairs[:, 1]))) / 120

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from datacheck.blocks import map_blocks
+from datacheck.blocks import RowsOf, map_blocks
 from datacheck.checks.base import (
     CheckResult,
     Finding,
@@ -134,7 +134,7 @@ def feature_count(n_rows: int, dims: int, n_dims: int) -> int:
     return max(1, min(wanted, n_rows // 4))
 
 
-def choose_regularisation(features: np.ndarray, labels: np.ndarray, params: LabelsParams) -> float:
+def choose_regularisation(features: np.ndarray | RowsOf, labels: np.ndarray, params: LabelsParams) -> float:
     """``params.regularisation``, or the ``C`` of :data:`C_GRID` with the lowest held-out log-loss.
 
     How strongly to regularise depends on how far apart the classes lie and how many images there are,
@@ -186,7 +186,7 @@ def _training_rows(train: np.ndarray, labels: np.ndarray, cap: int, seed: int) -
 
 
 def out_of_fold_probabilities(
-    features: np.ndarray,
+    features: np.ndarray | RowsOf,
     labels: np.ndarray,
     n_classes: int,
     params: LabelsParams,
@@ -196,7 +196,7 @@ def out_of_fold_probabilities(
     """Class probabilities of every row from a logistic regression that never saw that row.
 
     Args:
-        features: ``float32[N, F]``.
+        features: ``float32[N, F]`` (an array, or rows of one: :class:`~datacheck.blocks.RowsOf`).
         labels: ``int[N]`` in ``0..n_classes-1``; every class needs at least ``params.folds`` rows.
         n_classes: Number of classes.
         params: Folds, iterations, training-row cap and seed (``params.regularisation`` is set: see
@@ -212,7 +212,7 @@ def out_of_fold_probabilities(
     from sklearn.model_selection import StratifiedKFold
 
     folds = list(
-        StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed).split(features, labels)
+        StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed).split(labels, labels)
     )
 
     def fit(fold: int) -> LogisticRegression:
@@ -355,7 +355,7 @@ def looks_mislabelled(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def _model_probabilities(
-    features: np.ndarray, labels: np.ndarray, n_classes: int, params: LabelsParams
+    features: np.ndarray | RowsOf, labels: np.ndarray, n_classes: int, params: LabelsParams
 ) -> np.ndarray:
     """Out-of-fold probabilities; with pruning, a second round that does not learn from the suspects."""
     probs, fitted = out_of_fold_probabilities(features, labels, n_classes, params)
@@ -399,7 +399,8 @@ def score_labels(ctx: AuditContext, params: LabelsParams) -> LabelScores | str:
     start = time.perf_counter()
     # The projection is two large matrix products: BLAS threads pay off there.
     dims = feature_count(len(rows), params.pca_dims, ctx.vectors.shape[1])
-    features = ctx.reduced(dims)[rows]  # the audit's shared basis (datacheck.reduce), not whitened
+    # the audit's shared basis (datacheck.reduce), not whitened; in content order without a copy of it
+    features = RowsOf(ctx.reduced(dims), rows)
     # Single-threaded: the fits are many small operations where thread synchronisation costs more than it
     # saves, and on a busy (CI) machine OpenMP/BLAS threads contending for cores made them 5-20x slower.
     with threadpool_limits(limits=1):

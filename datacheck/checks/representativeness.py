@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datacheck.blocks import RowsOf
 from datacheck.checks.base import CheckResult, Finding, Severity, register, result, skipped
 from datacheck.context import AuditContext
 from datacheck.dataset import TEST, TRAIN, VAL, splits_with_role
@@ -104,28 +105,6 @@ class RepresentativenessParams(Params):
             if self.candidates < self.coverage_k
             else "",
         ]
-
-
-@dataclass(frozen=True)
-class RowsOf:
-    """Rows ``rows`` of ``array``, gathered only where indexed: a split's vectors and logits, never copied.
-
-    At a million images the test split's vectors alone were 0.9 GB, of which the check reads a sample.
-    """
-
-    array: np.ndarray
-    rows: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """As the gathered array's shape would be."""
-        return (len(self.rows), *self.array.shape[1:])
-
-    def __getitem__(self, index: np.ndarray | slice) -> np.ndarray:
-        return self.array[self.rows[index]]
 
 
 @dataclass(frozen=True)

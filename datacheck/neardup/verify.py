@@ -14,7 +14,6 @@ product, the correlations batched dense ones, blocks of pairs on every core.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -299,15 +298,14 @@ def _coarse(thumbs: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Coarse search for ``pairs`` of thumbnail rows: ``(score, flip, dy, dx)`` with shifts in 16-px units.
 
     The half-resolution maps of the images a part of the pair list involves (2 kB each) and its candidates'
-    transformed crops (6 kB each) are held for that part only; the list is cut into as many parts as keep
-    them within :data:`_CROP_BYTES` (one part up to ~65,000 images).
+    transformed crops (6 kB each) are held for that part only; the list is cut into parts that keep them
+    within :data:`_CROP_BYTES` (~65,000 images).
     """
     size = thumbs.shape[1] // 2
     per_map = 2 * size * size * 4
     per_crop = 2 * len(_COARSE_VARIANTS) * (size - 2 * _COARSE_SHIFT) ** 2 * 4
-    held = len(np.unique(pairs)) * per_map + len(np.unique(pairs[:, 1])) * per_crop
     done = []
-    for a, b in _parts(len(pairs), held, _CROP_BYTES):
+    for a, b in _parts(pairs, (per_map, per_map + per_crop), _CROP_BYTES):
         rows, local = np.unique(pairs[a:b], return_inverse=True)
         done.append(_coarse_part(_half_maps(thumbs, rows), local.reshape(-1, 2)))
     if len(done) == 1:
@@ -315,13 +313,36 @@ def _coarse(thumbs: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return tuple(np.concatenate(column) for column in zip(*done, strict=True))  # type: ignore[return-value]
 
 
-def _parts(n_pairs: int, held_bytes: int, budget: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of equal parts of a list of ``n_pairs`` pairs, each part holding at most ``budget``.
+#: Pairs a part boundary may fall between (the unit in which :func:`_parts` counts a part's images).
+_PART_STEP = 4096
 
-    ``held_bytes``: what the whole list would hold at once.
+
+def _parts(pairs: np.ndarray, per_image: tuple[int, int], budget: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive parts of ``pairs``, each holding at most ~``budget`` bytes.
+
+    A part holds ``per_image[0]`` bytes for each distinct first image of its pairs and ``per_image[1]`` for
+    each distinct second image, counted as the part grows (:data:`_PART_STEP` pairs at a time; it may pass
+    the budget by one step's images). Counted, not estimated: at a million images a part's candidates are
+    nearly all distinct, and dividing the whole list's distinct images by the number of parts held three
+    times the budget.
     """
-    cuts = np.linspace(0, n_pairs, max(1, math.ceil(held_bytes / budget)) + 1).astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(cuts)]
+    if not len(pairs):
+        return []
+    part_of = np.full((2, int(pairs.max()) + 1), -1, np.int64)  # the last part each image was counted in
+    bounds, start, held, part = [], 0, 0, 0
+    for step in range(0, len(pairs), _PART_STEP):
+        block = pairs[step : step + _PART_STEP]
+        new = [np.unique(block[:, side][part_of[side, block[:, side]] != part]) for side in (0, 1)]
+        cost = len(new[0]) * per_image[0] + len(new[1]) * per_image[1]
+        if held + cost > budget and step > start:  # this step opens the next part: all of it is new there
+            bounds.append((start, step))
+            start, held, part = step, 0, part + 1
+            new = [np.unique(block[:, side]) for side in (0, 1)]
+            cost = len(new[0]) * per_image[0] + len(new[1]) * per_image[1]
+        for side in (0, 1):
+            part_of[side, new[side]] = part
+        held += cost
+    return [*bounds, (start, len(pairs))]
 
 
 def _coarse_part(
@@ -449,12 +470,12 @@ def _fine_in_parts(
 ) -> np.ndarray:
     """:func:`_fine` for ``pairs`` of thumbnail rows, the full-resolution maps held for a part at a time.
 
-    The maps take 8 kB per image: the pair list is cut into as many parts as keep each part's maps within
-    :data:`_FINE_MAP_BYTES` (one part up to ~65,000 images; an image in several parts is mapped in each).
+    The maps take 8 kB per image: the pair list is cut into parts whose maps stay within
+    :data:`_FINE_MAP_BYTES` (~65,000 images; an image in several parts is mapped in each).
     """
     per_image = 2 * thumbs.shape[1] * thumbs.shape[2] * 4
     out = np.empty(len(pairs), np.float32)
-    for a, b in _parts(len(pairs), len(np.unique(pairs)) * per_image, _FINE_MAP_BYTES):
+    for a, b in _parts(pairs, (per_image, per_image), _FINE_MAP_BYTES):
         rows, local = np.unique(pairs[a:b], return_inverse=True)
         out[a:b] = _fine(_full_maps(thumbs, rows), local.reshape(-1, 2), flip[a:b], dy[a:b], dx[a:b])
     return out
