@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale_checks import source_arguments, synthetic_context
 
 
 def _thumbs(data: Path, cache: Path, n: int) -> np.ndarray:
@@ -36,25 +37,8 @@ def _thumbs(data: Path, cache: Path, n: int) -> np.ndarray:
         dataset = discover(data)
         embedded = embed_dataset(dataset, EmbedParams(cache_dir=cache, image_size=96))
         return build_context(dataset, embedded).thumbs
-    from bench_scale_checks import synthetic_context
-
     with unittest.mock.patch("datacheck.index.build_knn", lambda *a, **k: None):  # the graph is not needed
         return synthetic_context(data, cache, n, 1.0, 0)[0].thumbs
-
-
-def _searched(index, grid: np.ndarray, k: int) -> np.ndarray:
-    """The pairs :func:`layout_candidates` would keep, from any faiss index holding the layouts."""
-    from datacheck.neardup.candidates import LAYOUT_MIN_CORRELATION
-
-    n = len(grid)
-    found = []
-    for queries in (grid.reshape(n, -1), np.ascontiguousarray(grid[:, :, ::-1]).reshape(n, -1)):
-        sims, rows = index.search(np.ascontiguousarray(queries), k + 1)
-        i = np.repeat(np.arange(n, dtype=np.int64), rows.shape[1])
-        j, s = rows.ravel().astype(np.int64), sims.ravel()
-        keep = (j >= 0) & (j != i) & (s >= LAYOUT_MIN_CORRELATION)
-        found.append(np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], axis=1))
-    return np.unique(np.concatenate(found), axis=0)
 
 
 def _timed(make) -> tuple[float, set]:
@@ -69,18 +53,15 @@ def measure(thumbs: np.ndarray, k: int, exact_max: int) -> dict[str, tuple[float
     from datacheck.neardup.candidates import layout_candidates, layouts
 
     grid = layouts(thumbs)
-    own = np.ascontiguousarray(grid.reshape(len(grid), -1))
+    dims = grid.shape[1] * grid.shape[2]
 
     def hnsw() -> np.ndarray:
-        index = faiss.IndexHNSWFlat(own.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWFlat(dims, 16, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = 32
-        index.add(own)
-        return _searched(index, grid, k)
+        return layout_candidates(grid, k, index=index)
 
     def exact() -> np.ndarray:
-        index = faiss.IndexFlatIP(own.shape[1])
-        index.add(own)
-        return _searched(index, grid, k)
+        return layout_candidates(grid, k, index=faiss.IndexFlatIP(dims))
 
     out = {"datacheck": _timed(lambda: layout_candidates(grid, k)), "HNSW (before)": _timed(hnsw)}
     if len(grid) <= exact_max:
@@ -90,9 +71,7 @@ def measure(thumbs: np.ndarray, k: int, exact_max: int) -> dict[str, tuple[float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 unpacked (train/ and test/)")
-    parser.add_argument("--cache", type=Path, required=True, help="cache holding it embedded at 96 px")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[60_000, 100_000])
+    source_arguments(parser, sizes=[60_000, 100_000])
     parser.add_argument("--exact-max", type=int, default=100_000, help="largest size searched exactly too")
     args = parser.parse_args()
     from datacheck.neardup import NearDupParams

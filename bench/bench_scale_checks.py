@@ -207,11 +207,16 @@ def child(data: Path, cache: Path, n: int, noise: float, seed: int, one_at_a_tim
     print(json.dumps(out))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def source_arguments(parser: argparse.ArgumentParser, sizes: list[int]) -> None:
+    """``--data``, ``--cache`` and ``--sizes``: what the synthetic rows are made from, and how many."""
     parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 unpacked (train/ and test/)")
     parser.add_argument("--cache", type=Path, required=True, help="cache holding it embedded at 96 px")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=sizes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    source_arguments(parser, sizes=[100_000, 300_000])
     parser.add_argument("--noise", type=float, default=1.0, help="norm of the noise added to each vector")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--one-at-a-time", action="store_true", help="checks in turn; memory per stage")

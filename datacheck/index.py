@@ -179,17 +179,29 @@ def _rescore_blocked(unit: np.ndarray, candidates: np.ndarray, k: int) -> tuple[
     return np.concatenate([i for i, _ in done]), np.concatenate([s for _, s in done])
 
 
-def _inverted_file(space: np.ndarray):
-    """A faiss IVF-Flat index of ``space`` (rows unit length): ``4·√N`` lists, 16 searched per query."""
+def trained_inverted_lists(training: np.ndarray, n_lists: int, probes: int):
+    """An empty faiss IVF-Flat inner-product index, its ``n_lists`` lists trained on ``training``.
+
+    ``probes`` lists are searched per query. Shared by the kNN graph and the duplicates' layout index.
+    """
     import faiss
 
-    n, dim = space.shape
-    n_lists = int(4 * np.sqrt(n))
+    dim = training.shape[1]
+    # faiss's Python constructor keeps the quantizer alive with the index (its referenced_objects)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+    index.train(training)
+    index.nprobe = probes
+    return index
+
+
+def _inverted_file(space: np.ndarray):
+    """A faiss IVF-Flat index of ``space`` (rows unit length): ``4·√N`` lists, 16 searched per query."""
+    n = len(space)
+    n_lists = int(4 * np.sqrt(n))
     rng = np.random.default_rng(0)
-    index.train(space[rng.choice(n, size=min(n, 64 * n_lists), replace=False)])
+    training = space[rng.choice(n, size=min(n, 64 * n_lists), replace=False)]
+    index = trained_inverted_lists(training, n_lists, 16)
     index.add(space)
-    index.nprobe = 16
     return index
 
 
@@ -217,7 +229,8 @@ def nearest_among(
     As the graph is built: ``params.candidates`` candidates from an inverted file over the members' rows
     in the reduced space (``space``: every row on the principal axes, normalised here), re-scored exactly
     on ``unit``. Linear in the number of members, where an exact search of a class against itself grows
-    with its square. ``rows`` must be members; ``k < len(members)``.
+    with its square. ``rows`` must be members; ``k < len(members)``. A row whose searched lists held fewer
+    than ``k`` other members keeps ``-inf`` in its last columns: search it exactly.
     """
     n_candidates = min(max(params.candidates, k), len(members) - 1)
     index = _inverted_file(l2_normalise(np.asarray(space[members], dtype=np.float32)))
@@ -232,17 +245,7 @@ def nearest_among(
         sims = np.einsum("nd,nkd->nk", unit[block], unit[candidates], optimize=True)
         sims[~listed] = -np.inf
         out[start : start + len(block)] = -np.sort(-sims, axis=1)[:, :k]
-    short = np.flatnonzero(np.isinf(out[:, -1]))  # fewer than k found in the lists searched: exactly
-    if len(short):
-        out[short] = _top_cosines(unit, rows[short], members, k)
     return out
-
-
-def _top_cosines(unit: np.ndarray, rows: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
-    """``float32[len(rows), k]``: the ``k`` highest cosines of each row to the other members, exactly."""
-    sims = unit[rows] @ unit[members].T
-    sims[members[None, :] == rows[:, None]] = -np.inf
-    return -np.sort(-sims, axis=1)[:, :k]
 
 
 def build_knn(

@@ -85,7 +85,11 @@ def _nearest_members(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k
         return _exact(ctx, rows, members, k)
     knn = KnnParams()
     found = nearest_among(unit_rows(ctx.vectors), ctx.reduced(knn.search_dim), rows, members, k, knn)
-    return found.mean(axis=1, dtype=np.float64)
+    similarity = found.mean(axis=1, dtype=np.float64)
+    short = np.flatnonzero(np.isinf(found[:, -1]))  # the lists searched held fewer than k classmates
+    if len(short):
+        similarity[short] = _exact(ctx, rows[short], members, k)
+    return similarity
 
 
 def _exact(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:

@@ -59,9 +59,9 @@ LAYOUT_MIN_AGREEMENT = 0.1
 #: Above this many rows the layout index is searched approximately (inverted lists) instead of exactly.
 LAYOUT_EXACT_MAX = 20_000
 #: Layouts per inverted list of the approximate index, and lists searched per query. A fixed list size
-#: keeps the cost per query constant, so the search grows linearly with N (an HNSW graph, used before,
-#: took 11 s at 100,000 rows and 38 s at 300,000; these lists 3 s at 100,000). On CIFAR-10 (60,000) and
-#: 100,000 synthetic rows they return every pair an exact search returns (docs/checks/duplicates.md).
+#: keeps the cost per query constant, so the search grows linearly with N where the HNSW graph used before
+#: did not. On CIFAR-10 (60,000) and 100,000 synthetic rows they return every pair an exact search returns,
+#: in half HNSW's time (bench/bench_layout_index.py, docs/checks/duplicates.md).
 LAYOUT_LIST_SIZE = 256
 LAYOUT_PROBES = 8
 #: Pairs whose layout agreement is computed at a time, and thumbnails whose layouts are.
@@ -105,12 +105,13 @@ def layout_agreement(grid: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return out
 
 
-def layout_candidates(grid: np.ndarray, k: int) -> np.ndarray:
+def layout_candidates(grid: np.ndarray, k: int, index=None) -> np.ndarray:
     """Pairs whose layouts nearly match: a second candidate source beside the kNN graph.
 
     Each row's ``k`` most correlated layouts (``grid``: the thumbnails' :func:`layouts`; compared as they are
-    and mirrored) are kept when they correlate at :data:`LAYOUT_MIN_CORRELATION` or more. Returns unordered
-    pairs, ``int64[P, 2]``, ``i < j``.
+    and mirrored) are kept when they correlate at :data:`LAYOUT_MIN_CORRELATION` or more. ``index``: an
+    empty faiss inner-product index to search (default: exact up to :data:`LAYOUT_EXACT_MAX` rows, inverted
+    lists above; a benchmark passes others). Returns unordered pairs, ``int64[P, 2]``, ``i < j``.
     """
     n = len(grid)
     if n < 2 or k < 1:
@@ -119,7 +120,8 @@ def layout_candidates(grid: np.ndarray, k: int) -> np.ndarray:
 
     own = np.ascontiguousarray(grid.reshape(n, -1))
     mirrored = np.ascontiguousarray(grid[:, :, ::-1].reshape(n, -1))  # the block means of the mirror image
-    index = faiss.IndexFlatIP(own.shape[1]) if n <= LAYOUT_EXACT_MAX else _inverted_lists(own)
+    if index is None:
+        index = faiss.IndexFlatIP(own.shape[1]) if n <= LAYOUT_EXACT_MAX else _inverted_lists(own)
     index.add(own)
     found = []
     for queries in (own, mirrored):
@@ -136,16 +138,12 @@ def _inverted_lists(own: np.ndarray):
 
     Trained on a sample drawn with a fixed seed (~40 points per list, what faiss asks for): repeatable.
     """
-    import faiss
+    from datacheck.index import trained_inverted_lists
 
-    n, dims = own.shape
+    n = len(own)
     lists = max(1, n // LAYOUT_LIST_SIZE)
     sample = own[np.sort(np.random.default_rng(0).choice(n, min(n, 40 * lists), replace=False))]
-    # faiss's Python constructor keeps the quantizer alive with the index (its referenced_objects)
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, lists, faiss.METRIC_INNER_PRODUCT)
-    index.train(sample)
-    index.nprobe = LAYOUT_PROBES
-    return index
+    return trained_inverted_lists(sample, lists, LAYOUT_PROBES)
 
 
 def exact_keys(ctx: AuditContext) -> np.ndarray:
