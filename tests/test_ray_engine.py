@@ -140,3 +140,32 @@ def test_a_killed_worker_is_retried_without_lost_or_doubled_rows(tmp_path: Path,
     table = pq.read_table(out)
     assert sorted(table.column("sha").to_pylist()) == sorted(sha for _, sha in todo)  # none lost, none twice
     assert all(table.column("vector").to_pylist()) and not any(table.column("error").to_pylist())
+
+
+def test_cpu_split_always_leaves_decoding_a_cpu() -> None:
+    from datacheck.embed.ray_engine import cpu_split
+
+    assert cpu_split(2, 1) == (1.0, 1.0)
+    assert cpu_split(2, 2) == (1.0, 0.5)  # asking 1 each took both CPUs: decoding never started
+    assert cpu_split(1, 1) == (0.5, 0.5)
+    assert cpu_split(16, 4) == (1.0, 1.0)
+    for cpus, actors in [(1, 1), (1, 3), (2, 1), (2, 2), (2, 5), (3, 2), (16, 40)]:
+        decode, actor = cpu_split(cpus, actors)
+        assert decode > 0 and actor > 0 and decode + actors * actor <= cpus
+
+
+def test_more_actors_than_spare_cpus_still_finishes(tmp_path: Path, local_ray) -> None:
+    """Two actors on the 2-CPU instance: before, they held both CPUs and the decode tasks never ran."""
+    import threading
+
+    from datacheck.embed.ray_engine import prefill_cache
+
+    root = splits_dataset(tmp_path / "ds", train=2, test=1)
+    params = _params(tmp_path / "cache", engine="ray", ray_actors=2)
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(prefill_cache(discover(root), params, 96)))
+    worker.daemon = True
+    worker.start()
+    worker.join(timeout=240)
+    assert outcome, "the Ray pipeline with 2 actors on 2 CPUs did not finish in 240 s (decode tasks starved)"
+    assert (outcome[0].submitted, outcome[0].embedded) == (6, 6)

@@ -93,6 +93,18 @@ def _connect(ray: Any, address: str | None) -> None:
         raise UsageError(f"cannot start or reach {where}: {err}") from err
 
 
+def cpu_split(cpus: float, actors: int) -> tuple[float, float]:
+    """CPUs each decode task and each embedding actor ask for on a cluster of ``cpus`` CPUs without GPUs.
+
+    Ray Data starts the actor pool first: actors that ask for every CPU of the cluster leave the decode
+    tasks none, and the pipeline waits forever (Ray 2.60, 2 actors on 2 CPUs). So decoding keeps one CPU
+    (half of a one-CPU cluster) and the actors share the rest, each asking for at most one; an actor's
+    inference threads still use every core of its node, the operating system shares them.
+    """
+    decode = min(1.0, cpus / 2)
+    return decode, min(1.0, (cpus - decode) / max(1, actors))
+
+
 # ------------------------------------------------------------------------------------------ the stages
 
 
@@ -225,8 +237,8 @@ def _run_pipeline(
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     actors = params.ray_actors or max(1, gpus)
-    # On a CPU-only cluster the actors must leave CPUs for the decode tasks, or the pipeline starves.
-    per_actor = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+    decode_cpus, actor_cpus = cpu_split(float(resources.get("CPU", 1)), actors)
+    per_actor = {"num_gpus": 1} if gpus else {"num_cpus": actor_cpus}
     items = [_record_row(record, sha) for record, sha in todo]
     bs = params.batch_size
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // (4 * bs)))
@@ -234,7 +246,7 @@ def _run_pipeline(
         decode,
         fn_kwargs={"image_size": image_size, "max_pixels": params.max_image_pixels},
         batch_size=bs,
-        num_cpus=1,
+        num_cpus=decode_cpus,
         max_retries=WORKER_RETRIES,
         retry_exceptions=False,
     )
@@ -278,8 +290,9 @@ def _import_shards(
                 if error:
                     failed += 1
                     continue
-                vec = np.frombuffer(vector, np.float16).astype(np.float32)
-                log = np.frombuffer(logits, np.float16).astype(np.float32) if logits else None
+                # float16 as the cache stores them: no round trip through float32
+                vec = np.frombuffer(vector, np.float16)
+                log = np.frombuffer(logits, np.float16) if logits else None
                 rows.append((embedding_key(sha, tag), vec, log))
                 stats.append((stats_key(sha, STATS_VERSION), blob))
             cache.put_embeddings(rows)
