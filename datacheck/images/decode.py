@@ -42,7 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from datacheck.images.colour import _GRAY_MODES, _to_rgb
 from datacheck.images.jpeg_quality import estimate_jpeg_quality
 from datacheck.images.reading import ImageDecodeError
-from datacheck.images.stats import ImageStats, _analysis_array, _pixel_hash, _pixel_stats, _thumbnail
+from datacheck.images.stats import ImageStats, _analysis_image, _pixel_hash, _pixel_stats, _thumbnail
 from datacheck.params import MAX_IMAGE_PIXELS
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def decode_image(
         raise ImageDecodeError(reason) from err
     width, height = _oriented_size(header.size, meta.orientation)
     notes.extend(_header_notes(header, width, height, name))
-    analysis = _analysis_array(rgb)
+    analysis = _analysis_image(rgb)
     stats = ImageStats(
         width=width,
         height=height,
