@@ -265,20 +265,8 @@ def _histogram_entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-#: What :func:`_fused_pixel_stats` returns in its first array, in order.
-_KERNEL_OUTPUTS = (
-    "brightness",
-    "contrast",
-    "saturation",
-    "mean_r",
-    "mean_g",
-    "mean_b",
-    "sharpness",
-    "border_r",
-    "border_g",
-    "border_b",
-    "border_std",
-)
+#: What :func:`_fused_pixel_stats` returns in its first array, in order (entropy comes from its histogram).
+_KERNEL_OUTPUTS = tuple(name for name in _FLOAT_FIELDS if name != "entropy")
 
 
 @functools.cache
