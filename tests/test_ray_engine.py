@@ -169,3 +169,14 @@ def test_more_actors_than_spare_cpus_still_finishes(tmp_path: Path, local_ray) -
     worker.join(timeout=240)
     assert outcome, "the Ray pipeline with 2 actors on 2 CPUs did not finish in 240 s (decode tasks starved)"
     assert (outcome[0].submitted, outcome[0].embedded) == (6, 6)
+
+
+def test_a_quiet_run_gets_no_ray_progress(tmp_path: Path, local_ray, capfd) -> None:
+    from datacheck.embed.ray_engine import prefill_cache
+
+    root = splits_dataset(tmp_path / "ds", train=1, test=1)
+    capfd.readouterr()
+    assert prefill_cache(discover(root), _params(tmp_path / "cache", engine="ray"), 96).embedded == 4
+    err = capfd.readouterr().err
+    assert "Running Dataset" not in err and "Total Progress" not in err, err[-2000:]
+    assert ray.data.DataContext.get_current().enable_progress_bars  # restored for the caller's own datasets

@@ -18,11 +18,12 @@ extra (``pip install 'datacheck[ray]'``); :func:`ray_module` words its absence.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,8 @@ def prefill_cache(
     _connect(ray, params.ray_address)
     shards = artifact_dir / "ray-shards" / uuid.uuid4().hex
     try:
-        _run_pipeline(ray, todo, params, image_size, str(artifact_dir), shards)
+        with _ray_progress(ray, shown=progress is not None):
+            _run_pipeline(ray, todo, params, image_size, str(artifact_dir), shards)
         embedded, failed = _import_shards(shards, cache_dir, params, image_size, progress)
     finally:
         shutil.rmtree(shards, ignore_errors=True)
@@ -220,6 +222,22 @@ def prefill_cache(
         "ray: %d images sent, %d embedded, %d unreadable in %.1f s", len(todo), embedded, failed, seconds
     )
     return RayRun(len(todo), embedded, failed, seconds)
+
+
+@contextlib.contextmanager
+def _ray_progress(ray: Any, *, shown: bool) -> Iterator[None]:
+    """Ray Data's own progress for the pipeline, only where this run shows progress at all.
+
+    The driver's bars cover hashing and the import; while the cluster works, Ray Data's own bars are the only
+    ones. A ``--quiet`` run or a log (no progress callback) gets none, rather than Ray Data's progress lines.
+    """
+    context = ray.data.DataContext.get_current()
+    before = context.enable_progress_bars
+    context.enable_progress_bars = shown
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = before
 
 
 def _run_pipeline(
