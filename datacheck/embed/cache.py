@@ -174,7 +174,7 @@ class Cache(CacheDatabase):
             keys: Keys from :func:`embedding_key`; duplicates are fine.
 
         Returns:
-            ``{key: (float32 vector, float32 logits or None)}`` for the keys that are cached and intact;
+            ``{key: (float32 vector, float16 logits or None)}`` for the keys that are cached and intact;
             missing or damaged rows are absent (damaged ones are logged as a warning).
 
         Raises:
