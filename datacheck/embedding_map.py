@@ -332,7 +332,36 @@ def _import_umap() -> ModuleType:
     finally:
         if sys.modules.get(blocked, ModuleType("placeholder")) is None:
             del sys.modules[blocked]
+    _keep_compiled_code(("umap.", "pynndescent."))
     return umap
+
+
+def _keep_compiled_code(prefixes: tuple[str, ...]) -> int:
+    """Let numba keep the compiled code of these modules' functions on disk, for the next process.
+
+    umap-learn compiles most of its numba functions without ``cache=True``, so every audit paid 10-15 s
+    compiling them again. Turning the on-disk cache on before their first call stores each compiled function
+    next to its module (or in numba's per-user cache directory where that is read-only); numba itself
+    recompiles when the source, numba or the CPU changes. A function it cannot cache is compiled as before.
+    Only the functions not already cached are touched. Returns how many were.
+    """
+    try:
+        from numba.core.registry import CPUDispatcher
+    except ImportError:  # a numba that moved its internals: compile every time, as before
+        return 0
+    enabled = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(prefixes):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, CPUDispatcher) and type(value._cache).__name__ == "NullCache":
+                try:
+                    value.enable_caching()
+                except RuntimeError:  # nowhere writable for this function
+                    continue
+                enabled += 1
+    logger.debug("numba: on-disk cache enabled for %d umap functions", enabled)
+    return enabled
 
 
 def _umap(reduced: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, seed: int) -> np.ndarray:
