@@ -10,13 +10,13 @@ import numpy as np
 
 from datacheck.embedding_map import _import_umap, _keep_compiled_code
 
-_MODULE = '''
+_MODULE = """
 import numba
 
 @numba.njit
 def triple(x):
     return 3 * x
-'''
+"""
 
 
 def test_uncached_numba_functions_get_an_on_disk_cache(tmp_path: Path, monkeypatch) -> None:
