@@ -323,17 +323,17 @@ def _import_umap() -> ModuleType:
     ``try: from .parametric_umap import ...`` fail the way it does without TensorFlow; the entry is removed
     again so a later explicit import still works.
     """
-    if "umap" in sys.modules:
-        return sys.modules["umap"]
-    blocked = "umap.parametric_umap"
-    sys.modules.setdefault(blocked, None)  # type: ignore[arg-type]
-    try:
-        import umap
-    finally:
-        if sys.modules.get(blocked, ModuleType("placeholder")) is None:
-            del sys.modules[blocked]
+    if "umap" not in sys.modules:
+        blocked = "umap.parametric_umap"
+        sys.modules.setdefault(blocked, None)  # type: ignore[arg-type]
+        try:
+            import umap  # noqa: F401
+        finally:
+            if sys.modules.get(blocked, ModuleType("placeholder")) is None:
+                del sys.modules[blocked]
+    # also when something else imported umap first; functions already cached are left alone
     _keep_compiled_code(("umap.", "pynndescent."))
-    return umap
+    return sys.modules["umap"]
 
 
 def _keep_compiled_code(prefixes: tuple[str, ...]) -> int:
