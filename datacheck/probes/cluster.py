@@ -44,8 +44,13 @@ def kmeans(
     return best
 
 
-def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    sq = (points**2).sum(axis=1)[:, None] - 2.0 * points @ centres.T + (centres**2).sum(axis=1)[None, :]
+def _squared_distances(
+    points: np.ndarray, centres: np.ndarray, point_sq: np.ndarray | None = None
+) -> np.ndarray:
+    """``float[N, k]`` squared distances; ``point_sq`` (the points' squared norms) when already known."""
+    if point_sq is None:
+        point_sq = (points**2).sum(axis=1)
+    sq = point_sq[:, None] - 2.0 * points @ centres.T + (centres**2).sum(axis=1)[None, :]
     return np.maximum(sq, 0.0)
 
 
@@ -60,20 +65,29 @@ def _plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
     return np.array(centres)
 
 
+def _cluster_sums(columns: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """``float[k, D]``: the sum of each cluster's points, rows added in order (as ``np.add.at`` would).
+
+    ``columns`` is the points transposed (``float[D, N]``, contiguous): one weighted ``bincount`` per
+    dimension. ``np.add.at`` with row indices took 60 % of the ``splits`` check's time.
+    """
+    return np.stack([np.bincount(labels, weights=column, minlength=k) for column in columns], axis=1)
+
+
 def _lloyd(points: np.ndarray, centres: np.ndarray, max_iter: int) -> KMeansResult:
     k = len(centres)
     labels = np.full(len(points), -1)
+    point_sq, columns = (points**2).sum(axis=1), np.ascontiguousarray(points.T)
     for _ in range(max_iter):
-        distances = _squared_distances(points, centres)
+        distances = _squared_distances(points, centres, point_sq)
         new_labels = distances.argmin(axis=1)
         if np.array_equal(new_labels, labels):
             break
         labels = new_labels
         counts = np.bincount(labels, minlength=k)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, labels, points)
+        sums = _cluster_sums(columns, labels, k)
         empty = counts == 0
         centres = np.where(empty[:, None], centres, sums / np.maximum(counts, 1)[:, None])
-    distances = _squared_distances(points, centres)
+    distances = _squared_distances(points, centres, point_sq)
     labels = distances.argmin(axis=1)
     return KMeansResult(labels, centres, distances, float(distances[np.arange(len(points)), labels].sum()))
