@@ -149,3 +149,40 @@ def test_reference_threshold_and_fallback():
     assert ref.threshold(0, fallback=0.8)[0] == pytest.approx(max((0.62 + 0.9) / 2, 0.9))
     # two classes: no pair to learn from, the absolute fallback
     assert Reference(single={0: 0.6, 1: 0.7}, pairs=[]).threshold(0, fallback=0.8)[0] == 0.8
+
+
+def test_stored_group_profiles_give_the_fresh_result_and_skip_unchanged_classes(tmp_path, monkeypatch):
+    import dataclasses
+
+    from datacheck.checks import splits as splits_module
+
+    computed = []
+    original = splits_module.separation_profile
+
+    def counting(members, rows, cols, params):
+        computed.append(len(members))
+        return original(members, rows, cols, params)
+
+    monkeypatch.setattr(splits_module, "separation_profile", counting)
+    vectors, labels, logits, _ = _merged_dataset()
+    fresh = splits(_context(vectors, labels, logits), SplitsParams()).to_dict()
+    first_count = len(computed)
+    stored_ctx = dataclasses.replace(_context(vectors, labels, logits), derived_dir=tmp_path)
+
+    computed.clear()
+    assert splits(stored_ctx, SplitsParams()).to_dict() == fresh
+    assert len(computed) == first_count  # nothing stored yet
+    computed.clear()
+    assert splits(stored_ctx, SplitsParams()).to_dict() == fresh
+    assert computed == []  # every group's profile read back
+
+    # relabel ten cats as dogs: 'vehicle' (270) keeps its graph and is not clustered again, nor is the union
+    # of cat and dog (the same 240 images); cat, dog and the pairs of vehicle with either are
+    relabelled = labels.copy()
+    relabelled[np.flatnonzero(labels == 1)[:10]] = 2
+    computed.clear()
+    again = splits(
+        dataclasses.replace(_context(vectors, relabelled, logits), derived_dir=tmp_path), SplitsParams()
+    )
+    assert sorted(computed) == [110, 130, 380, 400] and first_count == 6
+    assert again.to_dict() == splits(_context(vectors, relabelled, logits), SplitsParams()).to_dict()

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from datacheck import derived
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.context import AuditContext
 from datacheck.params import Params, param
@@ -140,11 +142,12 @@ def splits(ctx: AuditContext, params: SplitsParams) -> CheckResult:
         return skipped(CHECK_ID, "no embedded images")
     namer = ImageNetNamer(ctx.logits) if ctx.logits is not None else None
     labels = np.asarray(ctx.labels)
+    directory = ctx.derived_dir / "splits" if ctx.derived_dir is not None else None
     profiles = {
-        label: separation_profile(*class_graph(ctx.knn.indices, labels, label), params)
+        label: stored_profile(class_graph(ctx.knn.indices, labels, label), params, directory)
         for label in range(len(ctx.class_names))
     }
-    reference = reference_separations(ctx.knn.indices, labels, profiles, params)
+    reference = reference_separations(ctx.knn.indices, labels, profiles, params, directory)
     split_findings = []
     for label, name in enumerate(ctx.class_names):
         members, candidates = profiles[label]
@@ -295,6 +298,48 @@ def separation_profile(
     return members, candidates
 
 
+#: Stored group profiles kept (about three audits of ten classes and twelve reference pairs).
+_KEEP_PROFILES = 66
+
+
+def stored_profile(
+    graph: tuple[np.ndarray, np.ndarray, np.ndarray], params: SplitsParams, directory: Path | None
+) -> tuple[np.ndarray, list[Clustering]]:
+    """:func:`separation_profile` of ``graph = (members, rows, cols)``, kept in ``directory`` by content.
+
+    The clusterings depend only on the group's size, its edges (in member positions) and the parameters,
+    so a class whose kNN edges a data change left alone (a few images added to another class, another
+    class relabelled) is not clustered again; the stored floats are the computed ones, so the result is the
+    same as computing afresh. ``directory`` ``None``: always compute.
+    """
+    from datacheck.results_store import code_digest
+
+    members, rows, cols = graph
+    label = f"splits-profile|{params!r}|{code_digest()}"
+    key = derived.content_key(label, np.array([len(members)], np.int64), rows, cols)
+    stored = derived.load(directory, key)
+    if stored is not None:
+        return members, _unpack_profile(stored)
+    members, candidates = separation_profile(members, rows, cols, params)
+    derived.store(directory, key, _pack_profile(candidates), keep=_KEEP_PROFILES)
+    return members, candidates
+
+
+def _pack_profile(candidates: list[Clustering]) -> dict[str, np.ndarray]:
+    arrays = {"k": np.array([c.k for c in candidates], np.int64)}
+    arrays["separation"] = np.array([c.separation for c in candidates], np.float64)
+    for i, c in enumerate(candidates):
+        arrays[f"assignment{i}"], arrays[f"distance{i}"] = c.assignment, c.distance
+    return arrays
+
+
+def _unpack_profile(stored: dict[str, np.ndarray]) -> list[Clustering]:
+    return [
+        Clustering(int(k), float(sep), stored[f"assignment{i}"], stored[f"distance{i}"])
+        for i, (k, sep) in enumerate(zip(stored["k"], stored["separation"], strict=True))
+    ]
+
+
 def best_separation(candidates: list[Clustering]) -> float:
     """The highest separation among the candidate clusterings (0 without any)."""
     return max((c.separation for c in candidates), default=0.0)
@@ -315,8 +360,12 @@ def reference_separations(
     labels: np.ndarray,
     profiles: dict[int, tuple[np.ndarray, list[Clustering]]],
     params: SplitsParams,
+    directory: Path | None = None,
 ) -> Reference:
-    """Best separation of every class, and of the unions of up to ``reference_pairs`` random class pairs."""
+    """Best separation of every class, and of the unions of up to ``reference_pairs`` random class pairs.
+
+    ``directory``: where group profiles are kept (:func:`stored_profile`); ``None``: always compute.
+    """
     single = {label: best_separation(candidates) for label, (_, candidates) in profiles.items() if candidates}
     classes = sorted(single)
     pairs = [(a, b) for i, a in enumerate(classes) for b in classes[i + 1 :]]
@@ -326,7 +375,7 @@ def reference_separations(
     merged = []
     for a, b in pairs:
         members = np.flatnonzero((labels == a) | (labels == b))
-        _, candidates = separation_profile(*group_graph(indices, members), params)
+        _, candidates = stored_profile(group_graph(indices, members), params, directory)
         if candidates:
             merged.append(((a, b), best_separation(candidates)))
     return Reference(single, merged)
