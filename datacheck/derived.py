@@ -60,17 +60,30 @@ def load_file(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def latest(directory: Path, label: str) -> dict[str, np.ndarray] | None:
-    """The most recently used entry stored with ``"label": label`` (and row ``"ids"``), or ``None``.
+def closest(directory: Path, label: str, ids: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The stored entry with ``"label": label`` whose row ``"ids"`` differ least from ``ids``, or ``None``.
 
-    What an incremental update starts from: the arrays of the data as it was last time, whatever its key.
+    What an incremental update starts from: the data as it was at the stored state nearest to today's, so
+    undoing a change (or relabelling right after an audit) finds the very arrays of that state, whatever
+    was stored in between. Differences count rows on either side only; ties go to the most recently used.
+    Only ``ids`` and ``label`` are read from the entries not chosen.
     """
+    best: tuple[int, Path] | None = None
     entries = sorted(Path(directory).glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in entries:
-        stored = load_file(path)
-        if stored is not None and "ids" in stored and str(stored.get("label", "")) == label:
-            return stored
-    return None
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                if "ids" not in stored.files or str(stored.get("label", "")) != label:
+                    continue
+                old = stored["ids"]
+        except (OSError, ValueError, KeyError) as err:
+            logger.debug("ignoring unreadable %s: %s", path, err)
+            continue
+        kept = int(np.isin(old, ids).sum())
+        changed = (len(old) - kept) + (len(ids) - kept)
+        if best is None or changed < best[0]:
+            best = (changed, path)
+    return load_file(best[1]) if best is not None else None
 
 
 def store(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray], *, keep: int = KEEP) -> None:

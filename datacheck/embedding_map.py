@@ -239,7 +239,7 @@ MAX_PLACED_SHARE = 0.10
 def _placed_in_stored_layout(
     ctx: AuditContext, rows: np.ndarray, ids: np.ndarray, store: Path, label: str
 ) -> tuple[str, np.ndarray] | None:
-    """The most recent stored layout (same settings), kept, with the rows it lacks placed into it.
+    """The stored layout (same settings) nearest to ``ids``, kept, with the rows it lacks placed into it.
 
     A new image goes to the similarity-weighted mean position of its nearest neighbours (the shared kNN
     graph) that the layout holds, which is where UMAP puts a point whose neighbours did not move. ``None``
@@ -247,7 +247,7 @@ def _placed_in_stored_layout(
     """
     from datacheck import derived
 
-    stored = derived.latest(store, label)
+    stored = derived.closest(store, label, ids)
     if stored is None:
         return None
     where = {int(v): i for i, v in enumerate(stored["ids"].tolist())}

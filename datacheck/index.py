@@ -356,14 +356,14 @@ class StoredGraph:
 
 
 def _updatable(directory: Path, label: str, ids: np.ndarray) -> StoredGraph | None:
-    """The most recently used stored graph with the same params, if it differs from ``ids`` by a small share.
+    """The stored graph (same params) of the rows nearest to ``ids``, if it differs by a small share.
 
-    Only the most recent one is considered: older graphs are further from today's data, and reading each
-    costs as much as the update saves.
+    The nearest stored state, not the latest: after a change is undone, or labels change right after an
+    audit, that is the very graph of the same images (:func:`datacheck.derived.closest`).
     """
     from datacheck import derived
 
-    stored = derived.latest(directory, label)
+    stored = derived.closest(directory, label, ids)
     if stored is None:
         return None
     old = stored["ids"]

@@ -168,3 +168,38 @@ def test_a_stored_graph_is_updated_for_a_few_added_and_removed_rows(tmp_path, mo
     monkeypatch.setattr(index, "build_knn", lambda v, p=None, s=None: built.append(len(v)) or real(v, p, s))
     index.build_knn_cached(final[:-10], params, tmp_path)
     assert built == [len(final) - 10]
+
+
+def test_the_stored_graph_nearest_to_the_data_is_updated_not_the_latest(tmp_path):
+    import datacheck.index as index
+
+    rng = np.random.default_rng(8)
+    x = l2_normalise(rng.standard_normal((1020, 64)).astype(np.float32))
+    params = KnnParams(k=6, candidates=6, search_dim=4, exact_max=0)  # approximate: an update differs
+    first = index.build_knn_cached(x[:1000], params, tmp_path)
+    index.build_knn_cached(x, params, tmp_path)  # 20 added: an update, the latest stored graph
+    # the same 1,000 images as at first, in another order (files renamed or relabelled): the first graph,
+    # permuted, is found again, not the 1,020-row one with 20 rows taken out again
+    order = rng.permutation(1000)
+    again = index.build_knn_cached(x[:1000][order], params, tmp_path)
+    position = np.argsort(order)  # old row -> new row
+    expected = np.where(first.indices >= 0, position[np.maximum(first.indices, 0)], -1)
+    np.testing.assert_array_equal(again.indices, expected[order])
+    np.testing.assert_array_equal(again.similarities, first.similarities[order])
+
+
+def test_closest_stored_entry_by_row_ids(tmp_path):
+    from datacheck import derived
+
+    derived.store(
+        tmp_path, "a", {"ids": np.arange(10, dtype=np.uint64), "label": np.array("x"), "v": np.zeros(1)}
+    )
+    derived.store(
+        tmp_path, "b", {"ids": np.arange(20, dtype=np.uint64), "label": np.array("x"), "v": np.ones(1)}
+    )
+    derived.store(
+        tmp_path, "c", {"ids": np.arange(10, dtype=np.uint64), "label": np.array("y"), "v": np.ones(1)}
+    )
+    assert derived.closest(tmp_path, "x", np.arange(11, dtype=np.uint64))["v"][0] == 0.0  # 1 vs 9 changed
+    assert derived.closest(tmp_path, "x", np.arange(19, dtype=np.uint64))["v"][0] == 1.0
+    assert derived.closest(tmp_path, "z", np.arange(10, dtype=np.uint64)) is None
