@@ -479,3 +479,35 @@ def test_parts_count_the_images_each_part_holds(monkeypatch):
         assert held <= 120 + 10 * (1 + 3)  # one step of ten pairs past the budget at most
     # the old rule (the whole list's distinct images over the number of parts) held ~3x its budget here
     assert len(bounds) > (len(np.unique(pairs[:, 0])) + 3 * len(np.unique(pairs[:, 1]))) / 120
+
+
+def test_layout_pairs_depend_on_the_images_not_their_order_and_are_kept_by_content(tmp_path, monkeypatch):
+    from datacheck.neardup import candidates
+
+    thumbs = _smooth_thumbs(600, 6)
+    rng = np.random.default_rng(7)
+    originals = rng.choice(600, 12, replace=False)
+    copies = np.clip(thumbs[originals, :, ::-1].astype(np.float32) * 0.9 + 10, 0, 255).astype(np.uint8)
+    thumbs = np.concatenate([thumbs, copies])
+    keys = np.array([f"pixels:{i:04d}" for i in range(len(thumbs))], dtype=object)
+    monkeypatch.setattr(
+        candidates, "LAYOUT_EXACT_MAX", 100
+    )  # the approximate index: its sample follows order
+    monkeypatch.setattr(candidates, "LAYOUT_LIST_SIZE", 32)
+    first = candidates.stored_layout_candidates(candidates.layouts(thumbs), 5, keys)
+    assert {(int(o), 600 + c) for c, o in enumerate(originals)} <= {tuple(p) for p in first.tolist()}
+
+    # the same images listed in another order (renamed, relabelled): the same pairs of images
+    order = rng.permutation(len(thumbs))
+    shuffled = candidates.stored_layout_candidates(
+        candidates.layouts(thumbs[order]), 5, keys[order], tmp_path
+    )
+    as_images = {tuple(sorted((int(order[i]), int(order[j])))) for i, j in shuffled.tolist()}
+    assert as_images == {tuple(p) for p in first.tolist()}
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the pairs should have come from the store")
+
+    monkeypatch.setattr(candidates, "layout_candidates", no_search)
+    again = candidates.stored_layout_candidates(candidates.layouts(thumbs), 5, keys, tmp_path)
+    np.testing.assert_array_equal(again, first)

@@ -20,6 +20,8 @@ import pandas as pd
 from datacheck.blocks import map_blocks
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from datacheck.context import AuditContext
     from datacheck.index import KnnGraph
 
@@ -131,6 +133,43 @@ def layout_candidates(grid: np.ndarray, k: int, index=None) -> np.ndarray:
         keep = (j >= 0) & (j != i) & (s >= LAYOUT_MIN_CORRELATION)
         found.append(np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], axis=1))
     return np.unique(np.concatenate(found), axis=0)
+
+
+#: Bump when :func:`layout_candidates` proposes other pairs: stored ones of older versions are ignored.
+LAYOUT_CANDIDATES_VERSION = 1
+
+
+def stored_layout_candidates(
+    grid: np.ndarray, k: int, keys: np.ndarray, directory: Path | None = None
+) -> np.ndarray:
+    """:func:`layout_candidates` of the rows taken in content order, kept in ``directory`` by content.
+
+    In content order (``keys``: :func:`exact_keys`, identical for identical images) the pairs are a function
+    of the images alone — the approximate index's training sample and its ties otherwise follow the row
+    order, i.e. file names — so renaming or relabelling files finds the pairs the audit before stored, and
+    gives the pairs a from-scratch audit would. ``directory`` ``None``: always search.
+
+    Returns:
+        Unordered pairs of row numbers, ``int64[P, 2]``, ``i < j``.
+    """
+    from datacheck import derived
+
+    order = np.argsort(keys, kind="stable")
+    canonical = np.ascontiguousarray(grid[order])
+    label = (
+        f"layout-candidates-v{LAYOUT_CANDIDATES_VERSION}|{k}|{LAYOUT_MIN_CORRELATION}|{LAYOUT_EXACT_MAX}|"
+        f"{LAYOUT_LIST_SIZE}|{LAYOUT_PROBES}"
+    )
+    key = derived.content_key(label, canonical) if directory is not None else ""
+    stored = derived.load(directory, key)
+    if stored is not None and "pairs" in stored:
+        local = stored["pairs"].astype(np.int64)
+    else:
+        local = layout_candidates(canonical, k)
+        derived.store(directory, key, {"pairs": local})
+    if not len(local):
+        return local
+    return np.unique(np.sort(order[local], axis=1), axis=0)
 
 
 def _inverted_lists(own: np.ndarray):

@@ -24,8 +24,8 @@ from datacheck.neardup.candidates import (
     candidate_pairs,
     exact_keys,
     layout_agreement,
-    layout_candidates,
     layouts,
+    stored_layout_candidates,
 )
 from datacheck.neardup.store import pair_scores
 from datacheck.neardup.verify import _COARSE_SLACK
@@ -142,7 +142,8 @@ def find_pairs(
 
             knn = build_knn(vectors)
         scores = functools.partial(pair_scores, thumbs, content_ids=content_ids, derived_dir=derived_dir)
-        frames.append(_near_pairs(knn, keys, params, scores, vectors, layouts(thumbs)))
+        layout_store = derived_dir / "layout" if derived_dir is not None else None
+        frames.append(_near_pairs(knn, keys, params, scores, vectors, layouts(thumbs), layout_store))
     attrs = {"candidates": 0, "refined": 0} | (frames[-1].attrs if len(frames) > 1 else {})
     df = pd.concat(frames, ignore_index=True).sort_values(["i", "j"], ignore_index=True)
     df = df.astype({"i": np.int64, "j": np.int64, "cosine": np.float32, "score": np.float32})
@@ -165,11 +166,13 @@ def _near_pairs(
     scores: Callable[[np.ndarray, float], np.ndarray],
     vectors: np.ndarray | None = None,
     grid: np.ndarray | None = None,
+    layout_store: Path | None = None,
 ) -> pd.DataFrame:
     """Verified near duplicates among the candidates that are not exact copies of each other.
 
     Candidates: the kNN graph's pairs and, with the thumbnails' layouts (``grid``) and the ``vectors``, the
-    layout index's (kNN pairs whose layouts disagree are dropped first). A pair counts when its score reaches
+    layout index's (kNN pairs whose layouts disagree are dropped first; the layout index's pairs are kept in
+    ``layout_store`` by content). A pair counts when its score reaches
     ``min_score``, or ``nearest_score`` when the two images are each other's nearest neighbours
     (:func:`_nearest_other`).
     """
@@ -178,7 +181,7 @@ def _near_pairs(
         if len(pairs):  # pairs whose coarse layouts disagree are never duplicates
             agree = layout_agreement(grid, pairs) >= LAYOUT_MIN_AGREEMENT
             pairs, cos = pairs[agree], cos[agree]
-        extra = layout_candidates(grid, params.layout_neighbours)
+        extra = stored_layout_candidates(grid, params.layout_neighbours, keys, layout_store)
         if len(extra):
             pairs, cos = _with_layout_pairs(pairs, cos, extra, vectors)
     different = keys[pairs[:, 0]] != keys[pairs[:, 1]] if len(pairs) else np.zeros(0, bool)
