@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datacheck.probes.cluster import _cluster_sums, kmeans
+from datacheck.probes.cluster import _cluster_sums, group_sums, kmeans
 
 
 def test_cluster_sums_equal_adding_rows_in_order() -> None:
@@ -39,3 +39,12 @@ def test_kmeans_recovers_separated_blobs() -> None:
     chosen = model.distances[np.arange(600), model.labels]
     assert np.isclose(model.inertia, chosen.sum())
     assert np.array_equal(model.labels, model.distances.argmin(axis=1))
+
+
+def test_group_sums_equal_np_add_at_for_any_layout() -> None:
+    rng = np.random.default_rng(2)
+    points = rng.standard_normal((500, 7)).astype(np.float32)[:, ::2]  # float32, not contiguous
+    labels = rng.integers(0, 6, 500)
+    expected = np.zeros((6, 4))
+    np.add.at(expected, labels, points)
+    assert np.array_equal(group_sums(points, labels, 6), expected)

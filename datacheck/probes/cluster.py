@@ -65,6 +65,14 @@ def _plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
     return np.array(centres)
 
 
+def group_sums(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """``float64[k, D]``: the sum of the rows of ``points`` in each group ``0..k-1`` (zeros for an empty one).
+
+    The same floats as ``np.add.at(sums, labels, points)`` (rows added in order), several times faster.
+    """
+    return _cluster_sums(np.ascontiguousarray(np.asarray(points, dtype=np.float64).T), labels, k)
+
+
 def _cluster_sums(columns: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """``float[k, D]``: the sum of each cluster's points, rows added in order (as ``np.add.at`` would).
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datacheck.probes.cluster import group_sums
+
 #: ``fit_predict(x_train, y_train, x_test, n_classes) -> float[n_test, n_classes]`` class scores.
 FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -134,8 +136,7 @@ def shrunk_lda(
     xt = (x_train - mean) / scale
     xs = (x_test - mean) / scale
     counts = np.bincount(y_train, minlength=n_classes).astype(np.float64)
-    sums = np.zeros((n_classes, xt.shape[1]))
-    np.add.at(sums, y_train, xt)
+    sums = group_sums(xt, y_train, n_classes)
     centroids = sums / np.maximum(counts, 1.0)[:, None]
     within = xt - centroids[y_train]
     cov = within.T @ within / max(len(xt) - n_classes, 1)
