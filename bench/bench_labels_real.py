@@ -92,10 +92,16 @@ def _metrics(
     }
 
 
-def run_check(name: str, root: Path, truth: dict, params: EmbedParams) -> Row:
-    """The check through the audit path (flagged set, seconds) and its full ranking on the same context."""
+def run_check(
+    name: str, root: Path, truth: dict, params: EmbedParams, overrides: dict | None = None, method: str = ""
+) -> Row:
+    """The check through the audit path (flagged set, seconds) and its full ranking on the same context.
+
+    ``overrides``: check parameters other than the defaults (e.g. ``{"pca_dims": 128}``), for comparisons.
+    """
+    overrides = overrides or {}
     # defaults, except that every finding is listed (max_findings only caps the list, not the decisions)
-    listed = {"labels": {"max_findings": 10**6}}
+    listed = {"labels": {"max_findings": 10**6, **overrides}}
     report = api.audit(root, checks=["labels"], check_params=listed, map_method="none", **params.as_options())
     res = report.check("labels")
     index = {p: i for i, p in enumerate(truth["paths"])}
@@ -109,10 +115,10 @@ def run_check(name: str, root: Path, truth: dict, params: EmbedParams) -> Row:
         suggested[i] = truth["classes"].index(finding.extra["suggested"])
     embedded = api.embed(root, params)
     ctx = build_context(embedded.dataset, embedded.embeddings)
-    scores = score_labels(ctx, LabelsParams())
+    scores = score_labels(ctx, LabelsParams(**overrides))
     full = np.zeros(len(index))
     full[scores.rows] = scores.score
-    row = _metrics(name, "datacheck labels", truth, full, flagged, suggested)
+    row = _metrics(name, method or "datacheck labels", truth, full, flagged, suggested)
     estimate = res.metrics.get("estimated_errors", res.metrics["issues"])
     return Row(**row, estimate_ratio=estimate / max(row["errors"], 1), seconds=report.timings["check_labels"])
 
@@ -163,7 +169,15 @@ def run_random(name: str, truth: dict, seed: int) -> Row:
     return Row(**row, estimate_ratio=np.nan, seconds=0.0)
 
 
-def bench_set(name: str, root: Path, rows: pd.DataFrame, column: str, params: EmbedParams) -> list[Row]:
+def bench_set(
+    name: str,
+    root: Path,
+    rows: pd.DataFrame,
+    column: str,
+    params: EmbedParams,
+    variants: list[dict] | None = None,
+    peers: bool = True,
+) -> list[Row]:
     embedded = api.embed(root, params)  # fills the cache: the audit and the baselines share these vectors
     records = embedded.embeddings.records
     sampled = rows.iloc[[int(Path(r.path).stem) for r in records]].reset_index(drop=True)
@@ -177,12 +191,13 @@ def bench_set(name: str, root: Path, rows: pd.DataFrame, column: str, params: Em
     }
     vectors = np.asarray(embedded.embeddings.vectors, dtype=np.float64)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [
-        run_check(name, root, truth, params),
-        run_cleanlab(name, vectors, labels, truth),
-        run_datalab(name, vectors, labels, truth),
-        run_random(name, truth, seed=0),
-    ]
+    out = [run_check(name, root, truth, params)]
+    for variant in variants or []:
+        label = "datacheck labels, " + ", ".join(f"{k}={v}" for k, v in variant.items())
+        out.append(run_check(name, root, truth, params, variant, label))
+    if peers:
+        out += [run_cleanlab(name, vectors, labels, truth), run_datalab(name, vectors, labels, truth)]
+    return [*out, run_random(name, truth, seed=0)]
 
 
 def print_table(rows: list[Row]) -> None:
@@ -209,6 +224,15 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cifar", type=Path, default=Path("../shared/datasets/cifar10-jpeg.tar.gz"))
@@ -221,12 +245,28 @@ def main() -> None:
         "--seeds", type=int, default=3, help="sampling seeds of the 3,000-image aggregate sets"
     )
     parser.add_argument("--quick", action="store_true", help="only the 3,000-image aggregate sets")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="also run the check with these parameters (repeatable), e.g. pca_dims=128",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="skip cleanlab and Datalab")
+    parser.add_argument(
+        "--all-train", action="store_true", help="also every annotated training image (47,000), aggregate labels"
+    )
     args = parser.parse_args()
+    variants = [
+        {k: _number(v) for k, v in (item.split("=", 1) for item in spec.split(","))} for spec in args.variant
+    ]
     table = pd.read_csv(args.labels)
     params = EmbedParams(cache_dir=args.cache, image_size=args.image_size)
     plan = [(f"aggregate-3000-s{s}", "aggregate", 3000, s) for s in range(args.seeds)]
     if not args.quick:
         plan += [("aggregate-10000-s0", "aggregate", 10_000, 0), ("worst-3000-s0", "worst", 3000, 0)]
+    if args.all_train:
+        plan += [(f"aggregate-{len(table)}", "aggregate", len(table), 0)]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-labels-real-") as tmp:
         with tarfile.open(args.cifar) as tar:
@@ -234,7 +274,7 @@ def main() -> None:
         for name, column, n, seed in plan:
             root = Path(tmp) / name
             sampled = build_set(table, Path(tmp) / "cifar", root, column, n, seed)
-            rows += bench_set(name, root, sampled, column, params)
+            rows += bench_set(name, root, sampled, column, params, variants, peers=not args.no_peers)
             print(f"done {name}", flush=True)
     print_table(rows)
 
