@@ -253,9 +253,7 @@ def main() -> None:
         help="also run the check with these parameters (repeatable), e.g. pca_dims=128",
     )
     parser.add_argument("--no-peers", action="store_true", help="skip cleanlab and Datalab")
-    parser.add_argument(
-        "--all-train", action="store_true", help="also every annotated training image (47,000), aggregate labels"
-    )
+    parser.add_argument("--all-train", action="store_true", help="also all 47,000 annotated training images")
     args = parser.parse_args()
     variants = [
         {k: _number(v) for k, v in (item.split("=", 1) for item in spec.split(","))} for spec in args.variant
