@@ -222,6 +222,8 @@ def display_name(name: str) -> str:
     Bytes that are not valid UTF-8 (surrogate-escaped by Python) become ``\\xNN``; other non-printable
     characters become ``\\xNN``/``\\uNNNN`` escapes.
     """
+    if name.isascii() and name.isprintable():  # the common case: nothing to escape (no surrogates either)
+        return name
     text = os.fsencode(name).decode("utf-8", "backslashreplace")
     if text.isprintable():
         return text

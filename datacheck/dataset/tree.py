@@ -123,7 +123,7 @@ def _scan_dir(pending: _PendingDir, walk: _Walk) -> list[_PendingDir]:
         parts = (*pending.parts, entry.name)
         abs_path = pending.abs_path / entry.name
         try:
-            st = os.stat(abs_path)
+            st = os.stat(entry.path)  # the same file as abs_path, without converting the Path back to text
         except OSError as err:
             walk.issues.append(_unstattable(parts, entry, err))
             continue
