@@ -151,14 +151,30 @@ def test_cli_import_does_not_load_tensorflow():
 
 def test_logits_are_held_as_float16_without_loss():
     from datacheck.embed.cache_codec import as_stored
-    from datacheck.embed.pipeline import _stacked_logits
+    from datacheck.embed.pipeline import _logits_matrix, _Slot
+
+    def slots(rows):
+        return [_Slot(record=None, sha=f"{i}", logits=row) for i, row in enumerate(rows)]  # type: ignore[arg-type]
 
     rows = [as_stored(np.random.default_rng(i).normal(0, 8, 1000)) for i in range(3)]
-    held = _stacked_logits(rows)
+    held = _logits_matrix(slots(rows))
     assert held.dtype == np.float16
     np.testing.assert_array_equal(held.astype(np.float32), np.stack(rows))  # every cached value is exact
     huge = [*rows, np.full(1000, 1e6, np.float32)]  # past float16's range (never cached): kept as float32
-    assert _stacked_logits(huge).dtype == np.float32
+    kept = _logits_matrix(slots(huge))
+    assert kept.dtype == np.float32
+    np.testing.assert_array_equal(kept, np.stack(huge))
+
+
+def test_rows_are_let_go_as_they_are_gathered():
+    from datacheck.embed.pipeline import _gathered, _Slot
+
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    held = [_Slot(record=None, sha=f"{i}", vector=matrix[i]) for i in range(4)]  # type: ignore[arg-type]
+    out = _gathered(held, "vector", np.float32)
+    np.testing.assert_array_equal(out, matrix)
+    assert not np.shares_memory(out, matrix)
+    assert all(slot.vector is None for slot in held)  # the decoded chunk is no longer referenced
 
 
 def test_the_audit_lets_go_of_the_embedding_result_before_the_checks_run(tmp_path, cache_dir, monkeypatch):
