@@ -186,3 +186,21 @@ def test_stored_group_profiles_give_the_fresh_result_and_skip_unchanged_classes(
     )
     assert sorted(computed) == [110, 130, 380, 400] and first_count == 6
     assert again.to_dict() == splits(_context(vectors, relabelled, logits), SplitsParams()).to_dict()
+
+
+def test_a_damaged_stored_profile_is_computed_again(tmp_path):
+    import dataclasses
+
+    vectors, labels, logits, _ = _merged_dataset()
+    fresh = splits(_context(vectors, labels, logits), SplitsParams()).to_dict()
+    ctx = dataclasses.replace(_context(vectors, labels, logits), derived_dir=tmp_path)
+    splits(ctx, SplitsParams())
+    for stored in (tmp_path / "splits").glob("*.npz"):  # valid archives that do not fit their groups
+        np.savez(
+            stored,
+            k=np.array([2]),
+            separation=np.array([0.5]),
+            assignment0=np.zeros(3),
+            distance0=np.zeros(3),
+        )
+    assert splits(ctx, SplitsParams()).to_dict() == fresh

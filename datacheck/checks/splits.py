@@ -319,7 +319,10 @@ def stored_profile(
     key = derived.content_key(label, np.array([len(members)], np.int64), rows, cols)
     stored = derived.load(directory, key)
     if stored is not None:
-        return members, _unpack_profile(stored)
+        try:
+            return members, _unpack_profile(stored, len(members))
+        except (KeyError, ValueError) as err:  # damaged or foreign: computed again and stored over
+            logger.debug("splits: ignoring a stored profile (%s)", err)
     members, candidates = separation_profile(members, rows, cols, params)
     derived.store(directory, key, _pack_profile(candidates), keep=_KEEP_PROFILES)
     return members, candidates
@@ -333,11 +336,15 @@ def _pack_profile(candidates: list[Clustering]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _unpack_profile(stored: dict[str, np.ndarray]) -> list[Clustering]:
-    return [
+def _unpack_profile(stored: dict[str, np.ndarray], n: int) -> list[Clustering]:
+    """The clusterings of :func:`_pack_profile`; ``ValueError`` unless each assigns ``n`` members."""
+    out = [
         Clustering(int(k), float(sep), stored[f"assignment{i}"], stored[f"distance{i}"])
         for i, (k, sep) in enumerate(zip(stored["k"], stored["separation"], strict=True))
     ]
+    if any(c.assignment.shape != (n,) or c.distance.shape != (n,) for c in out):
+        raise ValueError("a stored clustering does not fit the group")
+    return out
 
 
 def best_separation(candidates: list[Clustering]) -> float:

@@ -162,8 +162,10 @@ def stored_layout_candidates(
     )
     key = derived.content_key(label, canonical) if directory is not None else ""
     stored = derived.load(directory, key)
-    if stored is not None and "pairs" in stored:
-        local = stored["pairs"].astype(np.int64)
+    held = stored.get("pairs") if stored is not None else None
+    fits = held is not None and held.ndim == 2 and held.shape[1] == 2
+    if fits and (held.size == 0 or held.max() < len(grid)):  # a damaged entry is searched again
+        local = held.astype(np.int64)
     else:
         local = layout_candidates(canonical, k)
         derived.store(directory, key, {"pairs": local})
