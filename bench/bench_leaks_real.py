@@ -15,13 +15,19 @@ Flagged pairs: every pair inside a duplicate group plus every leakage pair (a gr
 Peers in the same run, on the same files, offline: CleanVision's ``near_duplicates`` and
 ``exact_duplicates`` issues (its sets), and perceptual hashes as imagededup computes them — PHash and DHash,
 64 bits, pairs within imagededup's default Hamming distance of 10 — with the ``imagehash`` implementation
-(imagededup itself imports PyTorch at start-up, which this project does not install).
+(imagededup itself imports PyTorch at start-up, which this project does not install). With
+``--fastdup-python`` (an interpreter with ``pip install fastdup``; kept out of the project's environment:
+a 90 MB binary wheel with OpenCV and telemetry, switched off here by ``SENTRY_OPT_OUT``), fastdup too: its
+bundled embedding model, run at its defaults; pairs at its similarity of 0.96 and more (the default
+``ccthreshold`` of its duplicate components) and, looser, at its ``threshold`` of 0.9.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -97,6 +103,39 @@ def hash_pairs(root: Path, files: list[str], method: str, threshold: int = 10) -
     return pairs, time.process_time() - start
 
 
+_FASTDUP_SCRIPT = """
+import json, sys, time, fastdup
+root, work = sys.argv[1], sys.argv[2]
+start = time.process_time()
+fd = fastdup.create(input_dir=root, work_dir=work)
+fd.run(overwrite=True, verbose=False)
+sim = fd.similarity()
+pairs = [[a, b, float(d)] for a, b, d in zip(sim["filename_from"], sim["filename_to"], sim["distance"])]
+print(json.dumps({"pairs": pairs, "seconds": time.process_time() - start}))
+"""
+
+
+def fastdup_pairs(python: str, root: Path, work: Path) -> tuple[dict[float, set[Pair]], float]:
+    """fastdup's similar pairs at 0.96 and 0.9, run by another interpreter; (pairs by bar, CPU seconds)."""
+    env = {**os.environ, "SENTRY_OPT_OUT": "1"}
+    run = subprocess.run(
+        [python, "-c", _FASTDUP_SCRIPT, str(root), str(work)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    found: dict[float, set[Pair]] = {0.96: set(), 0.9: set()}
+    for a, b, similarity in out["pairs"]:
+        # split/class/file: the same in the set and in the unpacked tree its links point to
+        pair = _key("/".join(Path(a).parts[-3:]), "/".join(Path(b).parts[-3:]))
+        for bar, pairs in found.items():
+            if similarity >= bar:
+                pairs.add(pair)
+    return found, out["seconds"]
+
+
 def summarise(
     name: str, flagged: set[Pair], listed: pd.DataFrame, leaks: set[Pair] | None, seconds: float
 ) -> str:
@@ -158,6 +197,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--contact-sheet", type=Path, help="PNG of random flagged pairs outside the list")
     parser.add_argument("--sheet-pairs", type=int, default=24)
+    parser.add_argument(
+        "--fastdup-python", help="an interpreter with fastdup installed: run it as a peer too"
+    )
     args = parser.parse_args()
     size = args.image_size if args.image_size == "auto" else int(args.image_size)
     params = EmbedParams(cache_dir=args.cache, image_size=size)
@@ -179,6 +221,10 @@ def main() -> None:
             rows.append(
                 summarise(f"{method.upper()} ≤ 10 bits (imagededup default)", flagged, listed, None, seconds)
             )
+        if args.fastdup_python:
+            by_bar, seconds = fastdup_pairs(args.fastdup_python, root, Path(tmp) / "fastdup")
+            for bar, flagged in by_bar.items():
+                rows.append(summarise(f"fastdup, similarity ≥ {bar}", flagged, listed, None, seconds))
     print(f"{len(files)} images: {len(listed)} listed pairs among {args.distractors} distractors\n")
     print(
         "| method | exact (0) | same shot (1) | very similar (2) | 0–1 | all listed | test→train as leakage "
