@@ -128,7 +128,7 @@ class ImageStats:
 
     def as_row(self) -> dict[str, Any]:
         """Every scalar field by name (everything but :attr:`thumb`), e.g. for a pandas DataFrame row."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "thumb"}
+        return {name: getattr(self, name) for name in _row_fields()}
 
     def to_bytes(self) -> bytes:
         """Serialise compactly (about 3.2 kB, mostly the thumbnail); versioned by :data:`STATS_VERSION`."""
@@ -385,3 +385,9 @@ def _fused_pixel_stats(pixels: np.ndarray, ring: int, tolerance: float) -> tuple
         ]
     )
     return values, histogram, coloured
+
+
+@functools.cache
+def _row_fields() -> tuple[str, ...]:
+    """:class:`ImageStats`'s scalar field names in order (``fields()`` per row cost 0.4 s at 60k)."""
+    return tuple(f.name for f in fields(ImageStats) if f.name != "thumb")
