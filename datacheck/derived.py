@@ -60,6 +60,12 @@ def load_file(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
+def changed_rows(old: np.ndarray, new: np.ndarray) -> int:
+    """Rows of ``old`` that ``new`` lacks plus rows of ``new`` that ``old`` lacks (by row id)."""
+    kept = int(np.isin(old, new).sum())
+    return (len(old) - kept) + (len(new) - kept)
+
+
 def closest(directory: Path, label: str, ids: np.ndarray) -> dict[str, np.ndarray] | None:
     """The stored entry with ``"label": label`` whose row ``"ids"`` differ least from ``ids``, or ``None``.
 
@@ -79,8 +85,7 @@ def closest(directory: Path, label: str, ids: np.ndarray) -> dict[str, np.ndarra
         except (OSError, ValueError, KeyError) as err:
             logger.debug("ignoring unreadable %s: %s", path, err)
             continue
-        kept = int(np.isin(old, ids).sum())
-        changed = (len(old) - kept) + (len(ids) - kept)
+        changed = changed_rows(old, ids)
         if best is None or changed < best[0]:
             best = (changed, path)
     return load_file(best[1]) if best is not None else None

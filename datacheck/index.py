@@ -367,9 +367,8 @@ def _updatable(directory: Path, label: str, ids: np.ndarray) -> StoredGraph | No
     if stored is None:
         return None
     old = stored["ids"]
-    kept = int(np.isin(old, ids).sum())
-    changed = (len(old) - kept) + (len(ids) - kept)
-    if kept == 0 or changed > MAX_UPDATE_SHARE * len(ids):
+    changed = derived.changed_rows(old, ids)
+    if changed >= len(old) + len(ids) or changed > MAX_UPDATE_SHARE * len(ids):  # nothing kept, or too much
         return None
     logger.info("kNN graph: updating a stored graph (%d of %d rows changed)", changed, len(ids))
     graph = KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))

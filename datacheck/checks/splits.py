@@ -142,12 +142,15 @@ def splits(ctx: AuditContext, params: SplitsParams) -> CheckResult:
         return skipped(CHECK_ID, "no embedded images")
     namer = ImageNetNamer(ctx.logits) if ctx.logits is not None else None
     labels = np.asarray(ctx.labels)
-    directory = ctx.derived_dir / "splits" if ctx.derived_dir is not None else None
+    store = None
+    if ctx.derived_dir is not None:  # room for the groups of a few audits: every class and reference pair
+        groups = len(ctx.class_names) + params.reference_pairs
+        store = ProfileStore(ctx.derived_dir / "splits", _KEPT_AUDITS * groups)
     profiles = {
-        label: stored_profile(class_graph(ctx.knn.indices, labels, label), params, directory)
+        label: stored_profile(class_graph(ctx.knn.indices, labels, label), params, store)
         for label in range(len(ctx.class_names))
     }
-    reference = reference_separations(ctx.knn.indices, labels, profiles, params, directory)
+    reference = reference_separations(ctx.knn.indices, labels, profiles, params, store)
     split_findings = []
     for label, name in enumerate(ctx.class_names):
         members, candidates = profiles[label]
@@ -298,33 +301,43 @@ def separation_profile(
     return members, candidates
 
 
-#: Stored group profiles kept (about three audits of ten classes and twelve reference pairs).
-_KEEP_PROFILES = 66
+#: Audits whose group profiles the store keeps (the least recently used beyond them are deleted).
+_KEPT_AUDITS = 3
+
+
+@dataclass(frozen=True)
+class ProfileStore:
+    """Where group profiles are kept (:func:`stored_profile`), and how many of them at most."""
+
+    directory: Path
+    keep: int
 
 
 def stored_profile(
-    graph: tuple[np.ndarray, np.ndarray, np.ndarray], params: SplitsParams, directory: Path | None
+    graph: tuple[np.ndarray, np.ndarray, np.ndarray], params: SplitsParams, store: ProfileStore | None
 ) -> tuple[np.ndarray, list[Clustering]]:
-    """:func:`separation_profile` of ``graph = (members, rows, cols)``, kept in ``directory`` by content.
+    """:func:`separation_profile` of ``graph = (members, rows, cols)``, kept in ``store`` by content.
 
     The clusterings depend only on the group's size, its edges (in member positions) and the parameters,
     so a class whose kNN edges a data change left alone (a few images added to another class, another
     class relabelled) is not clustered again; the stored floats are the computed ones, so the result is the
-    same as computing afresh. ``directory`` ``None``: always compute.
+    same as computing afresh. ``store`` ``None``: always compute.
     """
     from datacheck.results_store import code_digest
 
     members, rows, cols = graph
+    if store is None:
+        return separation_profile(members, rows, cols, params)
     label = f"splits-profile|{params!r}|{code_digest()}"
     key = derived.content_key(label, np.array([len(members)], np.int64), rows, cols)
-    stored = derived.load(directory, key)
+    stored = derived.load(store.directory, key)
     if stored is not None:
         try:
             return members, _unpack_profile(stored, len(members))
         except (KeyError, ValueError) as err:  # damaged or foreign: computed again and stored over
             logger.debug("splits: ignoring a stored profile (%s)", err)
     members, candidates = separation_profile(members, rows, cols, params)
-    derived.store(directory, key, _pack_profile(candidates), keep=_KEEP_PROFILES)
+    derived.store(store.directory, key, _pack_profile(candidates), keep=store.keep)
     return members, candidates
 
 
@@ -367,11 +380,11 @@ def reference_separations(
     labels: np.ndarray,
     profiles: dict[int, tuple[np.ndarray, list[Clustering]]],
     params: SplitsParams,
-    directory: Path | None = None,
+    store: ProfileStore | None = None,
 ) -> Reference:
     """Best separation of every class, and of the unions of up to ``reference_pairs`` random class pairs.
 
-    ``directory``: where group profiles are kept (:func:`stored_profile`); ``None``: always compute.
+    ``store``: where group profiles are kept (:func:`stored_profile`); ``None``: always compute.
     """
     single = {label: best_separation(candidates) for label, (_, candidates) in profiles.items() if candidates}
     classes = sorted(single)
@@ -382,7 +395,7 @@ def reference_separations(
     merged = []
     for a, b in pairs:
         members = np.flatnonzero((labels == a) | (labels == b))
-        _, candidates = stored_profile(group_graph(indices, members), params, directory)
+        _, candidates = stored_profile(group_graph(indices, members), params, store)
         if candidates:
             merged.append(((a, b), best_separation(candidates)))
     return Reference(single, merged)
