@@ -20,6 +20,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".datacheck-installed"
 SAMPLE = ROOT / "sample_datasets" / "shapes"
+#: Test processes at most: each holds its own TensorFlow (~1-2 GB); two halve the suite on a 2-core laptop.
+TEST_WORKERS = 4
 
 
 def _run(*cmd: str | Path) -> int:
@@ -48,9 +50,21 @@ def demo() -> int:
 
 
 def test(args: list[str]) -> int:
-    """Run the whole test suite; pytest's "no tests collected" (5) counts as a failure."""
-    code = _run(BIN / "python", "-m", "pytest", *(args or ["-q"]))
+    """Run the whole test suite; pytest's "no tests collected" (5) counts as a failure.
+
+    The tests run on up to :data:`TEST_WORKERS` processes (pytest-xdist), one test file per process at a time
+    so a file's module fixtures (a Ray cluster, a CIFAR-10 extract) are built once; ``-n`` or
+    ``-p no:xdist`` in ``args`` take over.
+    """
+    code = _run(BIN / "python", "-m", "pytest", *_worker_args(args), *(args or ["-q"]))
     return 1 if code == 5 else code
+
+
+def _worker_args(args: list[str]) -> list[str]:
+    """``-n N --dist loadfile`` for N = min(CPUs, TEST_WORKERS), or nothing on one CPU or when args choose."""
+    chosen = any(a == "no:xdist" or a.startswith(("-n", "--numprocesses")) for a in args)
+    workers = min(os.cpu_count() or 1, TEST_WORKERS)
+    return [] if chosen or workers < 2 else ["-n", str(workers), "--dist", "loadfile"]
 
 
 def main() -> None:
