@@ -95,3 +95,38 @@ def test_large_classes_are_searched_as_the_graph_is_built_and_find_the_same_outl
     assert np.mean(np.isclose(approximate_distance, exact_distance, atol=1e-6)) > 0.95
     approximate = check_outliers(ctx, OutliersParams())
     assert {f.files for f in approximate.findings} == {f.files for f in exact.findings}
+
+
+def test_a_class_left_alone_is_not_searched_again_and_gives_the_same_distances(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    from datacheck.checks import outliers
+    from datacheck.index import KnnParams
+
+    vectors, labels = clustered_vectors([40, 40, 40], dim=16, spread=0.5, seed=1)
+    knn = KnnParams(k=3, candidates=10)  # fewer graph neighbours than k = 5: every row is searched exactly
+
+    def context(v: np.ndarray, lab: np.ndarray, derived):
+        shas = [hashlib.sha256(row.tobytes()).hexdigest() for row in v]  # content ids, as files give them
+        ctx = make_context(v, lab, class_names=NAMES, knn=knn, file_sha256=shas)
+        return dataclasses.replace(ctx, derived_dir=derived)
+
+    searched = []
+    search = outliers._nearest_members
+
+    def counting(ctx, rows, members, k):
+        searched.append(int(ctx.labels[members[0]]))
+        return search(ctx, rows, members, k)
+
+    monkeypatch.setattr(outliers, "_nearest_members", counting)
+    class_distances(context(vectors, labels, tmp_path), 5, 10)
+    assert sorted(searched) == [0, 1, 2]
+    # five new 'fox' images: only the fox class is searched again
+    added = vectors[labels == 2][:5] + np.float32(0.05)
+    grown_v, grown_l = np.vstack([vectors, added]), np.append(labels, [2] * 5)
+    searched.clear()
+    incremental = class_distances(context(grown_v, grown_l, tmp_path), 5, 10)
+    assert searched == [2]
+    fresh = class_distances(context(grown_v, grown_l, None), 5, 10)
+    np.testing.assert_array_equal(incremental, fresh)  # the stored values are the computed ones

@@ -106,9 +106,48 @@ def _exact(ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int) -> 
     out = np.empty(len(rows))
     for start in range(0, len(rows), _BLOCK):
         block = rows[start : start + _BLOCK]
-        sims, found = index.search(np.ascontiguousarray(ctx.vectors[block], dtype=np.float32), k + 1)
-        others = others_mask(members[found], block)  # k + 1 <= len(members): every hit is a member
+        _, found = index.search(np.ascontiguousarray(ctx.vectors[block], dtype=np.float32), k + 1)
+        hits = members[found]  # k + 1 <= len(members): every hit is a member
+        others = others_mask(hits, block)
+        # the hits' similarities again, row by row: a row's value must not depend on which rows were searched
+        # beside it (how the product was blocked), as it is kept for later audits
+        query = ctx.vectors[block]
+        sims = np.stack([np.einsum("bd,bd->b", query, ctx.vectors[hits[:, j]]) for j in range(k + 1)], axis=1)
         out[start : start + len(block)] = np.where(others, sims, 0.0).sum(axis=1) / k
+    return out
+
+
+def _stored_nearest_members(
+    ctx: AuditContext, rows: np.ndarray, members: np.ndarray, k: int, keep: int
+) -> np.ndarray:
+    """:func:`_nearest_members`, reading back what an earlier audit computed for a class of these images.
+
+    Kept by content in ``<derived_dir>/outliers`` (the ``keep`` most recent classes). Exact searches only:
+    a row's value is then a function of its image and its class's images alone, so a class a data change
+    left alone (images added to, removed from or relabelled in other classes) is not searched again, and
+    the values are the ones a fresh audit computes.
+    """
+    from datacheck import derived
+    from datacheck.results_store import code_digest
+
+    if ctx.derived_dir is None or len(members) > EXACT_CLASS_MAX:
+        return _nearest_members(ctx, rows, members, k)
+    ids = ctx.content_ids
+    directory = ctx.derived_dir / "outliers"
+    key = derived.content_key(f"outliers-class|k{k}|{code_digest()}", np.sort(ids[members]))
+    stored = derived.load(directory, key) or {}
+    known, values = stored.get("ids", np.zeros(0, np.uint64)), stored.get("similarity", np.zeros(0))
+    if known.shape != values.shape:  # damaged: searched again and stored over
+        known, values = np.zeros(0, np.uint64), np.zeros(0)
+    at = np.minimum(np.searchsorted(known, ids[rows]), max(len(known) - 1, 0))
+    hit = known[at] == ids[rows] if len(known) else np.zeros(len(rows), bool)
+    out = np.empty(len(rows))
+    out[hit] = values[at[hit]]
+    if not hit.all():
+        out[~hit] = _nearest_members(ctx, rows[~hit], members, k)
+        known, first = np.unique(np.concatenate([known, ids[rows[~hit]]]), return_index=True)
+        values = np.concatenate([values, out[~hit]])[first]
+        derived.store(directory, key, {"ids": known, "similarity": values}, keep=keep)
     return out
 
 
@@ -116,14 +155,15 @@ def class_distances(ctx: AuditContext, k: int, min_class_images: int) -> np.ndar
     """Mean cosine distance of every image to its ``k`` nearest same-class images (NaN for small classes)."""
     similarity, found = _from_graph(ctx, k)
     distance = np.full(ctx.n, np.nan)
-    for label in np.unique(ctx.labels):
+    classes = np.unique(ctx.labels)
+    for label in classes:
         members = np.flatnonzero(ctx.labels == label)
         if len(members) < min_class_images:
             continue
         kk = min(k, len(members) - 1)
         short = members[found[members] < kk]
-        if len(short):
-            similarity[short] = _nearest_members(ctx, short, members, kk)
+        if len(short):  # room for three audits' classes
+            similarity[short] = _stored_nearest_members(ctx, short, members, kk, keep=3 * len(classes))
         distance[members] = 1.0 - similarity[members]
     return distance
 
