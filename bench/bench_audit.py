@@ -5,8 +5,9 @@
 Without ``--data`` it unpacks ``../shared/datasets/cifar10-jpeg.tar.gz`` to a temp folder. Each run is a
 fresh process (start-up included). After the empty-cache run (skipped with ``--no-cold``, for a cache filled
 before) and a warm run, the daily cases, each undone before the next: ``--add N`` new images (mirrored test
-airplanes as PNG: new content, only those are embedded), ``--relabel N`` training cats moved into the dog
-folder, ``--remove N`` training images moved out of the dataset.
+airplanes as PNG with a corner pixel set per run: new content in every run, so only those are embedded, and
+they are, whatever ran before), ``--relabel N`` training cats moved into the dog folder, ``--remove N``
+training images moved out of the dataset.
 """
 
 from __future__ import annotations
@@ -96,8 +97,11 @@ def main() -> None:
         sources = sorted((data / "test" / "airplane").glob("*"))[: args.add]
         from PIL import Image, ImageOps
 
+        nonce = int(time.time_ns()) % 251  # a corner pixel unlike any earlier run's: embedded in every run
         for i, src in enumerate(sources):  # new content (mirrored + re-encoded), not byte copies
-            ImageOps.mirror(Image.open(src)).save(added / f"added_{i:04d}.png")
+            image = ImageOps.mirror(Image.open(src).convert("RGB"))
+            image.putpixel((0, 0), (nonce, 255 - nonce, (nonce * 7) % 256))
+            image.save(added / f"added_{i:04d}.png")
         _print(f"warm cache + {len(sources)} new images", _run(data, cache, args.image_size))
         for path in added.glob("added_*.png"):
             path.unlink()

@@ -11,6 +11,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def stat_fingerprint(st: os.stat_result) -> str:
+    """What must be unchanged for a file's remembered content hash to be trusted.
+
+    Size, modification *and* status-change times in nanoseconds, inode and device: an edit that keeps the
+    size and restores the modification time (``touch -d``, ``os.utime``) still moves ``st_ctime``, which no
+    user can set.
+    """
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
+
+
 def file_sha256(path: Path | str) -> str:
     """SHA-256 hex digest of a file's bytes, read in blocks (:func:`hashlib.file_digest`)."""
     with open(path, "rb") as handle:

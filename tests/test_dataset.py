@@ -76,6 +76,10 @@ def test_class_layout(class_tree: Callable[[dict[str, int]], Path]) -> None:
     assert record == ImageRecord("cat/000.png", root / "cat" / "000.png", "cat", None)
     assert record.abs_path.is_file()
     assert dataset.issues == ()
+    # the walk's own stat, kept so hashing need not stat every file again
+    from datacheck.fileio import stat_fingerprint
+
+    assert all(r.fingerprint == stat_fingerprint(os.stat(r.abs_path)) for r in dataset.records)
 
 
 def test_nested_folders_belong_to_their_class(files: ImageFactory, root: Path) -> None:

@@ -12,7 +12,7 @@ import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -105,6 +105,9 @@ class ImageRecord:
         split: Lower-cased split name, or ``None`` when the dataset has no splits.
         blob: Set when the image is inside a container file; then ``path`` is a stable key (shard and
             member, or file and row) and ``abs_path`` the container file.
+        fingerprint: The file's :func:`~datacheck.fileio.stat_fingerprint` when discovery stat'ed it (a
+            folder walk does), so hashing need not stat 60,000 files again; ``None``: stat'ed when needed.
+            Not part of the record's identity (equality).
     """
 
     path: str
@@ -112,6 +115,7 @@ class ImageRecord:
     label: str
     split: str | None
     blob: Blob | None = None
+    fingerprint: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

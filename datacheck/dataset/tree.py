@@ -28,6 +28,7 @@ from datacheck.dataset.records import (
     _sorted_issues,
     display_name,
 )
+from datacheck.fileio import stat_fingerprint
 from datacheck.outputs import is_marked
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class _Found:
     abs_path: Path
     identity: tuple[int, int]  # (st_dev, st_ino)
     via_symlink: bool
+    fingerprint: str  # stat_fingerprint(): hashing trusts a remembered hash by it
 
 
 @dataclass
@@ -137,7 +139,8 @@ def _scan_dir(pending: _PendingDir, walk: _Walk) -> list[_PendingDir]:
                 continue
             subdirs.append(_PendingDir(parts, abs_path, identity, pending.via_symlink or is_link, is_link))
         elif stat.S_ISREG(st.st_mode):
-            found = _Found(parts, _join_display(parts), abs_path, identity, pending.via_symlink or is_link)
+            linked = pending.via_symlink or is_link
+            found = _Found(parts, _join_display(parts), abs_path, identity, linked, stat_fingerprint(st))
             walk.files.append(found)
         else:
             walk.issues.append(
@@ -242,7 +245,8 @@ def _classify(found: _Found, layout: Layout) -> ImageRecord | FileIssue:
     if layout == "splits":
         if len(found.parts) < 3:
             return _no_class_folder_in_split(found)
-        return ImageRecord(found.path, found.abs_path, display_name(found.parts[1]), found.parts[0].lower())
+        label, split = display_name(found.parts[1]), found.parts[0].lower()
+        return ImageRecord(found.path, found.abs_path, label, split, fingerprint=found.fingerprint)
     if len(found.parts) < 2:
         return FileIssue(
             found.path,
@@ -250,7 +254,8 @@ def _classify(found: _Found, layout: Layout) -> ImageRecord | FileIssue:
             "no class folder: this image is directly in the dataset root; "
             "move it into a folder named after its class (<class>/<image>)",
         )
-    return ImageRecord(found.path, found.abs_path, display_name(found.parts[0]), None)
+    label = display_name(found.parts[0])
+    return ImageRecord(found.path, found.abs_path, label, None, fingerprint=found.fingerprint)
 
 
 def _no_class_folder_in_split(found: _Found) -> FileIssue:
@@ -299,7 +304,7 @@ def discover_unlabelled(root: Path) -> Dataset:
             issues.append(FileIssue(found.path, "not_an_image", _not_an_image_reason(found.parts[-1])))
             continue
         label = display_name(found.parts[0]) if len(found.parts) > 1 else ""
-        records.append(ImageRecord(found.path, found.abs_path, label, None))
+        records.append(ImageRecord(found.path, found.abs_path, label, None, fingerprint=found.fingerprint))
     if not records:
         raise DatasetError(f"no images found under the reference folder {root}")
     return Dataset(root, "classes", tuple(sorted(records, key=lambda r: r.path)), _sorted_issues(issues))

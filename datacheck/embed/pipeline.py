@@ -36,7 +36,7 @@ from datacheck.embed.cache import (
     embedding_key,
     stats_key,
 )
-from datacheck.fileio import file_sha256
+from datacheck.fileio import file_sha256, stat_fingerprint
 from datacheck.images import (
     STATS_VERSION,
     DecodedImage,
@@ -241,17 +241,18 @@ def _hash_record(record: ImageRecord) -> str | FileIssue:
 def file_fingerprint(record: ImageRecord) -> str | None:
     """What must be unchanged for a file's remembered hash to be trusted, or ``None`` (not a local file).
 
-    Size, modification *and* status-change times in nanoseconds, inode and device: an edit that keeps the
-    size and restores the modification time (``touch -d``, ``os.utime``) still moves ``st_ctime``, which no
-    user can set. Members of containers are not remembered (their bytes are read anyway).
+    :func:`~datacheck.fileio.stat_fingerprint`, as discovery saw the file when it did (a folder walk stats
+    every file anyway), else stat'ed now. Members of containers are not remembered (their bytes are read
+    anyway).
     """
     if record.blob is not None:
         return None
+    if record.fingerprint is not None:
+        return record.fingerprint
     try:
-        st = os.stat(record.abs_path)
+        return stat_fingerprint(os.stat(record.abs_path))
     except OSError:
         return None
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
 
 
 def _hash_chunk(records: Sequence[ImageRecord]) -> list[str | FileIssue]:
