@@ -61,11 +61,8 @@ def pair_scores(
     stored = derived.load(store, key) if len(pairs) else None
     ids = None if content_ids is None else (content_ids[pairs[:, 0]], content_ids[pairs[:, 1]])
     if stored is not None and ids is not None:
-        lookup = dict(zip(_keys(stored["a"], stored["b"]), stored["score"].tolist(), strict=True))
-        for row, pair in enumerate(_keys(*ids)):
-            value = lookup.get(pair)
-            if value is not None:
-                score[row], known[row] = value, True
+        at, known = _find(_pair_keys(stored["a"], stored["b"]), _pair_keys(*ids))
+        score[known] = stored["score"][at[known]]
     todo = np.flatnonzero(~known)
     logger.info(
         "pair verification: %d of %d pairs scored by an earlier audit", len(pairs) - len(todo), len(pairs)
@@ -77,8 +74,23 @@ def pair_scores(
     return score
 
 
-def _keys(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
-    return list(zip(a.tolist(), b.tolist(), strict=True))
+def _pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One 16-byte key per pair (the two 64-bit content ids side by side): equal keys, equal pairs."""
+    both = np.empty((len(a), 2), np.uint64)
+    both[:, 0], both[:, 1] = a, b
+    return both.view("V16").ravel()
+
+
+def _find(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``needles``, a position in ``haystack`` holding the same key, and whether there is one.
+
+    Sorted search, no Python objects per pair: the store holds up to :data:`PAIR_STORE_CAP` pairs.
+    """
+    if not len(haystack):
+        return np.zeros(len(needles), np.int64), np.zeros(len(needles), bool)
+    order = np.argsort(haystack, kind="stable")
+    at = np.minimum(np.searchsorted(haystack[order], needles), len(haystack) - 1)
+    return order[at], haystack[order[at]] == needles
 
 
 def _store_scores(
@@ -93,8 +105,7 @@ def _store_scores(
         return
     a, b, score = current
     if earlier is not None:
-        seen = set(_keys(a, b))
-        older = np.array([pair not in seen for pair in _keys(earlier["a"], earlier["b"])], bool)
+        older = ~_find(_pair_keys(a, b), _pair_keys(earlier["a"], earlier["b"]))[1]
         a = np.concatenate([a, earlier["a"][older]])
         b = np.concatenate([b, earlier["b"][older]])
         score = np.concatenate([score, earlier["score"][older]])
