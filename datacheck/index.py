@@ -249,11 +249,15 @@ def nearest_among(
 
 
 def build_knn(
-    vectors: np.ndarray, params: KnnParams | None = None, shared: SharedBasis | None = None
+    vectors: np.ndarray,
+    params: KnnParams | None = None,
+    shared: SharedBasis | None = None,
+    depth: int | None = None,
 ) -> KnnGraph:
     """Build the shared cosine kNN graph of ``vectors`` (any scale; they are L2-normalised here).
 
     ``shared``: the audit's principal-component basis of these (unit) vectors, searched in; ``None`` fits one.
+    ``depth``: neighbours kept per row (default ``params.k``; the stored graph keeps :func:`stored_depth`).
     """
     params = params or KnnParams()
     n = len(vectors)
@@ -268,13 +272,32 @@ def build_knn(
     else:
         candidates = _approximate(space, n_candidates, params.block)
         method = "approximate"
-    indices, sims = _rescore_blocked(unit, candidates, min(params.k, n - 1))
+    indices, sims = _rescore_blocked(unit, candidates, min(depth or params.k, n_candidates))
     logger.info("kNN graph: %d images, k=%d, %s", n, indices.shape[1], method)
     return KnnGraph(indices, sims, method)
 
 
 #: Bump when the graph construction changes, so stored graphs are rebuilt.
-GRAPH_VERSION = 3
+GRAPH_VERSION = 4
+
+#: Neighbours the stored graph keeps beyond ``k`` (the build re-scores ``candidates`` anyway): a row whose
+#: neighbours were removed takes the next ones instead of being searched again. At 60,000 images 100
+#: removed rows left ~1,500 lists short, each an exact search of every row (3 s).
+SPARE_NEIGHBOURS = 5
+
+
+def stored_depth(params: KnnParams, n: int) -> int:
+    """Neighbours per row of the stored graph: ``k`` plus :data:`SPARE_NEIGHBOURS`, within the candidates."""
+    return min(max(params.k, min(params.k + SPARE_NEIGHBOURS, params.candidates)), n - 1)
+
+
+def _first(graph: KnnGraph, k: int) -> KnnGraph:
+    """The graph cut to each row's ``k`` nearest (the stored graph keeps more)."""
+    if graph.k <= k:
+        return graph
+    cut = (np.ascontiguousarray(a[:, :k]) for a in (graph.indices, graph.similarities))
+    return KnnGraph(*cut, graph.method)
+
 
 #: Largest share of rows added or removed since a stored graph for it to be updated instead of rebuilt.
 MAX_UPDATE_SHARE = 0.05
@@ -322,6 +345,7 @@ def build_knn_cached(
     params = params or KnnParams()
     if directory is None or len(vectors) < 2:
         return build_knn(vectors, params, shared)
+    k = min(params.k, len(vectors) - 1)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy for the context's vectors
     label = f"knn-v{GRAPH_VERSION}|{astuple(params)}"
     key = derived.content_key(label, vectors)
@@ -329,10 +353,15 @@ def build_knn_cached(
     fields = {"indices", "similarities", "method", "ids", "label"}
     if stored is not None and fields <= stored.keys() and len(stored["indices"]) == len(vectors):
         logger.info("kNN graph: %d images, served from %s", len(vectors), directory)
-        return KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
+        return _first(KnnGraph(stored["indices"], stored["similarities"], str(stored["method"])), k)
     ids = row_ids(vectors)
     base = _updatable(directory, label, ids)
-    graph = update_knn(vectors, ids, base, params) if base is not None else build_knn(vectors, params, shared)
+    depth = stored_depth(params, len(vectors))
+    graph = (
+        update_knn(vectors, ids, base, params)
+        if base is not None
+        else build_knn(vectors, params, shared, depth=depth)
+    )
     derived.store(
         directory,
         key,
@@ -344,7 +373,7 @@ def build_knn_cached(
             "label": np.array(label),
         },
     )
-    return graph
+    return _first(graph, k)
 
 
 @dataclass(frozen=True)
@@ -395,14 +424,17 @@ def _exact_neighbours(unit: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.nd
 def update_knn(vectors: np.ndarray, ids: np.ndarray, base: StoredGraph, params: KnnParams) -> KnnGraph:
     """The kNN graph of ``vectors`` from a graph of mostly the same rows (some added, some removed).
 
-    Rows kept keep their neighbour lists, merged with the added rows where those are nearer; kept rows that
-    lost a neighbour (it was removed) and added rows are searched exactly in the full space. A kept row's
-    list is therefore the old one (approximate where the old one was) plus exact changes, which agrees with a
-    rebuild on ≥ 99 % of neighbours (docs/benchmarks.md).
+    Returns :func:`stored_depth` neighbours per row (the context reads the first ``k``). Rows kept keep their
+    lists, the removed neighbours taken out (the next ones move up: a removal cannot bring a nearer row)
+    and the added rows merged in where nearer; kept rows left with fewer than ``k`` neighbours, and added
+    rows, are searched exactly in the full space. A kept row's list is therefore the old one (approximate
+    where the old one was) plus exact changes, which agrees with a rebuild on ≥ 99 % of neighbours
+    (docs/benchmarks.md).
     """
     unit = unit_rows(vectors)
     n = len(unit)
     k = min(params.k, n - 1)
+    depth = max(k, min(stored_depth(params, n), base.graph.k))
     position = {int(v): i for i, v in enumerate(ids.tolist())}
     old_to_new = np.array([position.get(int(v), -1) for v in base.ids.tolist()], dtype=np.int64)
     new_rows = np.setdiff1d(np.arange(n), old_to_new[old_to_new >= 0])
@@ -410,16 +442,23 @@ def update_knn(vectors: np.ndarray, ids: np.ndarray, base: StoredGraph, params: 
     kept_new = old_to_new[kept_old]
     old_idx = base.graph.indices[kept_old]
     mapped = np.where(old_idx >= 0, old_to_new[np.maximum(old_idx, 0)], -1)
-    lost = (mapped < 0).any(axis=1) | (mapped.shape[1] < k)
-    indices = np.full((n, k), -1, np.int32)
-    sims = np.full((n, k), -np.inf, np.float32)
+    # the neighbours still there first, in their order; the removed ones' places padded at the end
+    order = np.argsort(mapped < 0, axis=1, kind="stable")
+    mapped = np.take_along_axis(mapped, order, axis=1)
+    old_sims = np.where(
+        mapped >= 0, np.take_along_axis(base.graph.similarities[kept_old], order, axis=1), -np.inf
+    )
+    lost = (mapped >= 0).sum(axis=1) < k
+    width = min(depth, mapped.shape[1])
+    indices = np.full((n, depth), -1, np.int32)
+    sims = np.full((n, depth), -np.inf, np.float32)
     keep_rows = kept_new[~lost]
     if len(keep_rows):
-        indices[keep_rows] = mapped[~lost][:, :k]
-        sims[keep_rows] = base.graph.similarities[kept_old[~lost]][:, :k]
+        indices[keep_rows, :width] = mapped[~lost][:, :width]
+        sims[keep_rows, :width] = old_sims[~lost][:, :width]
     redo = np.concatenate([new_rows, kept_new[lost]]).astype(np.int64)
     if len(redo):
-        indices[redo], sims[redo] = _exact_neighbours(unit, redo, k)
+        indices[redo], sims[redo] = _exact_neighbours(unit, redo, depth)
     if len(new_rows) and len(keep_rows):
         _merge_new(unit, keep_rows, new_rows, indices, sims)
     logger.info(

@@ -130,7 +130,10 @@ def test_damaged_stored_graph_is_rebuilt(tmp_path):
     stored.write_bytes(b"not a graph")
     again = build_knn_cached(vectors, params, tmp_path)
     np.testing.assert_array_equal(again.indices, first.indices)
-    assert np.load(stored)["indices"].shape == (50, 4)  # written again
+    assert np.load(stored)["indices"].shape == (
+        50,
+        8,
+    )  # written again (k = 4 and the spare, within 8 candidates)
 
 
 def test_a_stored_graph_is_updated_for_a_few_added_and_removed_rows(tmp_path, monkeypatch):
@@ -165,7 +168,9 @@ def test_a_stored_graph_is_updated_for_a_few_added_and_removed_rows(tmp_path, mo
     monkeypatch.setattr(index, "MAX_UPDATE_SHARE", 0.01)  # 10 of 414 rows (2.4 %) is now too large a change
     built: list[int] = []
     real = index.build_knn
-    monkeypatch.setattr(index, "build_knn", lambda v, p=None, s=None: built.append(len(v)) or real(v, p, s))
+    monkeypatch.setattr(
+        index, "build_knn", lambda v, p=None, s=None, **kw: built.append(len(v)) or real(v, p, s, **kw)
+    )
     index.build_knn_cached(final[:-10], params, tmp_path)
     assert built == [len(final) - 10]
 
@@ -203,3 +208,37 @@ def test_closest_stored_entry_by_row_ids(tmp_path):
     assert derived.closest(tmp_path, "x", np.arange(11, dtype=np.uint64))["v"][0] == 0.0  # 1 vs 9 changed
     assert derived.closest(tmp_path, "x", np.arange(19, dtype=np.uint64))["v"][0] == 1.0
     assert derived.closest(tmp_path, "z", np.arange(10, dtype=np.uint64)) is None
+
+
+def test_removed_neighbours_are_replaced_by_the_spare_ones_without_a_search(tmp_path, monkeypatch):
+    import datacheck.index as index
+
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((8, 32))
+    x = l2_normalise(
+        (centres[rng.integers(0, 8, 400)] + 0.5 * rng.standard_normal((400, 32))).astype(np.float32)
+    )
+    params = KnnParams(k=6, candidates=20, search_dim=0)  # exact in the full space: a rebuild is the truth
+    index.build_knn_cached(x, params, tmp_path)
+    final = np.delete(x, [3, 50, 120], axis=0)  # no row loses more than 3 of its 6 + 5 stored neighbours
+
+    searched: list[int] = []
+    search = index._exact_neighbours
+
+    def counting(unit, rows, k):
+        searched.append(len(rows))
+        return search(unit, rows, k)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt although a stored graph covers all but 3 rows")
+
+    monkeypatch.setattr(index, "_exact_neighbours", counting)
+    monkeypatch.setattr(index, "build_knn", no_build)
+    updated = index.build_knn_cached(final, params, tmp_path)
+    assert searched == []  # the spare neighbours stood in for the removed ones
+    monkeypatch.undo()
+    truth = build_knn(final, params)
+    np.testing.assert_array_equal(updated.indices, truth.indices)
+    np.testing.assert_allclose(
+        updated.similarities, truth.similarities, rtol=0, atol=32 * np.finfo(np.float32).eps
+    )
