@@ -136,14 +136,18 @@ def test_damaged_stored_graph_is_rebuilt(tmp_path):
     )  # written again (k = 4 and the spare, within 8 candidates)
 
 
+def _clustered(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
+    """``n`` unit rows around ``clusters`` random centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    rows = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim))
+    return l2_normalise(rows.astype(np.float32))
+
+
 def test_a_stored_graph_is_updated_for_a_few_added_and_removed_rows(tmp_path, monkeypatch):
     import datacheck.index as index
 
-    rng = np.random.default_rng(7)
-    centres = rng.standard_normal((12, 48))
-    x = l2_normalise(
-        (centres[rng.integers(0, 12, 430)] + 0.6 * rng.standard_normal((430, 48))).astype(np.float32)
-    )
+    x = _clustered(430, 48, clusters=12, spread=0.6, seed=7)
     params = KnnParams(k=8, candidates=8, search_dim=0)  # exact in the full space: a rebuild is the truth
     index.build_knn_cached(x[:400], params, tmp_path)
     final = np.concatenate([x[7:400], x[400:], x[:2]])  # 7 removed, 30 added, 2 moved to the end (kept)
@@ -213,11 +217,7 @@ def test_closest_stored_entry_by_row_ids(tmp_path):
 def test_removed_neighbours_are_replaced_by_the_spare_ones_without_a_search(tmp_path, monkeypatch):
     import datacheck.index as index
 
-    rng = np.random.default_rng(11)
-    centres = rng.standard_normal((8, 32))
-    x = l2_normalise(
-        (centres[rng.integers(0, 8, 400)] + 0.5 * rng.standard_normal((400, 32))).astype(np.float32)
-    )
+    x = _clustered(400, 32, clusters=8, spread=0.5, seed=11)
     params = KnnParams(k=6, candidates=20, search_dim=0)  # exact in the full space: a rebuild is the truth
     index.build_knn_cached(x, params, tmp_path)
     final = np.delete(x, [3, 50, 120], axis=0)  # no row loses more than 3 of its 6 + 5 stored neighbours
