@@ -481,15 +481,20 @@ def test_parts_count_the_images_each_part_holds(monkeypatch):
     assert len(bounds) > (len(np.unique(pairs[:, 0])) + 3 * len(np.unique(pairs[:, 1]))) / 120
 
 
+def _with_mirrored_copies(thumbs: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, ...]:
+    """``thumbs`` with mirrored, dimmed copies of ``count`` of them appended; the originals; a key per row."""
+    originals = np.random.default_rng(seed).choice(len(thumbs), count, replace=False)
+    copies = np.clip(thumbs[originals, :, ::-1].astype(np.float32) * 0.9 + 10, 0, 255).astype(np.uint8)
+    both = np.concatenate([thumbs, copies])
+    return both, originals, np.array([f"pixels:{i:04d}" for i in range(len(both))], dtype=object)
+
+
 def test_layout_pairs_depend_on_the_images_not_their_order_and_are_kept_by_content(tmp_path, monkeypatch):
     from datacheck.neardup import candidates
 
-    thumbs = _smooth_thumbs(600, 6)
+    thumbs, originals, keys = _with_mirrored_copies(_smooth_thumbs(600, 6), 12, seed=7)
     rng = np.random.default_rng(7)
-    originals = rng.choice(600, 12, replace=False)
-    copies = np.clip(thumbs[originals, :, ::-1].astype(np.float32) * 0.9 + 10, 0, 255).astype(np.uint8)
-    thumbs = np.concatenate([thumbs, copies])
-    keys = np.array([f"pixels:{i:04d}" for i in range(len(thumbs))], dtype=object)
+    rng.choice(600, 12, replace=False)  # the draw above, so the permutation below stays as it was
     monkeypatch.setattr(
         candidates, "LAYOUT_EXACT_MAX", 100
     )  # the approximate index: its sample follows order
@@ -511,3 +516,32 @@ def test_layout_pairs_depend_on_the_images_not_their_order_and_are_kept_by_conte
     monkeypatch.setattr(candidates, "layout_candidates", no_search)
     again = candidates.stored_layout_candidates(candidates.layouts(thumbs), 5, keys, tmp_path)
     np.testing.assert_array_equal(again, first)
+
+
+def test_layout_pairs_are_updated_for_added_and_removed_images_as_a_fresh_search_finds_them(
+    tmp_path, monkeypatch
+):
+    from datacheck.neardup import candidates
+
+    thumbs, originals, keys = _with_mirrored_copies(_smooth_thumbs(600, 9), 12, seed=10)
+    grid = candidates.layouts(thumbs)
+    older = np.r_[0:590, 600:606]  # 10 images and 6 of the copies not there yet
+    candidates.stored_layout_candidates(grid[older], 5, keys[older], tmp_path)
+
+    def fresh(rows: np.ndarray) -> np.ndarray:
+        return candidates.stored_layout_candidates(grid[rows], 5, keys[rows])  # nothing stored: searched
+
+    searched: list[int] = []
+    search = candidates.layout_candidates
+    monkeypatch.setattr(candidates, "layout_candidates", lambda g, k: searched.append(len(g)) or search(g, k))
+    everything = np.arange(len(thumbs))
+    grown = candidates.stored_layout_candidates(grid, 5, keys, tmp_path)  # 16 added: updated
+    assert searched == []
+    planted = {(int(o), 600 + c) for c, o in enumerate(originals)}
+    assert planted <= {tuple(p) for p in grown.tolist()}
+    np.testing.assert_array_equal(grown, fresh(everything))
+    fewer = np.setdiff1d(everything, [3, 601, 602])  # 3 removed, copies among them: updated again
+    searched.clear()
+    shrunk = candidates.stored_layout_candidates(grid[fewer], 5, keys[fewer], tmp_path)
+    assert searched == []
+    np.testing.assert_array_equal(shrunk, fresh(fewer))

@@ -147,7 +147,9 @@ def stored_layout_candidates(
     In content order (``keys``: :func:`exact_keys`, identical for identical images) the pairs are a function
     of the images alone — the approximate index's training sample and its ties otherwise follow the row
     order, i.e. file names — so renaming or relabelling files finds the pairs the audit before stored, and
-    gives the pairs a from-scratch audit would. ``directory`` ``None``: always search.
+    gives the pairs a from-scratch audit would. When no entry has exactly these layouts, the stored state
+    nearest to them is updated if few rows changed (:func:`_searched_or_updated`). ``directory`` ``None``:
+    always search.
 
     Returns:
         Unordered pairs of row numbers, ``int64[P, 2]``, ``i < j``.
@@ -167,11 +169,82 @@ def stored_layout_candidates(
     if fits and (held.size == 0 or held.max() < len(grid)):  # a damaged entry is searched again
         local = held.astype(np.int64)
     else:
-        local = layout_candidates(canonical, k)
-        derived.store(directory, key, {"pairs": local})
+        local = _searched_or_updated(canonical, k, directory, label, key)
     if not len(local):
         return local
     return np.unique(np.sort(order[local], axis=1), axis=0)
+
+
+def _searched_or_updated(
+    canonical: np.ndarray, k: int, directory: Path | None, label: str, key: str
+) -> np.ndarray:
+    """The layout pairs of ``canonical``: the nearest stored state's, updated, when it differs by a few rows.
+
+    An update keeps the stored pairs of the rows still there and searches only the added rows, exactly,
+    against every row (mirrored or not: the correlation of a mirrored layout with another is the other's
+    mirrored with it, so one direction covers both). That is the pairs a fresh search gives unless more
+    than ``k`` layouts match one row (the fresh search keeps each row's ``k`` best), or the approximate
+    index misses a pair the exact search of the added rows finds. Stored with each row's identity (a hash of
+    its layout) so the next audit can update from it.
+    """
+    from datacheck import derived
+    from datacheck.index import MAX_UPDATE_SHARE, row_ids
+
+    if directory is None:
+        return layout_candidates(canonical, k)
+    ids = row_ids(canonical.reshape(len(canonical), -1))
+    base = derived.closest(directory, label, ids)
+    old_ids, old_pairs = (base or {}).get("ids"), (base or {}).get("pairs")
+    usable = old_ids is not None and old_pairs is not None and old_pairs.ndim == 2 and old_pairs.shape[1] == 2
+    if usable and 0 < derived.changed_rows(old_ids, ids) <= MAX_UPDATE_SHARE * len(ids):
+        local = _updated_pairs(canonical, k, ids, old_ids, old_pairs.astype(np.int64))
+    else:
+        local = layout_candidates(canonical, k)
+    derived.store(
+        directory,
+        derived.content_key(label, canonical),
+        {"pairs": local, "ids": ids, "label": np.array(label)},
+    )
+    return local
+
+
+def _updated_pairs(
+    grid: np.ndarray, k: int, ids: np.ndarray, old_ids: np.ndarray, old_pairs: np.ndarray
+) -> np.ndarray:
+    """Stored pairs of the rows kept (renumbered) plus the added rows' exact matches (see above)."""
+    n = len(grid)
+    position = {int(v): i for i, v in enumerate(ids.tolist())}
+    old_to_new = np.array([position.get(int(v), -1) for v in old_ids.tolist()], dtype=np.int64)
+    kept = old_to_new[old_pairs] if len(old_pairs) else np.zeros((0, 2), np.int64)
+    kept = kept[(kept >= 0).all(axis=1)]
+    added = np.setdiff1d(np.arange(n), old_to_new[old_to_new >= 0])
+    found = _matches_of(grid, added, k)
+    both = np.concatenate([np.sort(kept, axis=1), found]).reshape(-1, 2)
+    return np.unique(both, axis=0)
+
+
+def _matches_of(grid: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Exact search of ``rows``: pairs with their ``k`` most correlated layouts, as they are or mirrored.
+
+    Kept at :data:`LAYOUT_MIN_CORRELATION` or more. Unordered, ``i < j``.
+    """
+    import faiss
+
+    n = len(grid)
+    if not len(rows) or n < 2:
+        return np.zeros((0, 2), np.int64)
+    own = np.ascontiguousarray(grid.reshape(n, -1))
+    mirrored = np.ascontiguousarray(grid[:, :, ::-1].reshape(n, -1))
+    index = faiss.IndexFlatIP(own.shape[1])
+    index.add(own)
+    found = []
+    for queries in (own[rows], mirrored[rows]):
+        sims, hits = index.search(np.ascontiguousarray(queries), min(k + 1, n))
+        i = np.repeat(rows.astype(np.int64), hits.shape[1])
+        j, s = hits.ravel().astype(np.int64), sims.ravel()
+        keep = (j >= 0) & (j != i) & (s >= LAYOUT_MIN_CORRELATION)
+        found.append(np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], axis=1))
+    return np.unique(np.concatenate(found), axis=0)
 
 
 def _inverted_lists(own: np.ndarray):
