@@ -33,15 +33,16 @@ def _sklearn(x: np.ndarray, labels: np.ndarray, c: float, tol: float) -> Softmax
 
 
 @pytest.mark.parametrize("c", [0.1, 10.0])
-def test_reaches_scikit_learns_optimum_at_least_as_closely(c):
+def test_reaches_scikit_learns_optimum(c):
     x, labels = _problem()
     ours = fit_softmax(x, labels, c, max_iter=1000)
-    default = _sklearn(x, labels, c, tol=1e-4)  # what scikit-learn stops at by default
-    # the objective is summed from float32 products: ~1e-7 of its value, 1e-6 leaves tenfold room
-    assert _objective(ours, x, labels, c) <= _objective(default, x, labels, c) * (1 + 1e-6)
-    tight = _sklearn(x, labels, c, tol=1e-10)
+    tight = _sklearn(x, labels, c, tol=1e-10)  # scikit-learn run to convergence in float64
+    optimum = _objective(tight, x, labels, c)
+    # our objective is summed from float32 products, so the solver cannot resolve it below a few float32
+    # ulps of its value: 16 ulps of room
+    assert _objective(ours, x, labels, c) <= optimum * (1 + 16 * np.finfo(np.float32).eps)
     # near the optimum the probabilities move with the square root of the objective's excess
-    gap = max(_objective(ours, x, labels, c) - _objective(tight, x, labels, c), 0.0)
+    gap = max(_objective(ours, x, labels, c) - optimum, 0.0)
     assert np.abs(ours.predict_proba(x) - tight.predict_proba(x)).max() < 1e-2 + np.sqrt(gap)
 
 
