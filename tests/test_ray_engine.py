@@ -44,13 +44,19 @@ def test_same_vectors_as_in_process_and_bad_files_reported(tmp_path: Path, local
     assert [(f.path, f.kind) for f in on_ray.failures] == [("train/apple/broken.png", "unreadable")]
 
 
-def test_a_rerun_sends_only_what_the_cache_lacks(tmp_path: Path, local_ray) -> None:
+def test_a_rerun_sends_only_what_the_cache_lacks_and_a_quiet_run_shows_no_ray_progress(
+    tmp_path: Path, local_ray, capfd
+) -> None:
     from datacheck.embed.ray_engine import prefill_cache
 
     root = splits_dataset(tmp_path / "ds", train=3, test=2)
     params = _params(tmp_path / "cache", engine="ray")
-    first = prefill_cache(discover(root), params, 96)
+    capfd.readouterr()
+    first = prefill_cache(discover(root), params, 96)  # no progress callback: a quiet run
     assert (first.submitted, first.embedded, first.failed) == (10, 10, 0)
+    err = capfd.readouterr().err
+    assert "Running Dataset" not in err and "Total Progress" not in err, err[-2000:]
+    assert ray.data.DataContext.get_current().enable_progress_bars  # restored for the caller's own datasets
     for i in range(3):  # three new images, and one copy of an existing one (same content: not sent)
         random_scene(90_000 + i).save(root / "train" / "pear" / f"new{i}.png")
     (root / "test" / "pear" / "copy.png").write_bytes((root / "train" / "pear" / "0.png").read_bytes())
@@ -169,14 +175,3 @@ def test_more_actors_than_spare_cpus_still_finishes(tmp_path: Path, local_ray) -
     worker.join(timeout=240)
     assert outcome, "the Ray pipeline with 2 actors on 2 CPUs did not finish in 240 s (decode tasks starved)"
     assert (outcome[0].submitted, outcome[0].embedded) == (6, 6)
-
-
-def test_a_quiet_run_gets_no_ray_progress(tmp_path: Path, local_ray, capfd) -> None:
-    from datacheck.embed.ray_engine import prefill_cache
-
-    root = splits_dataset(tmp_path / "ds", train=1, test=1)
-    capfd.readouterr()
-    assert prefill_cache(discover(root), _params(tmp_path / "cache", engine="ray"), 96).embedded == 4
-    err = capfd.readouterr().err
-    assert "Running Dataset" not in err and "Total Progress" not in err, err[-2000:]
-    assert ray.data.DataContext.get_current().enable_progress_bars  # restored for the caller's own datasets
