@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 #: Entries kept per folder (least recently used ones are deleted beyond it).
 KEEP = 8
+#: Audits' worth of entries kept by the stores with one entry per group of images (the splits check's class
+#: profiles, the outliers check's classes): room for a change and its undoing.
+KEPT_AUDITS = 3
 
 
 def content_key(label: str, *arrays: np.ndarray) -> str:
@@ -60,6 +63,25 @@ def load_file(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
+def lookup(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``needles``, a position in ``haystack`` holding the same value, and whether there is one.
+
+    A sorted search (any sortable dtype: row ids, content ids, 16-byte pair keys), no Python object per row.
+    Where a value is missing the position is arbitrary; mask it with the second array.
+    """
+    if not len(haystack):
+        return np.zeros(len(needles), np.int64), np.zeros(len(needles), bool)
+    order = np.argsort(haystack, kind="stable")
+    at = order[np.minimum(np.searchsorted(haystack[order], needles), len(haystack) - 1)]
+    return at, haystack[at] == needles
+
+
+def new_positions(old_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``int64[len(old_ids)]``: where each row of a stored state is among today's rows (``-1``: gone)."""
+    at, found = lookup(ids, old_ids)
+    return np.where(found, at, -1).astype(np.int64)
+
+
 def changed_rows(old: np.ndarray, new: np.ndarray) -> int:
     """Rows of ``old`` that ``new`` lacks plus rows of ``new`` that ``old`` lacks (by row id)."""
     kept = int(np.isin(old, new).sum())
@@ -89,6 +111,22 @@ def closest(directory: Path, label: str, ids: np.ndarray) -> dict[str, np.ndarra
         if best is None or changed < best[0]:
             best = (changed, path)
     return load_file(best[1]) if best is not None else None
+
+
+def closest_to_update(
+    directory: Path, label: str, ids: np.ndarray, max_share: float
+) -> dict[str, np.ndarray] | None:
+    """:func:`closest`, when it is worth updating from: it shares rows with ``ids``, differing in few.
+
+    At most ``max_share`` of ``ids`` added or removed; none is fine (the same rows in another order, e.g.
+    files relabelled or renamed).
+    """
+    stored = closest(directory, label, ids)
+    if stored is None:
+        return None
+    changed = changed_rows(stored["ids"], ids)
+    nothing_kept = changed >= len(stored["ids"]) + len(ids)
+    return None if nothing_kept or changed > max_share * len(ids) else stored
 
 
 def store(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray], *, keep: int = KEEP) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datacheck import derived
 from datacheck.blocks import map_blocks
 from datacheck.params import Params, param
 from datacheck.reduce import SharedBasis, fit_basis
@@ -340,8 +341,6 @@ def build_knn_cached(
         directory: Where graphs are kept (:mod:`datacheck.derived`); ``None``: always build.
         shared: The audit's principal-component basis of ``vectors`` (see :func:`build_knn`).
     """
-    from datacheck import derived
-
     params = params or KnnParams()
     if directory is None or len(vectors) < 2:
         return build_knn(vectors, params, shared)
@@ -390,16 +389,13 @@ def _updatable(directory: Path, label: str, ids: np.ndarray) -> StoredGraph | No
     The nearest stored state, not the latest: after a change is undone, or labels change right after an
     audit, that is the very graph of the same images (:func:`datacheck.derived.closest`).
     """
-    from datacheck import derived
-
-    stored = derived.closest(directory, label, ids)
+    stored = derived.closest_to_update(directory, label, ids, MAX_UPDATE_SHARE)
     if stored is None:
         return None
     old = stored["ids"]
-    changed = derived.changed_rows(old, ids)
-    if changed >= len(old) + len(ids) or changed > MAX_UPDATE_SHARE * len(ids):  # nothing kept, or too much
-        return None
-    logger.info("kNN graph: updating a stored graph (%d of %d rows changed)", changed, len(ids))
+    logger.info(
+        "kNN graph: updating a stored graph (%d of %d rows changed)", derived.changed_rows(old, ids), len(ids)
+    )
     graph = KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
     return StoredGraph(graph, old)
 
@@ -435,8 +431,7 @@ def update_knn(vectors: np.ndarray, ids: np.ndarray, base: StoredGraph, params: 
     n = len(unit)
     k = min(params.k, n - 1)
     depth = max(k, min(stored_depth(params, n), base.graph.k))
-    position = {int(v): i for i, v in enumerate(ids.tolist())}
-    old_to_new = np.array([position.get(int(v), -1) for v in base.ids.tolist()], dtype=np.int64)
+    old_to_new = derived.new_positions(base.ids, ids)
     new_rows = np.setdiff1d(np.arange(n), old_to_new[old_to_new >= 0])
     kept_old = np.flatnonzero(old_to_new >= 0)
     kept_new = old_to_new[kept_old]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datacheck import derived
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.checks.quality import robust_z
 from datacheck.context import AuditContext
@@ -127,7 +128,6 @@ def _stored_nearest_members(
     left alone (images added to, removed from or relabelled in other classes) is not searched again, and
     the values are the ones a fresh audit computes.
     """
-    from datacheck import derived
     from datacheck.results_store import code_digest
 
     if ctx.derived_dir is None or len(members) > EXACT_CLASS_MAX:
@@ -139,8 +139,7 @@ def _stored_nearest_members(
     known, values = stored.get("ids", np.zeros(0, np.uint64)), stored.get("similarity", np.zeros(0))
     if known.shape != values.shape:  # damaged: searched again and stored over
         known, values = np.zeros(0, np.uint64), np.zeros(0)
-    at = np.minimum(np.searchsorted(known, ids[rows]), max(len(known) - 1, 0))
-    hit = known[at] == ids[rows] if len(known) else np.zeros(len(rows), bool)
+    at, hit = derived.lookup(known, ids[rows])
     out = np.empty(len(rows))
     out[hit] = values[at[hit]]
     if not hit.all():
@@ -162,8 +161,9 @@ def class_distances(ctx: AuditContext, k: int, min_class_images: int) -> np.ndar
             continue
         kk = min(k, len(members) - 1)
         short = members[found[members] < kk]
-        if len(short):  # room for three audits' classes
-            similarity[short] = _stored_nearest_members(ctx, short, members, kk, keep=3 * len(classes))
+        if len(short):
+            keep = derived.KEPT_AUDITS * len(classes)
+            similarity[short] = _stored_nearest_members(ctx, short, members, kk, keep=keep)
         distance[members] = 1.0 - similarity[members]
     return distance
 

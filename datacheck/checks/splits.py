@@ -145,7 +145,7 @@ def splits(ctx: AuditContext, params: SplitsParams) -> CheckResult:
     store = None
     if ctx.derived_dir is not None:  # room for the groups of a few audits: every class and reference pair
         groups = len(ctx.class_names) + params.reference_pairs
-        store = ProfileStore(ctx.derived_dir / "splits", _KEPT_AUDITS * groups)
+        store = ProfileStore(ctx.derived_dir / "splits", derived.KEPT_AUDITS * groups)
     profiles = {
         label: stored_profile(class_graph(ctx.knn.indices, labels, label), params, store)
         for label in range(len(ctx.class_names))
@@ -299,10 +299,6 @@ def separation_profile(
         ratio = crossing_ratio(model.labels, rows, cols)
         candidates.append(_ordered(1.0 - ratio, model.labels, np.sqrt(model.distances)))
     return members, candidates
-
-
-#: Audits whose group profiles the store keeps (the least recently used beyond them are deleted).
-_KEPT_AUDITS = 3
 
 
 @dataclass(frozen=True)

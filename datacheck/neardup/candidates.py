@@ -193,18 +193,14 @@ def _searched_or_updated(
     if directory is None:
         return layout_candidates(canonical, k)
     ids = row_ids(canonical.reshape(len(canonical), -1))
-    base = derived.closest(directory, label, ids)
-    old_ids, old_pairs = (base or {}).get("ids"), (base or {}).get("pairs")
-    usable = old_ids is not None and old_pairs is not None and old_pairs.ndim == 2 and old_pairs.shape[1] == 2
-    if usable and 0 < derived.changed_rows(old_ids, ids) <= MAX_UPDATE_SHARE * len(ids):
-        local = _updated_pairs(canonical, k, ids, old_ids, old_pairs.astype(np.int64))
+    base = derived.closest_to_update(directory, label, ids, MAX_UPDATE_SHARE) or {}
+    old_pairs = base.get("pairs")
+    fits = old_pairs is not None and old_pairs.ndim == 2 and old_pairs.shape[1] == 2
+    if fits and (old_pairs.size == 0 or old_pairs.max() < len(base["ids"])):  # a damaged one is not used
+        local = _updated_pairs(canonical, k, ids, base["ids"], old_pairs.astype(np.int64))
     else:
         local = layout_candidates(canonical, k)
-    derived.store(
-        directory,
-        derived.content_key(label, canonical),
-        {"pairs": local, "ids": ids, "label": np.array(label)},
-    )
+    derived.store(directory, key, {"pairs": local, "ids": ids, "label": np.array(label)})
     return local
 
 
@@ -212,9 +208,10 @@ def _updated_pairs(
     grid: np.ndarray, k: int, ids: np.ndarray, old_ids: np.ndarray, old_pairs: np.ndarray
 ) -> np.ndarray:
     """Stored pairs of the rows kept (renumbered) plus the added rows' exact matches (see above)."""
+    from datacheck import derived
+
     n = len(grid)
-    position = {int(v): i for i, v in enumerate(ids.tolist())}
-    old_to_new = np.array([position.get(int(v), -1) for v in old_ids.tolist()], dtype=np.int64)
+    old_to_new = derived.new_positions(old_ids, ids)
     kept = old_to_new[old_pairs] if len(old_pairs) else np.zeros((0, 2), np.int64)
     kept = kept[(kept >= 0).all(axis=1)]
     added = np.setdiff1d(np.arange(n), old_to_new[old_to_new >= 0])

@@ -61,7 +61,7 @@ def pair_scores(
     stored = derived.load(store, key) if len(pairs) else None
     ids = None if content_ids is None else (content_ids[pairs[:, 0]], content_ids[pairs[:, 1]])
     if stored is not None and ids is not None:
-        at, known = _find(_pair_keys(stored["a"], stored["b"]), _pair_keys(*ids))
+        at, known = derived.lookup(_pair_keys(stored["a"], stored["b"]), _pair_keys(*ids))
         score[known] = stored["score"][at[known]]
     todo = np.flatnonzero(~known)
     logger.info(
@@ -81,18 +81,6 @@ def _pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return both.view("V16").ravel()
 
 
-def _find(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``needles``, a position in ``haystack`` holding the same key, and whether there is one.
-
-    Sorted search, no Python objects per pair: the store holds up to :data:`PAIR_STORE_CAP` pairs.
-    """
-    if not len(haystack):
-        return np.zeros(len(needles), np.int64), np.zeros(len(needles), bool)
-    order = np.argsort(haystack, kind="stable")
-    at = np.minimum(np.searchsorted(haystack[order], needles), len(haystack) - 1)
-    return order[at], haystack[order[at]] == needles
-
-
 def _store_scores(
     store: Path | None,
     key: str,
@@ -105,7 +93,7 @@ def _store_scores(
         return
     a, b, score = current
     if earlier is not None:
-        older = ~_find(_pair_keys(a, b), _pair_keys(earlier["a"], earlier["b"]))[1]
+        older = ~derived.lookup(_pair_keys(a, b), _pair_keys(earlier["a"], earlier["b"]))[1]
         a = np.concatenate([a, earlier["a"][older]])
         b = np.concatenate([b, earlier["b"][older]])
         score = np.concatenate([score, earlier["score"][older]])
