@@ -81,7 +81,8 @@ def main() -> None:
 
     local, ray = (vectors(args.data, caches[e], args.image_size) for e in ("local", "ray"))
     same_rows = [r.path for r in local.records] == [r.path for r in ray.records]
-    identical = same_rows and np.array_equal(local.vectors, ray.vectors) and local.stats == ray.stats
+    identical = same_rows and np.array_equal(local.vectors, ray.vectors)
+    identical = identical and local.stats.equals(ray.stats)
     print(
         f"embedding: in-process {seconds['local']:.1f} s, ray {seconds['ray']:.1f} s; "
         f"{len(local.records)} images, vectors and statistics bit-identical: {identical}"

@@ -152,18 +152,15 @@ def build(images: Path, root: Path, classes: list[str], per_class: int, variant:
 
 
 def _features(stats, names: tuple[str, ...]) -> np.ndarray:
-    rows = []
-    for s in stats:
-        row = []
-        for name in names:
-            if name == "corner":
-                thumb = s.thumbnail.astype(np.float32)
-                row += list(thumb[-4:, -4:].reshape(-1, 3).mean(axis=0))
-            else:
-                value = getattr(s, name)
-                row.append(float(value) if value is not None else 0.0)
-        rows.append(row)
-    return np.asarray(rows)
+    """Columns of a ``StatsTable`` (``corner``: the mean colour of the thumbnails' bottom-right 4×4 px)."""
+    columns = []
+    for name in names:
+        if name == "corner":
+            columns.append(stats.thumbs[:, -4:, -4:].astype(np.float32).mean(axis=(1, 2)))
+        else:
+            values = stats.columns[name].astype(float).fillna(0.0).to_numpy()
+            columns.append(values[:, None])
+    return np.hstack(columns)
 
 
 def _cv_accuracy(x: np.ndarray, y: np.ndarray) -> float:

@@ -237,6 +237,7 @@ def _context(
         reference=ref_embeddings,
         reference_root=ref_root,
         derived_dir=_derived_root(plan.embed),
+        consume=True,  # audit() lets go of the embedding result once the context is built
     )
     timings = {f"embed_{k}": v for k, v in embeddings.timings.items()}
     timings["knn"] = time.perf_counter() - start

@@ -61,7 +61,7 @@ def test_second_run_is_served_from_cache(tmp_path, cache_dir):
     # computed rows come back already rounded as the cache stores them: a warm run sees the same bits
     np.testing.assert_array_equal(second.vectors, first.vectors)
     np.testing.assert_array_equal(second.logits, first.logits)
-    assert second.stats == first.stats
+    assert second.stats.equals(first.stats)
 
 
 def test_rename_is_free_and_one_changed_file_is_recomputed(tmp_path, cache_dir):

@@ -40,7 +40,7 @@ def test_same_vectors_as_in_process_and_bad_files_reported(tmp_path: Path, local
     a, b = on_ray.vectors, local.vectors
     cosine = np.einsum("ij,ij->i", a, b) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= 1 - 1e-6
-    assert on_ray.stats == local.stats
+    assert on_ray.stats.equals(local.stats)
     assert [(f.path, f.kind) for f in on_ray.failures] == [("train/apple/broken.png", "unreadable")]
 
 

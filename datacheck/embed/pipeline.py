@@ -42,7 +42,9 @@ from datacheck.images import (
     DecodedImage,
     ImageDecodeError,
     ImageStats,
+    StatsTable,
     decode_image,
+    is_stats_blob,
     read_file,
 )
 from datacheck.params import MAX_IMAGE_PIXELS, EmbedParams
@@ -82,7 +84,7 @@ class Embeddings:
         vectors: ``float32[N, D]`` bottleneck vectors as the backbone produced them (not normalised).
         logits: ``float16[N, 1000]`` ImageNet logits (exactly as cached; float32 past float16's range), or
             ``None`` for backbones without a classifier.
-        stats: Per-image statistics, one per record.
+        stats: Per-image statistics, one row per record, by column.
         file_sha256: Content hash of each file (the cache key's base; also used by baselines).
         failures: Files that could not be read or decoded, with a one-line reason each.
         notes: Non-fatal remarks per path (e.g. "animated GIF: first frame used").
@@ -97,7 +99,7 @@ class Embeddings:
     records: tuple[ImageRecord, ...]
     vectors: np.ndarray
     logits: np.ndarray | None
-    stats: tuple[ImageStats, ...]
+    stats: StatsTable
     file_sha256: tuple[str, ...]
     failures: tuple[FileIssue, ...]
     notes: dict[str, tuple[str, ...]]
@@ -267,7 +269,7 @@ class _Slot:
     sha: str
     vector: np.ndarray | None = None
     logits: np.ndarray | None = None
-    stats: ImageStats | None = None
+    stats: bytes | memoryview | None = None  # serialised (ImageStats.to_bytes), as the cache stores them
     notes: tuple[str, ...] = ()
     error: str | None = None
 
@@ -421,14 +423,16 @@ class _Run:
             chunk = slots[first : first + _READ_CHUNK]
             emb = self.cache.get_embeddings([embedding_key(s.sha, tag) for s in chunk])
             sts = self.cache.get_stats([stats_key(s.sha, STATS_VERSION) for s in chunk])
+            served = []
             for slot in chunk:
                 hit = emb.get(embedding_key(slot.sha, tag))
                 blob = sts.get(stats_key(slot.sha, STATS_VERSION))
-                if hit is not None and blob is not None:
+                if hit is not None and blob is not None and is_stats_blob(blob):  # damaged: computed again
                     slot.vector, slot.logits = hit
-                    slot.stats = ImageStats.from_bytes(blob)
+                    served.append((slot, blob))
                 else:
                     misses.append(slot)
+            _pack_stats(served)
         self._tick("cache_read", start)
         return misses
 
@@ -494,9 +498,9 @@ class _Run:
         for i, (slot, dec) in enumerate(ok):
             slot.vector = vectors[i]
             slot.logits = None if logits is None else logits[i]
-            slot.stats, slot.notes = dec.stats, dec.notes
+            slot.stats, slot.notes = dec.stats.to_bytes(), dec.notes
             rows.append((embedding_key(slot.sha, tag), slot.vector, slot.logits))
-        stats = [(stats_key(s.sha, STATS_VERSION), s.stats.to_bytes()) for s, _ in ok]
+        stats = [(stats_key(s.sha, STATS_VERSION), s.stats) for s, _ in ok]
         # Committed by one writer thread while the model runs on: SQLite releases the GIL while it writes.
         # At most _WRITES_IN_FLIGHT batches wait, so a kill -9 loses no more than those (they are redone).
         self._writes.append(self._writer.submit(self._commit, rows, stats))
@@ -525,6 +529,34 @@ def _gathered(slots: Sequence[_Slot], field: str, dtype: type) -> np.ndarray:
     return out
 
 
+def _pack_stats(served: Sequence[tuple[_Slot, bytes]]) -> None:
+    """Give each slot its statistics as a view of one buffer per cache chunk, not a ``bytes`` of its own.
+
+    The database hands out one small object per row; kept until the run assembles its table, a million of
+    them (3 GB) sat in the heap between the chunks' transient rows, and freeing them left it fragmented:
+    memory the process held but could not give back. One joined buffer per chunk is a single allocation
+    that is returned whole, and the rows' objects are reused chunk after chunk.
+    """
+    packed = memoryview(b"".join(blob for _, blob in served))
+    offset = 0
+    for slot, blob in served:
+        slot.stats = packed[offset : offset + len(blob)]
+        offset += len(blob)
+
+
+def _stats_table(slots: Sequence[_Slot]) -> StatsTable:
+    """``slots``' statistics as one table, each slot's blob let go once read (as :func:`_gathered` does)."""
+
+    def chunks() -> Iterator[list[bytes | memoryview]]:
+        for first in range(0, len(slots), _READ_CHUNK):
+            part = slots[first : first + _READ_CHUNK]
+            yield [s.stats for s in part]
+            for slot in part:
+                slot.stats = None
+
+    return StatsTable.from_blob_chunks(chunks(), len(slots))
+
+
 def _logits_matrix(slots: Sequence[_Slot]) -> np.ndarray:
     """The logits as one float16 matrix; float32 if a value exceeds float16's range.
 
@@ -549,7 +581,7 @@ def _assemble(run: _Run, slots: Sequence[_Slot], failures: list[FileIssue], comp
         records=tuple(s.record for s in good),
         vectors=vectors,
         logits=logits,
-        stats=tuple(s.stats for s in good),
+        stats=_stats_table(good),
         file_sha256=tuple(s.sha for s in good),
         failures=tuple(sorted(failures, key=lambda f: f.path)),
         notes={s.record.path: s.notes for s in good if s.notes},

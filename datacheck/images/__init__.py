@@ -8,6 +8,7 @@ The package is split along its seams; every public name is re-exported here, so
   orientation, draft decoding of large JPEGs, failure reasons) and :func:`open_image`.
 * :mod:`datacheck.images.colour`: any Pillow colour mode → 8-bit RGB.
 * :mod:`datacheck.images.stats`: :class:`ImageStats`, its serialisation and the pixel statistics.
+* :mod:`datacheck.images.stats_table`: :class:`StatsTable`, many images' statistics by column.
 * :mod:`datacheck.images.jpeg_quality`: :func:`estimate_jpeg_quality` from quantisation tables.
 """
 
@@ -35,6 +36,7 @@ from datacheck.images.stats import (
     ImageStats,
     StatsFormatError,
 )
+from datacheck.images.stats_table import StatsTable, is_stats_blob
 
 __all__ = [
     "ANALYSIS_MAX_LONG_SIDE",
@@ -53,8 +55,10 @@ __all__ = [
     "ImageDecodeError",
     "ImageStats",
     "StatsFormatError",
+    "StatsTable",
     "decode_image",
     "estimate_jpeg_quality",
+    "is_stats_blob",
     "open_image",
     "read_file",
 ]

@@ -163,11 +163,13 @@ def _rows_for_duplicates(test: _TestSet, versions: Sequence[_Version]) -> list[t
 def leaked_test_rows(test: _TestSet, versions: Sequence[_Version], params: CompareParams) -> np.ndarray:
     """Positions (into ``test.rows``) of test images that duplicate a training image of any version."""
     parts = _rows_for_duplicates(test, versions)
-    stats = [emb.stats[i] for emb, i, _ in parts]
     pairs = find_pairs(
         l2_normalise(np.stack([emb.vectors[i] for emb, i, _ in parts])),
-        np.stack([s.thumbnail for s in stats]),
-        exact_keys_of([emb.file_sha256[i] for emb, i, _ in parts], [s.pixel_hash for s in stats]),
+        np.stack([emb.stats.thumbs[i] for emb, i, _ in parts]),
+        exact_keys_of(
+            [emb.file_sha256[i] for emb, i, _ in parts],
+            [emb.stats.columns["pixel_hash"].iat[i] for emb, i, _ in parts],
+        ),
         [split for _, _, split in parts],
         params.duplicates,
     )
