@@ -31,7 +31,9 @@ import resource
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,16 +52,26 @@ def _noisy(vectors: np.ndarray, rng: np.random.Generator, norm: float) -> np.nda
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def synthetic_context(data: Path, cache: Path, n: int, noise: float, seed: int):
-    """``(context, planted duplicate pairs int[P, 2], flipped bool[n])``."""
-    import dataclasses
+@dataclass
+class SyntheticRows:
+    """N synthetic rows drawn from the real ones (see the module docstring), before any context is built."""
 
+    real: Any  # the real CIFAR-10 AuditContext they are drawn from
+    vectors: np.ndarray  # float32[n, d], unit rows
+    thumbs: np.ndarray  # uint8[n, 32, 32, 3]
+    labels: np.ndarray  # int64[n], indices into real.class_names (flips applied)
+    splits: np.ndarray  # "train" / "test"
+    base: np.ndarray  # the real row each one is drawn from
+    planted: np.ndarray  # int[P, 2]: planted duplicate pairs (i < j)
+    flipped: np.ndarray  # bool[n]: planted label errors
+
+
+def synthetic_rows(data: Path, cache: Path, n: int, noise: float, seed: int) -> SyntheticRows:
+    """Draw ``n`` rows from the 60,000 real ones, plant duplicates and label flips."""
     from datacheck.context import build_context
-    from datacheck.dataset import Dataset, ImageRecord, discover
+    from datacheck.dataset import discover
     from datacheck.embed.pipeline import embed_dataset
-    from datacheck.index import build_knn
     from datacheck.params import EmbedParams
-    from datacheck.reduce import SharedBasis
 
     dataset = discover(data)
     real = build_context(dataset, embed_dataset(dataset, EmbedParams(cache_dir=cache, image_size=96)))
@@ -89,6 +101,20 @@ def synthetic_context(data: Path, cache: Path, n: int, noise: float, seed: int):
     n_classes = len(real.class_names)
     labels[flip_rows] = (labels[flip_rows] + rng.integers(1, n_classes, len(flip_rows))) % n_classes
     splits = np.where(rng.random(n) < 1 / 6, "test", "train")
+    planted = np.sort(np.stack([copies, originals], axis=1), axis=1)
+    return SyntheticRows(real, vectors, thumbs, labels.astype(np.int64), splits, base, planted, flipped)
+
+
+def synthetic_context(data: Path, cache: Path, n: int, noise: float, seed: int):
+    """``(context, planted duplicate pairs int[P, 2], flipped bool[n], kNN seconds)``."""
+    import dataclasses
+
+    from datacheck.dataset import Dataset, ImageRecord
+    from datacheck.index import build_knn
+    from datacheck.reduce import SharedBasis
+
+    rows = synthetic_rows(data, cache, n, noise, seed)
+    real, vectors, labels, splits = rows.real, rows.vectors, rows.labels, rows.splits
     names = real.class_names
     records = tuple(
         ImageRecord(
@@ -99,7 +125,7 @@ def synthetic_context(data: Path, cache: Path, n: int, noise: float, seed: int):
         )
         for i in range(n)
     )
-    stats = real.stats.iloc[base].reset_index(drop=True)
+    stats = real.stats.iloc[rows.base].reset_index(drop=True)
     stats["pixel_hash"] = None  # rows drawn from one real image are not identical: keyed by their own ids
     shared = SharedBasis(vectors)
     start = time.perf_counter()
@@ -112,16 +138,16 @@ def synthetic_context(data: Path, cache: Path, n: int, noise: float, seed: int):
         vectors=vectors,
         logits=None,
         stats=stats,
-        thumbs=thumbs,
+        thumbs=rows.thumbs,
         file_sha256=tuple(f"{i:064x}" for i in range(n)),
-        labels=labels.astype(np.int64),
+        labels=labels,
         splits=tuple(str(s) for s in splits),
         knn=knn,
         failures=(),
         derived_dir=None,
         pca=shared,
     )
-    return ctx, np.sort(np.stack([copies, originals], axis=1), axis=1), flipped, knn_seconds
+    return ctx, rows.planted, rows.flipped, knn_seconds
 
 
 class RssPeaks:
