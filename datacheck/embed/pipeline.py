@@ -421,12 +421,13 @@ class _Run:
         # images, 4.5 GB of blobs and their joined copy beside the decoded matrices).
         for first in range(0, len(slots), _READ_CHUNK):
             chunk = slots[first : first + _READ_CHUNK]
-            emb = self.cache.get_embeddings([embedding_key(s.sha, tag) for s in chunk])
-            sts = self.cache.get_stats([stats_key(s.sha, STATS_VERSION) for s in chunk])
+            # each key built (and its digest validated) once: 60,000 images took 0.3 s of key building
+            ekeys = [embedding_key(s.sha, tag) for s in chunk]
+            skeys = [stats_key(s.sha, STATS_VERSION) for s in chunk]
+            emb, sts = self.cache.get_embeddings(ekeys), self.cache.get_stats(skeys)
             served = []
-            for slot in chunk:
-                hit = emb.get(embedding_key(slot.sha, tag))
-                blob = sts.get(stats_key(slot.sha, STATS_VERSION))
+            for slot, ekey, skey in zip(chunk, ekeys, skeys, strict=True):
+                hit, blob = emb.get(ekey), sts.get(skey)
                 if hit is not None and blob is not None and is_stats_blob(blob):  # damaged: computed again
                     slot.vector, slot.logits = hit
                     served.append((slot, blob))
