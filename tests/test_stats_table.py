@@ -88,16 +88,42 @@ def test_damaged_blobs_are_recognised(varied: list[ImageStats]) -> None:
         StatsTable.from_blobs([blob, damaged[0]])
 
 
-def test_a_damaged_cached_blob_is_computed_again(tmp_path: Path) -> None:
-    for i in range(3):
-        (tmp_path / "data" / "a").mkdir(parents=True, exist_ok=True)
-        noise((24, 24), seed=i).save(tmp_path / "data" / "a" / f"{i}.png")
-    params = EmbedParams(cache_dir=tmp_path / "cache", image_size=32)
-    dataset = discover(tmp_path / "data")
-    first = embed_dataset(dataset, params)
-    with sqlite3.connect(tmp_path / "cache" / "cache.sqlite") as raw:
-        raw.execute("UPDATE stats SET value = substr(value, 1, 100)")
+def _cached_folder(root: Path) -> tuple[EmbedParams, list[ImageStats]]:
+    """Three images and a cache holding their rows, filled without the model (what embedding would store)."""
+    from datacheck.embed.backbones import cache_tag
+    from datacheck.embed.cache import Cache, embedding_key, stats_key
+    from datacheck.fileio import file_sha256
+    from datacheck.images import STATS_VERSION, read_file
+
+    params = EmbedParams(cache_dir=root / "cache", image_size=32)
+    tag = cache_tag(params.model, 32, weights=params.weights)
+    (root / "data" / "a").mkdir(parents=True)
+    stats, rng = [], np.random.default_rng(0)
+    with Cache(root / "cache") as cache:
+        for i in range(3):
+            path = root / "data" / "a" / f"{i}.png"
+            noise((24, 24), seed=i).save(path)
+            sha = file_sha256(path)
+            stats.append(decode_image(read_file(path), 32).stats)
+            cache.put_embeddings([(embedding_key(sha, tag), rng.standard_normal(8), rng.standard_normal(10))])
+            cache.put_stats([(stats_key(sha, STATS_VERSION), stats[-1].to_bytes())])
+    return params, stats
+
+
+def test_cached_statistics_arrive_as_one_table(tmp_path: Path) -> None:
+    params, stats = _cached_folder(tmp_path)
+    embedded = embed_dataset(discover(tmp_path / "data"), params)  # every row cached: the model is not loaded
+    assert (embedded.computed, embedded.runtime) == (0, "cache")
+    assert embedded.stats.equals(StatsTable.from_stats(stats))
+
+
+def test_a_damaged_cached_blob_is_a_miss(tmp_path: Path) -> None:
+    from datacheck.embed.pipeline import cache_misses
+
+    params, _ = _cached_folder(tmp_path)
+    records = discover(tmp_path / "data").records
+    assert cache_misses(records, params, 32) == []
+    with sqlite3.connect(tmp_path / "cache" / "cache.sqlite") as raw:  # one blob cut short
+        raw.execute("UPDATE stats SET value = substr(value, 1, 100) WHERE rowid = 2")
     raw.close()
-    again = embed_dataset(dataset, params)
-    assert again.computed == 3
-    assert again.stats.equals(first.stats)
+    assert len(cache_misses(records, params, 32)) == 1  # embedded again instead of crashing the run
