@@ -189,6 +189,23 @@ def _wait_until(page, expression: str, timeout_s: float = 15.0) -> None:
         page.wait_for_timeout(50)
 
 
+def _until_committed(browser, html: Path, key: str, count: int) -> None:
+    """Wait until a second page of the report sees ``count`` decisions stored under ``key``.
+
+    Chromium hands localStorage writes to the browser process asynchronously; a reload that races the hand-off
+    can start from the old value (seen once on a loaded CI machine). A second page reads through the browser
+    process, so once it sees the decisions, a reload does too.
+    """
+    probe = browser.new_page()
+    try:
+        probe.goto(html.as_uri())
+        probe.wait_for_selector("html[data-ready]", timeout=10_000)
+        stored = f"Object.keys(JSON.parse(localStorage.getItem('{key}') || '{{}}')).length"
+        _wait_until(probe, f"{stored} >= {count}")
+    finally:
+        probe.close()
+
+
 def _tile(page, finding: str, n: int = 0):
     return page.locator(f'article[data-finding="{finding}"] .gallery').first.locator(".tile").nth(n)
 
@@ -214,6 +231,7 @@ def test_decisions_survive_a_reload_and_keyboard_works(browser, hostile) -> None
         page.keyboard.press("ArrowDown")  # next finding's first image
         assert _tile(page, "leakage/0", 0).evaluate("node => node === document.activeElement")
 
+        _until_committed(browser, html, f"datacheck-decisions:{report.report_id}", 2)
         page.reload()
         page.wait_for_selector("html[data-ready]")
         assert "d-remove" in _tile(page, "labels/0").get_attribute("class")
