@@ -28,15 +28,6 @@ MAX_HASH_BYTES = 1 << 30
 T = TypeVar("T")
 
 
-def _normalise_in_place(vectors: np.ndarray) -> np.ndarray:
-    """:func:`l2_normalise` without the copy (the same float32 divisions, so the same values)."""
-    if vectors.dtype != np.float32 or not vectors.flags.writeable:
-        return l2_normalise(vectors)
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-    vectors /= np.maximum(norms, 1e-12)[:, None]
-    return vectors
-
-
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
@@ -257,8 +248,7 @@ def build_context(
     records = embeddings.records
     class_names = tuple(sorted({r.label for r in records}))
     lookup = {name: i for i, name in enumerate(class_names)}
-    normalise = _normalise_in_place if consume else l2_normalise
-    vectors = _frozen(normalise(embeddings.vectors))
+    vectors = _frozen(l2_normalise(embeddings.vectors, in_place=consume))
     shared = SharedBasis(vectors)
     return AuditContext(
         dataset=dataset,
@@ -285,7 +275,7 @@ def build_context(
         if reference is None
         else ReferenceSet(
             paths=tuple(r.path for r in reference.records),
-            vectors=_frozen(normalise(reference.vectors)),
+            vectors=_frozen(l2_normalise(reference.vectors, in_place=consume)),
             root=str(reference_root or ""),
             logits=None if reference.logits is None else _frozen(reference.logits),
         ),

@@ -84,12 +84,19 @@ class KnnGraph:
         return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
+def l2_normalise(vectors: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero).
+
+    ``in_place``: divide a writeable float32 ``vectors`` itself (the same values, no copy: 5 GB at a million
+    1280-d rows); anything else is copied as without it.
+    """
     vectors = np.asarray(vectors, dtype=np.float32)
     # einsum: 20x faster than np.linalg.norm(axis=1) on float32 rows, and no squared temporary
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-    return vectors / np.maximum(norms, 1e-12)[:, None]
+    norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), 1e-12)[:, None]
+    if in_place and vectors.flags.writeable:
+        vectors /= norms
+        return vectors
+    return vectors / norms
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from datacheck import derived
 from datacheck.blocks import map_blocks
 
 if TYPE_CHECKING:
@@ -154,8 +155,6 @@ def stored_layout_candidates(
     Returns:
         Unordered pairs of row numbers, ``int64[P, 2]``, ``i < j``.
     """
-    from datacheck import derived
-
     order = np.argsort(keys, kind="stable")
     canonical = np.ascontiguousarray(grid[order])
     label = (
@@ -187,7 +186,6 @@ def _searched_or_updated(
     index misses a pair the exact search of the added rows finds. Stored with each row's identity (a hash of
     its layout) so the next audit can update from it.
     """
-    from datacheck import derived
     from datacheck.index import MAX_UPDATE_SHARE, row_ids
 
     if directory is None:
@@ -208,8 +206,6 @@ def _updated_pairs(
     grid: np.ndarray, k: int, ids: np.ndarray, old_ids: np.ndarray, old_pairs: np.ndarray
 ) -> np.ndarray:
     """Stored pairs of the rows kept (renumbered) plus the added rows' exact matches (see above)."""
-    from datacheck import derived
-
     n = len(grid)
     old_to_new = derived.new_positions(old_ids, ids)
     kept = old_to_new[old_pairs] if len(old_pairs) else np.zeros((0, 2), np.int64)
