@@ -1,7 +1,13 @@
-"""``engine="ray"``: the same vectors as in-process, on a local 2-CPU Ray instance; resume; clear errors."""
+"""``engine="ray"``: the same vectors as in-process, on a local 2-CPU Ray instance; resume; clear errors.
+
+Every cache starts with the converted model of a module-wide warm cache (what a user's cache holds after
+the first run): each Ray actor then loads the ``.tflite`` file instead of building and converting the Keras
+model again (~25 s per actor), and the conversion itself is tested in ``test_runtime.py``.
+"""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,6 +17,7 @@ from typer.testing import CliRunner
 
 from datacheck.cli import app
 from datacheck.dataset import discover
+from datacheck.embed.cache import ARTIFACTS_DIR
 from datacheck.embed.pipeline import embed_dataset
 from datacheck.errors import UsageError
 from datacheck.params import EmbedParams
@@ -26,15 +33,31 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def converted_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The artifacts folder of a cache that has converted the model (in this process, once)."""
+    warm = tmp_path_factory.mktemp("warm-cache")
+    embed_dataset(discover(splits_dataset(warm / "ds", train=1, test=1)), _params(warm / "cache"))
+    return warm / "cache" / ARTIFACTS_DIR
+
+
+def _cache(converted_model: Path, path: Path) -> Path:
+    """A new cache folder at ``path`` that already holds the converted model."""
+    shutil.copytree(converted_model, path / ARTIFACTS_DIR)
+    return path
+
+
 def _params(cache: Path, **changes) -> EmbedParams:
     return EmbedParams(cache_dir=cache, image_size=96, batch_size=8, **changes)
 
 
-def test_same_vectors_as_in_process_and_bad_files_reported(tmp_path: Path, local_ray) -> None:
+def test_same_vectors_as_in_process_and_bad_files_reported(
+    tmp_path: Path, local_ray, converted_model
+) -> None:
     root = splits_dataset(tmp_path / "ds")
     (root / "train" / "apple" / "broken.png").write_bytes(b"not a png at all")
-    on_ray = embed_dataset(discover(root), _params(tmp_path / "c1", engine="ray"))
-    local = embed_dataset(discover(root), _params(tmp_path / "c2"))
+    on_ray = embed_dataset(discover(root), _params(_cache(converted_model, tmp_path / "c1"), engine="ray"))
+    local = embed_dataset(discover(root), _params(_cache(converted_model, tmp_path / "c2")))
     assert on_ray.runtime == "ray" and (on_ray.computed, on_ray.cached) == (18, 0)
     assert [r.path for r in on_ray.records] == [r.path for r in local.records]
     a, b = on_ray.vectors, local.vectors
@@ -45,12 +68,12 @@ def test_same_vectors_as_in_process_and_bad_files_reported(tmp_path: Path, local
 
 
 def test_a_rerun_sends_only_what_the_cache_lacks_and_a_quiet_run_shows_no_ray_progress(
-    tmp_path: Path, local_ray, capfd
+    tmp_path: Path, local_ray, converted_model, capfd
 ) -> None:
     from datacheck.embed.ray_engine import prefill_cache
 
     root = splits_dataset(tmp_path / "ds", train=3, test=2)
-    params = _params(tmp_path / "cache", engine="ray")
+    params = _params(_cache(converted_model, tmp_path / "cache"), engine="ray")
     capfd.readouterr()
     first = prefill_cache(discover(root), params, 96)  # no progress callback: a quiet run
     assert (first.submitted, first.embedded, first.failed) == (10, 10, 0)
@@ -65,9 +88,10 @@ def test_a_rerun_sends_only_what_the_cache_lacks_and_a_quiet_run_shows_no_ray_pr
     assert prefill_cache(discover(root), params, 96).submitted == 0
 
 
-def test_cli_engine_ray(tmp_path: Path, local_ray) -> None:
+def test_cli_engine_ray(tmp_path: Path, local_ray, converted_model) -> None:
     root = splits_dataset(tmp_path / "ds", train=2, test=1)
-    args = ["embed", str(root), "--cache", str(tmp_path / "c"), "--image-size", "96", "--engine", "ray"]
+    cache = _cache(converted_model, tmp_path / "c")
+    args = ["embed", str(root), "--cache", str(cache), "--image-size", "96", "--engine", "ray"]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "ray" in result.output
@@ -90,21 +114,24 @@ def test_engine_is_validated() -> None:
         EmbedParams(engine="spark")  # type: ignore[arg-type]
 
 
-def test_the_same_readers_feed_the_cluster(tmp_path: Path, local_ray) -> None:
+def test_the_same_readers_feed_the_cluster(tmp_path: Path, local_ray, converted_model) -> None:
     """WebDataset members are read on the workers by offset, exactly as in-process."""
     from tests.test_sources import _images, write_folder, write_webdataset
 
     images = _images(2, 1)
     shards = write_webdataset(tmp_path / "wds", images)
-    on_ray = embed_dataset(discover(shards), _params(tmp_path / "c1", engine="ray"))
-    local = embed_dataset(discover(write_folder(tmp_path / "folder", images)), _params(tmp_path / "c2"))
+    on_ray = embed_dataset(discover(shards), _params(_cache(converted_model, tmp_path / "c1"), engine="ray"))
+    folder = write_folder(tmp_path / "folder", images)
+    local = embed_dataset(discover(folder), _params(_cache(converted_model, tmp_path / "c2")))
     assert on_ray.runtime == "ray" and on_ray.computed == len(set(local.file_sha256))
     by_sha = dict(zip(local.file_sha256, local.vectors, strict=True))
     for sha, vector in zip(on_ray.file_sha256, on_ray.vectors, strict=True):
         np.testing.assert_array_equal(vector, by_sha[sha])
 
 
-def test_a_killed_worker_is_retried_without_lost_or_doubled_rows(tmp_path: Path, local_ray) -> None:
+def test_a_killed_worker_is_retried_without_lost_or_doubled_rows(
+    tmp_path: Path, local_ray, converted_model
+) -> None:
     """A decode task's process and an embedding actor each die once mid-run; Ray re-runs their batches."""
     import os
 
@@ -114,7 +141,7 @@ def test_a_killed_worker_is_retried_without_lost_or_doubled_rows(tmp_path: Path,
     from datacheck.embed.pipeline import cache_misses
 
     root = splits_dataset(tmp_path / "ds", train=3, test=2)
-    params = _params(tmp_path / "cache", engine="ray")
+    params = _params(_cache(converted_model, tmp_path / "cache"), engine="ray")
     todo = cache_misses(discover(root).records, params, 96)
     decode_died, embed_died = tmp_path / "decode-died", tmp_path / "embed-died"
 
@@ -137,7 +164,7 @@ def test_a_killed_worker_is_retried_without_lost_or_doubled_rows(tmp_path: Path,
         todo,
         params,
         96,
-        str(tmp_path / "artifacts"),
+        str(params.cache_dir / ARTIFACTS_DIR),
         out,
         decode=decode_dying_once,
         embedder=EmbedderDyingOnce,
@@ -160,14 +187,14 @@ def test_cpu_split_always_leaves_decoding_a_cpu() -> None:
         assert decode > 0 and actor > 0 and decode + actors * actor <= cpus
 
 
-def test_more_actors_than_spare_cpus_still_finishes(tmp_path: Path, local_ray) -> None:
+def test_more_actors_than_spare_cpus_still_finishes(tmp_path: Path, local_ray, converted_model) -> None:
     """Two actors on the 2-CPU instance: before, they held both CPUs and the decode tasks never ran."""
     import threading
 
     from datacheck.embed.ray_engine import prefill_cache
 
     root = splits_dataset(tmp_path / "ds", train=2, test=1)
-    params = _params(tmp_path / "cache", engine="ray", ray_actors=2)
+    params = _params(_cache(converted_model, tmp_path / "cache"), engine="ray", ray_actors=2)
     outcome: list = []
     worker = threading.Thread(target=lambda: outcome.append(prefill_cache(discover(root), params, 96)))
     worker.daemon = True
