@@ -16,6 +16,7 @@ from datacheck.dataset import Dataset, FileIssue, discover, discover_unlabelled
 from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
 from datacheck.errors import UsageError
 from datacheck.gate import Baseline, FailOn, GatePolicy, checked_fail_on
+from datacheck.heap import release_free_heap
 from datacheck.index import KnnParams
 from datacheck.outputs import claim, claim_cache
 from datacheck.params import EmbedParams
@@ -168,11 +169,13 @@ def audit(
         claim_cache(plan.embed.cache_dir, Path(path))
     dataset = _discover(path, manifest, format_in)
     embeddings = embed_dataset(dataset, plan.embed, progress=progress)
+    release_free_heap()  # what the cache read freed, before the kNN graph is built
     ref_root, ref_embeddings = _embed_reference(reference, plan.embed, embeddings.image_size, progress)
     ctx, timings = _context(plan, dataset, embeddings, ref_root, ref_embeddings, knn)
     # The context holds what the checks read; the embedding result's raw vectors and per-image statistics
     # objects (thumbnails as bytes) would stay beside it: at a million images, ~9 GB.
     del embeddings, ref_embeddings
+    release_free_heap()
     return _check_and_report(plan, dataset, ctx, timings, policy, map_method)
 
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -43,7 +43,7 @@ class RowsOf:
     features in content order (1 GB) of which each fold reads a part.
     """
 
-    array: np.ndarray
+    array: np.ndarray | Any  # or another row-indexable array (a :class:`~datacheck.spool.MappedRows`)
     rows: np.ndarray
 
     def __len__(self) -> int:
@@ -54,5 +54,20 @@ class RowsOf:
         """As the gathered array's shape would be."""
         return (len(self.rows), *self.array.shape[1:])
 
-    def __getitem__(self, index: np.ndarray | slice) -> np.ndarray:
-        return self.array[self.rows[index]]
+    @property
+    def dtype(self) -> np.dtype:
+        """The rows' element type."""
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions, as the gathered array's."""
+        return len(self.shape)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        return self.array[(self.rows[rows], *rest)] if rest else self.array[self.rows[rows]]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = np.asarray(self.array[self.rows])
+        return out if dtype is None else out.astype(dtype, copy=False)

@@ -20,6 +20,7 @@ from datacheck.fileio import file_sha256
 from datacheck.images import STATS_VERSION
 from datacheck.index import KnnGraph, KnnParams, build_knn_cached, l2_normalise
 from datacheck.reduce import SharedBasis
+from datacheck.spool import RowArray
 
 #: Files larger than this are not hashed when they were not embedded (a broken multi-GB file).
 MAX_HASH_BYTES = 1 << 30
@@ -28,8 +29,10 @@ MAX_HASH_BYTES = 1 << 30
 T = TypeVar("T")
 
 
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
+def _frozen(array: T) -> T:
+    """``array`` made read-only (rows mapped from disk, :mod:`datacheck.spool`, hand out copies)."""
+    if isinstance(array, np.ndarray):
+        array.flags.writeable = False
     return array
 
 
@@ -47,7 +50,7 @@ class ReferenceSet:
     paths: tuple[str, ...]
     vectors: np.ndarray
     root: str
-    logits: np.ndarray | None = None
+    logits: np.ndarray | RowArray | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ class AuditContext:
         logits: ``float16[N, 1000]`` ImageNet logits as cached (compute on a wider copy), or ``None``.
         stats: One row of scalar image statistics per record (see ``ImageStats.as_row``).
         thumbs: ``uint8[N, 32, 32, 3]`` thumbnails (near-duplicate verification, local probes).
+
+            ``logits`` and ``thumbs`` are arrays or, from ``EmbedParams.spill_rows`` images on, rows mapped
+            from disk (:mod:`datacheck.spool`): index them with the rows needed (``thumbs[rows]``), never
+            ``np.asarray`` them whole.
         file_sha256: Content hash per record.
         labels: ``int[N]`` index into ``class_names``.
         class_names: Sorted class names.
@@ -78,9 +85,9 @@ class AuditContext:
     dataset: Dataset
     records: tuple[ImageRecord, ...]
     vectors: np.ndarray
-    logits: np.ndarray | None
+    logits: np.ndarray | RowArray | None
     stats: pd.DataFrame
-    thumbs: np.ndarray
+    thumbs: np.ndarray | RowArray
     file_sha256: tuple[str, ...]
     labels: np.ndarray
     class_names: tuple[str, ...]

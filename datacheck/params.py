@@ -140,6 +140,9 @@ class EmbedParams(Params):
         check_workers: Threads running the checks once the audit context is built; default every core (the
             checks are pure functions of the frozen context, BLAS held at one thread each so their results
             do not depend on what runs beside them). 1 runs them one after another.
+        spill_rows: From this many images on, the thumbnails and ImageNet logits (5 KB per image: 5 GB at a
+            million) go to unlinked temporary files in the cache folder as they are read, and the checks
+            read the rows they need through memory maps; below it they stay in memory.
         max_image_pixels: Largest image accepted, in pixels (width × height). 250 MP by default, 2.8×
             Pillow's own 89 MP, so 100 MP photographs, scans and aerial images are audited; decompression
             bombs are refused (beyond this, or absurdly many pixels for the file's size: see
@@ -160,6 +163,7 @@ class EmbedParams(Params):
     cache_dir: Path | None = None
     decode_workers: int = param(factory=lambda: max(1, (os.cpu_count() or 1) // 2), ge=1)
     check_workers: int = param(factory=lambda: os.cpu_count() or 1, ge=1)
+    spill_rows: int = param(200_000, ge=1)
     max_image_pixels: int = param(MAX_IMAGE_PIXELS, ge=1)
     engine: Engine = param("local", choices=typing.get_args(Engine))
     ray_address: str | None = None

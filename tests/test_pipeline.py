@@ -151,19 +151,16 @@ def test_cli_import_does_not_load_tensorflow():
 
 def test_logits_are_held_as_float16_without_loss():
     from datacheck.embed.cache_codec import as_stored
-    from datacheck.embed.pipeline import _logits_matrix, _Slot
+    from datacheck.embed.pipeline import _half_if_exact
 
-    def slots(rows):
-        return [_Slot(record=None, sha=f"{i}", logits=row) for i, row in enumerate(rows)]  # type: ignore[arg-type]
-
-    rows = [as_stored(np.random.default_rng(i).normal(0, 8, 1000)) for i in range(3)]
-    held = _logits_matrix(slots(rows))
+    rows = np.stack([as_stored(np.random.default_rng(i).normal(0, 8, 1000)) for i in range(3)])
+    held = _half_if_exact(rows)
     assert held.dtype == np.float16
-    np.testing.assert_array_equal(held.astype(np.float32), np.stack(rows))  # every cached value is exact
-    huge = [*rows, np.full(1000, 1e6, np.float32)]  # past float16's range (never cached): kept as float32
-    kept = _logits_matrix(slots(huge))
+    np.testing.assert_array_equal(held.astype(np.float32), rows)  # every cached value is exact
+    huge = np.concatenate([rows, np.full((1, 1000), 1e6, np.float32)])  # past float16 (never cached)
+    kept = _half_if_exact(huge)
     assert kept.dtype == np.float32
-    np.testing.assert_array_equal(kept, np.stack(huge))
+    np.testing.assert_array_equal(kept, huge)
 
 
 def test_rows_are_let_go_as_they_are_gathered():
@@ -204,3 +201,27 @@ def test_the_audit_lets_go_of_the_embedding_result_before_the_checks_run(tmp_pat
     report = api.audit(root, checks=["balance"], cache_dir=cache_dir, image_size=SIZE, map_method="none")
     assert alive_during_checks == [False]
     assert report.checks[0].id == "balance"
+
+
+def test_spilled_thumbnails_and_logits_give_the_same_audit(tmp_path, cache_dir, monkeypatch):
+    """``spill_rows=1`` keeps thumbnails and logits in temporary files: the same arrays, the same findings."""
+    from datacheck import api
+    from datacheck.spool import MappedRows
+
+    root = _tree(tmp_path / "ds", seed=4, per_class=6)
+    shutil.copy(root / "apple" / "0.png", root / "pear" / "copy.png")  # a duplicate with a conflicting label
+    Image.open(root / "plum" / "1.png").transpose(Image.FLIP_LEFT_RIGHT).save(root / "plum" / "mirror.png")
+    in_memory = embed_dataset(discover(root), _params(cache_dir))
+    spilled = embed_dataset(discover(root), _params(cache_dir).replace(spill_rows=1))
+    assert isinstance(spilled.logits, MappedRows) and isinstance(spilled.stats.thumbs, MappedRows)
+    np.testing.assert_array_equal(np.asarray(spilled.logits), in_memory.logits)
+    assert spilled.stats.equals(in_memory.stats)
+    assert not list(cache_dir.glob("datacheck-spool-*"))  # unlinked: nothing left behind, even on a crash
+
+    monkeypatch.setattr(api, "_derived_root", lambda params: None)  # both audits compute everything
+
+    def findings(**options) -> list:
+        report = api.audit(root, cache_dir=cache_dir, image_size=SIZE, map_method="none", **options)
+        return [(r.id, r.status, r.metrics, [f.to_dict() for f in r.findings]) for r in report.checks]
+
+    assert findings(spill_rows=1) == findings()

@@ -202,7 +202,7 @@ def choose_comparison(ctx: AuditContext) -> Comparison | None:
                 RowsOf(np.asarray(ctx.vectors), rows),
                 tuple(np.asarray(ctx.paths, dtype=object)[rows]),
                 "",
-                None if ctx.logits is None else RowsOf(np.asarray(ctx.logits), rows),
+                None if ctx.logits is None else RowsOf(ctx.logits, rows),
             )
     return None
 

@@ -290,7 +290,7 @@ def _combined_finding(
 def _region_probe(ctx: AuditContext, params: ShortcutsParams, setup: _Setup) -> tuple[list[Finding], dict]:
     picked = cv.stratified_subsample(setup.labels, params.max_region_rows, params.seed)
     rows = setup.rows[picked]
-    thumbs = np.asarray(ctx.thumbs)[rows]
+    thumbs = ctx.thumbs[rows]
     if len(thumbs) == 0 or int(thumbs.max()) == int(thumbs.min()):
         return [], {"region_rows": 0}
     grid = ThumbGrid(thumbs)

@@ -46,9 +46,12 @@ from datacheck.images import (
     decode_image,
     is_stats_blob,
     read_file,
+    split_blob,
+    thumbnails,
 )
 from datacheck.params import MAX_IMAGE_PIXELS, EmbedParams
 from datacheck.sources import read_record
+from datacheck.spool import RowSpool
 
 logger = logging.getLogger(__name__)
 
@@ -268,8 +271,9 @@ class _Slot:
     record: ImageRecord
     sha: str
     vector: np.ndarray | None = None
-    logits: np.ndarray | None = None
-    stats: bytes | memoryview | None = None  # serialised (ImageStats.to_bytes), as the cache stores them
+    logits: int | None = None  # row of the run's logits spool
+    thumb: int | None = None  # row of the run's thumbnail spool
+    stats: bytes | memoryview | None = None  # ImageStats.to_bytes less the thumbnail (split_blob)
     notes: tuple[str, ...] = ()
     error: str | None = None
 
@@ -327,6 +331,33 @@ class _Run:
         self._backend: Callable | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._writes: deque[Future] = deque()
+        self.logit_rows, self.thumb_rows = RowSpool(), RowSpool()
+
+    def spool_for(self, n: int) -> None:
+        """Keep thumbnails and logits on disk when ``n`` images reach ``spill_rows`` (:mod:`datacheck.spool`).
+
+        Set before the first row arrives.
+        """
+        directory = self.cache.directory if n >= self.params.spill_rows else None
+        if directory is not None:
+            logger.info("%d images: thumbnails and logits kept in temporary files in %s", n, directory)
+        self.logit_rows, self.thumb_rows = RowSpool(directory), RowSpool(directory)
+
+    def spool(self, rows: Sequence[tuple[_Slot, np.ndarray | None, bytes | memoryview]]) -> None:
+        """Give ``(slot, logits, whole stats blob)`` rows their logits and thumbnails as spool rows.
+
+        Each slot keeps its blob less the thumbnail, packed with the others (:func:`_pack_stats`).
+        """
+        with_logits = [(slot, logits) for slot, logits, _ in rows if logits is not None]
+        if with_logits:
+            first = self.logit_rows.append(_half_if_exact(np.stack([logits for _, logits in with_logits])))
+            for i, (slot, _) in enumerate(with_logits, start=first):
+                slot.logits = i
+        if rows:
+            first = self.thumb_rows.append(thumbnails([blob for _, _, blob in rows]))
+            for i, (slot, _, _) in enumerate(rows, start=first):
+                slot.thumb = i
+        _pack_stats([(slot, split_blob(blob)[0]) for slot, _, blob in rows])
 
     def _tick(self, stage: str, start: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
@@ -417,6 +448,7 @@ class _Run:
         start = time.perf_counter()
         tag = self.cache_tag
         misses: list[_Slot] = []
+        self.spool_for(len(slots))
         # In chunks: the stored rows' bytes of one chunk at a time, not of every image at once (at a million
         # images, 4.5 GB of blobs and their joined copy beside the decoded matrices).
         for first in range(0, len(slots), _READ_CHUNK):
@@ -429,11 +461,11 @@ class _Run:
             for slot, ekey, skey in zip(chunk, ekeys, skeys, strict=True):
                 hit, blob = emb.get(ekey), sts.get(skey)
                 if hit is not None and blob is not None and is_stats_blob(blob):  # damaged: computed again
-                    slot.vector, slot.logits = hit
-                    served.append((slot, blob))
+                    slot.vector = hit[0]
+                    served.append((slot, hit[1], blob))
                 else:
                     misses.append(slot)
-            _pack_stats(served)
+            self.spool(served)
         self._tick("cache_read", start)
         return misses
 
@@ -495,13 +527,14 @@ class _Run:
         logits = None if logits is None else as_stored(logits)
         start = time.perf_counter()
         tag = self.cache_tag
-        rows = []
+        rows, stats, spooled = [], [], []
         for i, (slot, dec) in enumerate(ok):
-            slot.vector = vectors[i]
-            slot.logits = None if logits is None else logits[i]
-            slot.stats, slot.notes = dec.stats.to_bytes(), dec.notes
-            rows.append((embedding_key(slot.sha, tag), slot.vector, slot.logits))
-        stats = [(stats_key(s.sha, STATS_VERSION), s.stats) for s, _ in ok]
+            slot.vector, slot.notes = vectors[i], dec.notes
+            blob, row_logits = dec.stats.to_bytes(), None if logits is None else logits[i]
+            rows.append((embedding_key(slot.sha, tag), slot.vector, row_logits))
+            stats.append((stats_key(slot.sha, STATS_VERSION), blob))
+            spooled.append((slot, row_logits, blob))
+        self.spool(spooled)
         # Committed by one writer thread while the model runs on: SQLite releases the GIL while it writes.
         # At most _WRITES_IN_FLIGHT batches wait, so a kill -9 loses no more than those (they are redone).
         self._writes.append(self._writer.submit(self._commit, rows, stats))
@@ -517,7 +550,7 @@ class _Run:
 
 
 def _gathered(slots: Sequence[_Slot], field: str, dtype: type) -> np.ndarray:
-    """``slots``' ``field`` rows (``"vector"`` or ``"logits"``) as one matrix, each let go once copied.
+    """``slots``' ``field`` rows (``"vector"``) as one matrix, each let go once copied.
 
     The rows are views of the matrices decoded per cache chunk or model batch; dropping each reference as
     its row is copied frees a chunk's matrix once all its rows are in, so the read peaks at the result plus
@@ -530,13 +563,13 @@ def _gathered(slots: Sequence[_Slot], field: str, dtype: type) -> np.ndarray:
     return out
 
 
-def _pack_stats(served: Sequence[tuple[_Slot, bytes]]) -> None:
+def _pack_stats(served: Sequence[tuple[_Slot, bytes | memoryview]]) -> None:
     """Give each slot its statistics as a view of one buffer per cache chunk, not a ``bytes`` of its own.
 
     The database hands out one small object per row; kept until the run assembles its table, a million of
-    them (3 GB) sat in the heap between the chunks' transient rows, and freeing them left it fragmented:
-    memory the process held but could not give back. One joined buffer per chunk is a single allocation
-    that is returned whole, and the rows' objects are reused chunk after chunk.
+    them sat in the heap between the chunks' transient rows, and freeing them left it fragmented: memory the
+    process held but could not give back. One joined buffer per chunk is a single allocation that is
+    returned whole, and the rows' objects are reused chunk after chunk.
     """
     packed = memoryview(b"".join(blob for _, blob in served))
     offset = 0
@@ -545,7 +578,7 @@ def _pack_stats(served: Sequence[tuple[_Slot, bytes]]) -> None:
         offset += len(blob)
 
 
-def _stats_table(slots: Sequence[_Slot]) -> StatsTable:
+def _stats_table(run: _Run, slots: Sequence[_Slot]) -> StatsTable:
     """``slots``' statistics as one table, each slot's blob let go once read (as :func:`_gathered` does)."""
 
     def chunks() -> Iterator[list[bytes | memoryview]]:
@@ -555,20 +588,21 @@ def _stats_table(slots: Sequence[_Slot]) -> StatsTable:
             for slot in part:
                 slot.stats = None
 
-    return StatsTable.from_blob_chunks(chunks(), len(slots))
+    thumbs = run.thumb_rows.finish(np.array([s.thumb for s in slots], dtype=np.int64))
+    return StatsTable.from_heads(chunks(), len(slots), thumbs)
 
 
-def _logits_matrix(slots: Sequence[_Slot]) -> np.ndarray:
-    """The logits as one float16 matrix; float32 if a value exceeds float16's range.
+def _half_if_exact(logits: np.ndarray) -> np.ndarray:
+    """``logits`` as float16 when every value is one (all cached ones are); float32 past float16's range.
 
     Every value came through the cache's float16 (:func:`as_stored`): nothing is lost, and a million images
     hold 2 GB of logits instead of 4. Rows float16 cannot hold (never cached) keep their float32 values.
     """
+    if logits.dtype == np.float16:
+        return logits
     with np.errstate(over="ignore"):  # a value past float16 shows as infinite
-        fits = all(
-            s.logits.dtype == np.float16 or np.isfinite(s.logits.astype(np.float16)).all() for s in slots
-        )
-    return _gathered(slots, "logits", np.float16 if fits else np.float32)
+        half = logits.astype(np.float16)
+    return half if np.isfinite(half).all() else logits
 
 
 def _assemble(run: _Run, slots: Sequence[_Slot], failures: list[FileIssue], computed: int) -> Embeddings:
@@ -576,13 +610,13 @@ def _assemble(run: _Run, slots: Sequence[_Slot], failures: list[FileIssue], comp
     failures = failures + [FileIssue(s.record.path, "unreadable", s.error) for s in slots if s.error]
     dim = good[0].vector.shape[0] if good else 0
     has_logits = bool(good) and all(s.logits is not None for s in good)
-    logits = _logits_matrix(good) if has_logits else None
+    logits = run.logit_rows.finish(np.array([s.logits for s in good], dtype=np.int64)) if has_logits else None
     vectors = _gathered(good, "vector", np.float32) if good else np.zeros((0, dim), np.float32)
     return Embeddings(
         records=tuple(s.record for s in good),
         vectors=vectors,
         logits=logits,
-        stats=_stats_table(good),
+        stats=_stats_table(run, good),
         file_sha256=tuple(s.sha for s in good),
         failures=tuple(sorted(failures, key=lambda f: f.path)),
         notes={s.record.path: s.notes for s in good if s.notes},

@@ -36,7 +36,7 @@ from datacheck.images.stats import (
     ImageStats,
     StatsFormatError,
 )
-from datacheck.images.stats_table import StatsTable, is_stats_blob
+from datacheck.images.stats_table import StatsTable, is_stats_blob, split_blob, thumbnails
 
 __all__ = [
     "ANALYSIS_MAX_LONG_SIDE",
@@ -61,4 +61,6 @@ __all__ = [
     "is_stats_blob",
     "open_image",
     "read_file",
+    "split_blob",
+    "thumbnails",
 ]

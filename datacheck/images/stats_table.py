@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,11 +48,13 @@ class StatsTable:
     Attributes:
         columns: One row per image, one column per scalar :class:`ImageStats` field (``ImageStats.as_row``'s
             names and order, with the dtypes ``pd.DataFrame`` gives a list of those rows).
-        thumbs: ``uint8[N, THUMB_SIDE, THUMB_SIDE, 3]`` thumbnails.
+        thumbs: ``uint8[N, THUMB_SIDE, THUMB_SIDE, 3]`` thumbnails: an array, or rows mapped from disk
+            (:class:`~datacheck.spool.MappedRows`, possibly through :class:`~datacheck.blocks.RowsOf`) when
+            the embedding run spilled them.
     """
 
     columns: pd.DataFrame
-    thumbs: np.ndarray
+    thumbs: np.ndarray | Any
 
     def __len__(self) -> int:
         return len(self.columns)
@@ -83,22 +86,32 @@ class StatsTable:
             ValueError: A blob is not a serialised :class:`ImageStats` of this version, or the chunks do not
                 hold ``n`` blobs.
         """
-        fixed = np.empty(n, _FIXED_DTYPE)
         thumbs = np.empty((n, _THUMB_BYTES), np.uint8)
-        texts: list[tuple[str | None, str | None, str | None]] = []
-        done = 0
-        for blobs in chunks:
-            if done + len(blobs) > n or not all(is_stats_blob(b) for b in blobs):
-                raise ValueError("not n serialised ImageStats blobs of this version (see is_stats_blob)")
-            joined = b"".join(b[len(_HEAD) : _TEXTS_AT] for b in blobs)
-            fixed[done : done + len(blobs)] = np.frombuffer(joined, _FIXED_DTYPE, count=len(blobs))
-            for i, blob in enumerate(blobs, start=done):
-                thumbs[i] = np.frombuffer(blob, np.uint8, _THUMB_BYTES, len(blob) - _THUMB_BYTES)
-            texts += [_texts(bytes(b[_TEXTS_AT:-_THUMB_BYTES])) for b in blobs]
-            done += len(blobs)
-        if done != n:
-            raise ValueError(f"expected {n} serialised ImageStats blobs, got {done}")
-        return cls(_columns(fixed, texts), thumbs.reshape(n, THUMB_SIDE, THUMB_SIDE, 3))
+
+        def heads() -> Iterator[list[bytes | memoryview]]:
+            done = 0
+            for blobs in chunks:
+                if done + len(blobs) > n or not all(is_stats_blob(b) for b in blobs):
+                    raise ValueError("not n serialised ImageStats blobs of this version (see is_stats_blob)")
+                thumbs[done : done + len(blobs)] = thumbnails(blobs).reshape(len(blobs), _THUMB_BYTES)
+                done += len(blobs)
+                yield [b[:-_THUMB_BYTES] for b in blobs]
+
+        columns = _parse_heads(heads(), n)
+        return cls(columns, thumbs.reshape(n, THUMB_SIDE, THUMB_SIDE, 3))
+
+    @classmethod
+    def from_heads(cls, chunks: Iterable[Sequence[bytes | memoryview]], n: int, thumbs: Any) -> StatsTable:
+        """From ``n`` blobs without their thumbnails (:func:`split_blob`) and the thumbnails apart.
+
+        ``thumbs`` may be any row-indexable ``uint8[n, 32, 32, 3]`` (e.g. rows mapped from disk).
+
+        Raises:
+            ValueError: A head is not one of this version, or the chunks do not hold ``n`` heads.
+        """
+        if len(thumbs) != n:
+            raise ValueError(f"{len(thumbs)} thumbnails for {n} images")
+        return cls(_parse_heads(chunks, n), thumbs)
 
     def equals(self, other: StatsTable) -> bool:
         """Same images' statistics: every column and every thumbnail pixel equal."""
@@ -136,10 +149,46 @@ def _columns(fixed: np.ndarray, texts: list[tuple[str | None, str | None, str | 
 
 def is_stats_blob(blob: bytes | memoryview) -> bool:
     """Whether ``blob`` is a whole :meth:`ImageStats.to_bytes` blob of this version (damage reads as not)."""
-    if len(blob) < _SHORTEST or bytes(blob[: len(_HEAD)]) != _HEAD:
+    return len(blob) >= _SHORTEST and _is_head(memoryview(blob)[:-_THUMB_BYTES])
+
+
+def split_blob(blob: bytes | memoryview) -> tuple[memoryview, np.ndarray]:
+    """A whole blob (:func:`is_stats_blob`) as its head and its ``uint8[32, 32, 3]`` thumbnail (views)."""
+    view = memoryview(blob)
+    head, thumb = view[:-_THUMB_BYTES], np.frombuffer(view, np.uint8, _THUMB_BYTES, len(view) - _THUMB_BYTES)
+    return head, thumb.reshape(THUMB_SIDE, THUMB_SIDE, 3)
+
+
+def thumbnails(blobs: Sequence[bytes | memoryview]) -> np.ndarray:
+    """The thumbnails of whole blobs as one ``uint8[len(blobs), 32, 32, 3]`` array."""
+    out = np.empty((len(blobs), _THUMB_BYTES), np.uint8)
+    for i, blob in enumerate(blobs):
+        out[i] = np.frombuffer(blob, np.uint8, _THUMB_BYTES, len(blob) - _THUMB_BYTES)
+    return out.reshape(len(blobs), THUMB_SIDE, THUMB_SIDE, 3)
+
+
+def _parse_heads(chunks: Iterable[Sequence[bytes | memoryview]], n: int) -> pd.DataFrame:
+    """The scalar columns of ``n`` blob heads (blobs without their thumbnails) arriving in chunks."""
+    fixed = np.empty(n, _FIXED_DTYPE)
+    texts: list[tuple[str | None, str | None, str | None]] = []
+    done = 0
+    for heads in chunks:
+        if done + len(heads) > n or not all(_is_head(h) for h in heads):
+            raise ValueError("not n serialised ImageStats heads of this version")
+        joined = b"".join(h[len(_HEAD) : _TEXTS_AT] for h in heads)
+        fixed[done : done + len(heads)] = np.frombuffer(joined, _FIXED_DTYPE, count=len(heads))
+        texts += [_texts(bytes(h[_TEXTS_AT:])) for h in heads]
+        done += len(heads)
+    if done != n:
+        raise ValueError(f"expected {n} serialised ImageStats blobs, got {done}")
+    return _columns(fixed, texts)
+
+
+def _is_head(head: bytes | memoryview) -> bool:
+    if len(head) < _SHORTEST - _THUMB_BYTES or bytes(head[: len(_HEAD)]) != _HEAD:
         return False
     try:
-        _texts(bytes(blob[_TEXTS_AT:-_THUMB_BYTES]))
+        _texts(bytes(head[_TEXTS_AT:]))
     except ValueError:
         return False
     return True

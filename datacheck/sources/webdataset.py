@@ -11,6 +11,7 @@ is reported; a sample without a label file is reported as ``no_label``.
 from __future__ import annotations
 
 import logging
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ def _read_shard(
             f"damaged tar shard: {err or type(err).__name__} ({kept} images before the damage are used; "
             "rewrite the shard to include the rest)",
         )
+    shard_path = fs.local_path(shard)  # one object for the shard's records, as the label and split below
     for key, sample in samples.items():
         for member in sample.images:
             path = f"{rel}/{member.name}"
@@ -103,7 +105,8 @@ def _read_shard(
                 )
                 continue
             blob = Blob("tar", shard, (member.offset_data, member.size))
-            yield ImageRecord(path, fs.local_path(shard), _label_name(sample.label, names), split, blob)
+            label = sys.intern(_label_name(sample.label, names))
+            yield ImageRecord(path, shard_path, label, split, blob)
 
 
 def _add_member(tar: tarfile.TarFile, member: tarfile.TarInfo, samples: dict[str, _Sample]) -> None:
