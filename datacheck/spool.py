@@ -147,14 +147,20 @@ class RowSpool:
         return mapped if in_place else RowsOf(mapped, order)
 
     def _gather(self, order: np.ndarray) -> np.ndarray:
+        """``order``'s rows from the in-memory chunks, each chunk let go once copied.
+
+        The rows are grouped by chunk with one sort: a cold run of a million images appends ~16,000 batches.
+        """
         out = np.empty((len(order), *self._row_shape), self._dtype)
-        first = 0
         chunks, self._chunks = self._chunks, []
-        while chunks:
-            chunk = chunks.pop(0)
-            mine = (order >= first) & (order < first + len(chunk))
-            out[mine] = chunk[order[mine] - first]
-            first += len(chunk)
+        starts = np.cumsum([0] + [len(c) for c in chunks[:-1]])
+        chunk_of = np.searchsorted(starts, order, side="right") - 1
+        by_chunk = np.argsort(chunk_of, kind="stable")
+        edges = np.searchsorted(chunk_of[by_chunk], np.arange(len(chunks) + 1))
+        for k in range(len(chunks)):
+            positions = by_chunk[edges[k] : edges[k + 1]]
+            out[positions] = chunks[k][order[positions] - starts[k]]
+            chunks[k] = None  # type: ignore[call-overload]  # let go once copied
         return out
 
     def _disk_file(self) -> IO[bytes]:

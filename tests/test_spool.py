@@ -84,3 +84,13 @@ def _rss_file_mb() -> float:
         if line.startswith("RssFile:"):
             return int(line.split()[1]) / 1024
     pytest.skip("no RssFile line in /proc/self/status")
+
+
+def test_many_small_chunks_gather_in_one_pass() -> None:
+    """A cold run appends one model batch at a time: 5,000 chunks, rows asked for in shuffled order."""
+    spool, rng = RowSpool(), np.random.default_rng(3)
+    blocks = [rng.integers(0, 1000, (int(m), 2)) for m in rng.integers(1, 4, 5_000)]
+    for block in blocks:
+        spool.append(block)
+    order = rng.permutation(spool.n)
+    np.testing.assert_array_equal(spool.finish(order), np.concatenate(blocks)[order])
