@@ -44,6 +44,9 @@ def test_mapped_rows_index_as_an_array_does(tmp_path: Path) -> None:
     for key in (4, -1, slice(2, 9, 3), np.array([8, 1, 1]), mask, (np.array([0, 2]), 1), (3, 2, 1)):
         np.testing.assert_array_equal(rows[key], arrived[key])
     np.testing.assert_array_equal(np.asarray(rows, dtype=np.float32), arrived.astype(np.float32))
+    for wrong in (len(arrived), np.array([0, len(arrived)]), np.ones(3, bool)):
+        with pytest.raises(IndexError):
+            rows[wrong]
     through = RowsOf(rows, np.array([2, 0]))
     np.testing.assert_array_equal(through[(np.array([1]), 0)], arrived[[0], 0])
     assert through.dtype == np.uint8 and through.ndim == 4
