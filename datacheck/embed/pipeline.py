@@ -46,7 +46,7 @@ from datacheck.images import (
     decode_image,
     is_stats_blob,
     read_file,
-    split_blob,
+    stats_head,
     thumbnails,
 )
 from datacheck.params import MAX_IMAGE_PIXELS, EmbedParams
@@ -273,7 +273,7 @@ class _Slot:
     vector: np.ndarray | None = None
     logits: int | None = None  # row of the run's logits spool
     thumb: int | None = None  # row of the run's thumbnail spool
-    stats: bytes | memoryview | None = None  # ImageStats.to_bytes less the thumbnail (split_blob)
+    stats: bytes | memoryview | None = None  # ImageStats.to_bytes less the thumbnail (stats_head)
     notes: tuple[str, ...] = ()
     error: str | None = None
 
@@ -357,7 +357,7 @@ class _Run:
             first = self.thumb_rows.append(thumbnails([blob for _, _, blob in rows]))
             for i, (slot, _, _) in enumerate(rows, start=first):
                 slot.thumb = i
-        _pack_stats([(slot, split_blob(blob)[0]) for slot, _, blob in rows])
+        _pack_stats([(slot, stats_head(blob)) for slot, _, blob in rows])
 
     def _tick(self, stage: str, start: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start

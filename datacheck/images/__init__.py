@@ -36,7 +36,7 @@ from datacheck.images.stats import (
     ImageStats,
     StatsFormatError,
 )
-from datacheck.images.stats_table import StatsTable, is_stats_blob, split_blob, thumbnails
+from datacheck.images.stats_table import StatsTable, is_stats_blob, stats_head, thumbnails
 
 __all__ = [
     "ANALYSIS_MAX_LONG_SIDE",
@@ -61,6 +61,6 @@ __all__ = [
     "is_stats_blob",
     "open_image",
     "read_file",
-    "split_blob",
+    "stats_head",
     "thumbnails",
 ]

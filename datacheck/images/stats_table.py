@@ -102,7 +102,7 @@ class StatsTable:
 
     @classmethod
     def from_heads(cls, chunks: Iterable[Sequence[bytes | memoryview]], n: int, thumbs: Any) -> StatsTable:
-        """From ``n`` blobs without their thumbnails (:func:`split_blob`) and the thumbnails apart.
+        """From ``n`` blobs without their thumbnails (:func:`stats_head`) and the thumbnails apart.
 
         ``thumbs`` may be any row-indexable ``uint8[n, 32, 32, 3]`` (e.g. rows mapped from disk).
 
@@ -152,11 +152,9 @@ def is_stats_blob(blob: bytes | memoryview) -> bool:
     return len(blob) >= _SHORTEST and _is_head(memoryview(blob)[:-_THUMB_BYTES])
 
 
-def split_blob(blob: bytes | memoryview) -> tuple[memoryview, np.ndarray]:
-    """A whole blob (:func:`is_stats_blob`) as its head and its ``uint8[32, 32, 3]`` thumbnail (views)."""
-    view = memoryview(blob)
-    head, thumb = view[:-_THUMB_BYTES], np.frombuffer(view, np.uint8, _THUMB_BYTES, len(view) - _THUMB_BYTES)
-    return head, thumb.reshape(THUMB_SIDE, THUMB_SIDE, 3)
+def stats_head(blob: bytes | memoryview) -> memoryview:
+    """A whole blob (:func:`is_stats_blob`) less its thumbnail (a view; :func:`thumbnails` reads those)."""
+    return memoryview(blob)[:-_THUMB_BYTES]
 
 
 def thumbnails(blobs: Sequence[bytes | memoryview]) -> np.ndarray:
