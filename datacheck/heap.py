@@ -17,8 +17,8 @@ def release_free_heap() -> None:
 
     Reading a cache of a million images frees millions of small objects (database rows, per-image state)
     that sat between long-lived ones. glibc keeps such pages in the process until asked: 13 % of the
-    context's resident memory at 100,000 images, ~1.5 GB at a million. Dask's workers trim for the same
-    reason. Costs well under a second.
+    context's resident memory at 100,000 images; at a million the audit's resident memory fell 8.7 → 7.9 GB
+    at the trim after the context. Dask's workers trim for the same reason. Costs well under a second.
     """
     trim = _malloc_trim()
     if trim is not None:

@@ -106,14 +106,23 @@ class RowSpool:
     Args:
         directory: Where the unlinked temporary file goes (e.g. the cache folder), or ``None`` to keep the
             rows in memory.
+        row_shape: Each row's shape, when known before the first row (an empty spool finishes with it);
+            otherwise the first appended block's.
+        dtype: The rows' element type, likewise.
     """
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        row_shape: tuple[int, ...] | None = None,
+        dtype: np.dtype | type | None = None,
+    ) -> None:
         self._directory = directory
         self._chunks: list[np.ndarray] = []  # in memory
         self._file: IO[bytes] | None = None  # on disk
-        self._row_shape: tuple[int, ...] | None = None
-        self._dtype: np.dtype | None = None
+        self._row_shape = row_shape
+        self._dtype: np.dtype | None = None if dtype is None else np.dtype(dtype)
         self.n = 0
 
     @property
@@ -128,7 +137,9 @@ class RowSpool:
         """
         rows = np.asarray(rows)
         if self._row_shape is None:
-            self._row_shape, self._dtype = rows.shape[1:], rows.dtype
+            self._row_shape = rows.shape[1:]
+        if self._dtype is None:
+            self._dtype = rows.dtype
         elif rows.shape[1:] != self._row_shape:
             raise ValueError(f"rows of shape {rows.shape[1:]} appended to a spool of {self._row_shape}")
         widest = np.result_type(self._dtype, rows.dtype)
@@ -149,8 +160,8 @@ class RowSpool:
         mapped; through :class:`~datacheck.blocks.RowsOf` when ``order`` is not every row in arrival order.
         """
         order = np.asarray(order, dtype=np.int64)
-        if self._row_shape is None:
-            return np.empty((len(order), 0), np.float32)
+        if self.n == 0:
+            return np.empty((len(order), *(self._row_shape or (0,))), self._dtype or np.float32)
         if not self.on_disk:
             return self._gather(order)
         file = self._disk_file()

@@ -163,6 +163,17 @@ def test_logits_are_held_as_float16_without_loss():
     np.testing.assert_array_equal(kept, huge)
 
 
+def test_nothing_decodable_gives_empty_arrays_of_the_usual_shapes(tmp_path):
+    """Every file unreadable: no model is loaded, and the empty result keeps its arrays' row shapes."""
+    root = tmp_path / "ds"
+    for label in ("apple", "pear"):
+        (root / label).mkdir(parents=True)
+        (root / label / "x.png").write_bytes(b"not an image")
+    result = embed_dataset(discover(root), _params(tmp_path / "cache"))
+    assert len(result.failures) == 2 and result.logits is None
+    assert result.stats.thumbs.shape == (0, 32, 32, 3) and result.stats.thumbs.dtype == np.uint8
+
+
 def test_rows_are_let_go_as_they_are_gathered():
     from datacheck.embed.pipeline import _gathered, _Slot
 

@@ -39,6 +39,7 @@ from datacheck.embed.cache import (
 from datacheck.fileio import file_sha256, stat_fingerprint
 from datacheck.images import (
     STATS_VERSION,
+    THUMB_SIDE,
     DecodedImage,
     ImageDecodeError,
     ImageStats,
@@ -331,7 +332,7 @@ class _Run:
         self._backend: Callable | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._writes: deque[Future] = deque()
-        self.logit_rows, self.thumb_rows = RowSpool(), RowSpool()
+        self.spool_for(0)
 
     def spool_for(self, n: int) -> None:
         """Keep thumbnails and logits on disk when ``n`` images reach ``spill_rows`` (:mod:`datacheck.spool`).
@@ -341,7 +342,9 @@ class _Run:
         directory = self.cache.directory if n >= self.params.spill_rows else None
         if directory is not None:
             logger.info("%d images: thumbnails and logits kept in temporary files in %s", n, directory)
-        self.logit_rows, self.thumb_rows = RowSpool(directory), RowSpool(directory)
+        thumb_shape = (THUMB_SIDE, THUMB_SIDE, 3)
+        self.logit_rows = RowSpool(directory)
+        self.thumb_rows = RowSpool(directory, row_shape=thumb_shape, dtype=np.uint8)
 
     def spool(self, rows: Sequence[tuple[_Slot, np.ndarray | None, bytes | memoryview]]) -> None:
         """Give ``(slot, logits, whole stats blob)`` rows their logits and thumbnails as spool rows.
