@@ -17,6 +17,7 @@ import pandas as pd
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
 from datacheck.embed.pipeline import Embeddings
 from datacheck.fileio import file_sha256
+from datacheck.halfrows import HalfUnitRows, row_blocks
 from datacheck.images import STATS_VERSION
 from datacheck.index import KnnGraph, KnnParams, build_knn_cached, l2_normalise
 from datacheck.reduce import SharedBasis
@@ -60,7 +61,8 @@ class AuditContext:
     Attributes:
         dataset: The discovered dataset (all files, including those that failed).
         records: Images that were embedded, in dataset order.
-        vectors: ``float32[N, D]`` L2-normalised bottlenecks.
+        vectors: ``float32[N, D]`` L2-normalised bottlenecks: an array, or from ``[embed] spill_rows`` images
+            :class:`~datacheck.halfrows.HalfUnitRows` (the same values read by row, in half the memory).
         logits: ``float16[N, 1000]`` ImageNet logits as cached (compute on a wider copy), or ``None``.
         stats: One row of scalar image statistics per record (see ``ImageStats.as_row``).
         thumbs: ``uint8[N, 32, 32, 3]`` thumbnails (near-duplicate verification, local probes).
@@ -84,7 +86,7 @@ class AuditContext:
 
     dataset: Dataset
     records: tuple[ImageRecord, ...]
-    vectors: np.ndarray
+    vectors: np.ndarray | HalfUnitRows
     logits: np.ndarray | RowArray | None
     stats: pd.DataFrame
     thumbs: np.ndarray | RowArray
@@ -222,7 +224,8 @@ class AuditContext:
         for array in (self.vectors, self.reference.vectors if self.reference else None):
             if array is not None:
                 digest.update(f"{array.dtype}{array.shape}".encode())
-                digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+                for _, block in row_blocks(array):
+                    digest.update(memoryview(np.ascontiguousarray(block)).cast("B"))
         return digest.hexdigest()
 
 
@@ -233,6 +236,16 @@ def _hash_unembedded(target: Path) -> str | None:
         return file_sha256(target)
     except OSError:
         return None
+
+
+def _unit_vectors(vectors: np.ndarray, consume: bool) -> np.ndarray | HalfUnitRows:
+    """The rows L2-normalised, as :class:`HalfUnitRows` when they are float16, else a read-only array.
+
+    The pipeline returns float16 rows from ``spill_rows``; ``consume`` normalises float32 rows in place.
+    """
+    if vectors.dtype == np.float16 and vectors.ndim == 2:
+        return HalfUnitRows.of(vectors)
+    return _frozen(l2_normalise(vectors, in_place=consume))
 
 
 def build_context(
@@ -255,7 +268,7 @@ def build_context(
     records = embeddings.records
     class_names = tuple(sorted({r.label for r in records}))
     lookup = {name: i for i, name in enumerate(class_names)}
-    vectors = _frozen(l2_normalise(embeddings.vectors, in_place=consume))
+    vectors = _unit_vectors(embeddings.vectors, consume)
     shared = SharedBasis(vectors)
     return AuditContext(
         dataset=dataset,

@@ -24,6 +24,7 @@ import numpy as np
 
 from datacheck import derived
 from datacheck.blocks import map_blocks
+from datacheck.halfrows import HalfUnitRows, as_rows, row_blocks, row_norms
 from datacheck.params import Params, param
 from datacheck.reduce import SharedBasis, fit_basis
 
@@ -91,19 +92,20 @@ def l2_normalise(vectors: np.ndarray, *, in_place: bool = False) -> np.ndarray:
     1280-d rows); anything else is copied as without it.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
-    # einsum: 20x faster than np.linalg.norm(axis=1) on float32 rows, and no squared temporary
-    norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), 1e-12)[:, None]
+    norms = row_norms(vectors)[:, None]
     if in_place and vectors.flags.writeable:
         vectors /= norms
         return vectors
     return vectors / norms
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray | HalfUnitRows) -> np.ndarray | HalfUnitRows:
     """``vectors`` as unit-length float32 rows: themselves when they already are (the context's), no copy.
 
     At a million 1280-d rows a normalised copy is 5 GB.
     """
+    if isinstance(vectors, HalfUnitRows):
+        return vectors
     vectors = np.asarray(vectors, dtype=np.float32)
     squared = np.einsum("ij,ij->i", vectors, vectors)
     return vectors if np.allclose(squared, 1.0, rtol=0, atol=1e-5) else l2_normalise(vectors)
@@ -319,9 +321,12 @@ def row_ids(vectors: np.ndarray) -> np.ndarray:
     """
     import hashlib
 
-    raw = np.ascontiguousarray(vectors)
     base = np.array(
-        [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") for row in raw],
+        [
+            int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+            for _, block in row_blocks(vectors)
+            for row in np.ascontiguousarray(block)
+        ],
         dtype=np.uint64,
     )
     ids = base.copy()
@@ -352,7 +357,7 @@ def build_knn_cached(
     if directory is None or len(vectors) < 2:
         return build_knn(vectors, params, shared)
     k = min(params.k, len(vectors) - 1)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy for the context's vectors
+    vectors = as_rows(vectors)  # no copy for the context's vectors
     label = f"knn-v{GRAPH_VERSION}|{astuple(params)}"
     key = derived.content_key(label, vectors)
     stored = derived.load(directory, key)
@@ -414,7 +419,7 @@ def _exact_neighbours(unit: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.nd
     sim = np.empty((len(rows), k), np.float32)
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
-        scores = unit[part] @ unit.T
+        scores = _against_all(unit, unit[part])
         scores[np.arange(len(part)), part] = -np.inf  # never its own neighbour
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         top_sims = np.take_along_axis(scores, top, axis=1)
@@ -422,6 +427,16 @@ def _exact_neighbours(unit: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.nd
         idx[start : start + len(part)] = np.take_along_axis(top, order, axis=1)
         sim[start : start + len(part)] = np.take_along_axis(top_sims, order, axis=1)
     return idx, sim
+
+
+def _against_all(unit: np.ndarray | HalfUnitRows, queries: np.ndarray) -> np.ndarray:
+    """``float32[Q, N]``: ``queries @ unit.T``, ``unit`` read block by block when it is not an array."""
+    if isinstance(unit, np.ndarray):
+        return queries @ unit.T
+    out = np.empty((len(queries), len(unit)), np.float32)
+    for start, block in unit.blocks():
+        out[:, start : start + len(block)] = queries @ block.T
+    return out
 
 
 def update_knn(vectors: np.ndarray, ids: np.ndarray, base: StoredGraph, params: KnnParams) -> KnnGraph:

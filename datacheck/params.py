@@ -142,7 +142,9 @@ class EmbedParams(Params):
             do not depend on what runs beside them). 1 runs them one after another.
         spill_rows: From this many images on, the thumbnails and ImageNet logits (5 KB per image: 5 GB at a
             million) go to unlinked temporary files in the cache folder as they are read, and the checks
-            read the rows they need through memory maps; below it they stay in memory.
+            read the rows they need through memory maps, and the bottleneck vectors are held as the cache's
+            float16 rows (2.4 GB less at a million 1280-d vectors; checks read them as the same float32
+            unit rows, :class:`~datacheck.halfrows.HalfUnitRows`); below it all stay in memory as float32.
         max_image_pixels: Largest image accepted, in pixels (width × height). 250 MP by default, 2.8×
             Pillow's own 89 MP, so 100 MP photographs, scans and aerial images are audited; decompression
             bombs are refused (beyond this, or absurdly many pixels for the file's size: see

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datacheck.halfrows import HalfUnitRows, as_rows
+
 logger = logging.getLogger(__name__)
 
 #: Most rows the covariance is estimated from (the axes of 20,000 embeddings are stable).
@@ -68,9 +70,9 @@ class PcaBasis:
     def project(self, vectors: np.ndarray, dims: int | None = None) -> np.ndarray:
         """``float32[N, d]``: the centred rows on the first ``d = min(dims, K)`` axes (all by default)."""
         keep = self.dims if dims is None else min(dims, self.dims)
-        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = as_rows(vectors)
         if keep == self.dims == vectors.shape[1]:  # a full basis is the identity (see fit_basis)
-            return vectors - self.mean
+            return vectors[:] - self.mean
         out = np.empty((len(vectors), keep), np.float32)
         for start in range(0, len(vectors), _PROJECT_ROWS):  # no centred copy of a million rows (5 GB)
             out[start : start + _PROJECT_ROWS] = (
@@ -87,7 +89,7 @@ def fit_basis(vectors: np.ndarray, dims: int, sample: int = PCA_SAMPLE) -> PcaBa
         dims: Axes wanted; ``D`` or more keeps every dimension unrotated.
         sample: Most rows the covariance is estimated from (:func:`content_sample`).
     """
-    x = np.asarray(vectors, dtype=np.float32)
+    x = as_rows(vectors)
     n_dims = x.shape[1]
     rows = x[content_sample(x, sample)]
     mean = rows.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -108,14 +110,14 @@ class SharedBasis:
     Thread-safe: checks may run side by side on the same context.
     """
 
-    def __init__(self, vectors: np.ndarray) -> None:
+    def __init__(self, vectors: np.ndarray | HalfUnitRows) -> None:
         self._vectors = vectors
         self._basis: PcaBasis | None = None
         self._projected: np.ndarray | None = None
         self._lock = threading.Lock()
 
     @property
-    def vectors(self) -> np.ndarray:
+    def vectors(self) -> np.ndarray | HalfUnitRows:
         """The vectors this basis is of."""
         return self._vectors
 

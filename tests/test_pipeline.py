@@ -215,17 +215,26 @@ def test_the_audit_lets_go_of_the_embedding_result_before_the_checks_run(tmp_pat
 
 
 def test_spilled_thumbnails_and_logits_give_the_same_audit(tmp_path, cache_dir, monkeypatch):
-    """``spill_rows=1`` keeps thumbnails and logits in temporary files: the same arrays, the same findings."""
+    """``spill_rows=1``: thumbnails, logits in temporary files, float16 vectors: same arrays and findings."""
     from datacheck import api
+    from datacheck.context import build_context
+    from datacheck.halfrows import HalfUnitRows
     from datacheck.spool import MappedRows
 
-    root = _tree(tmp_path / "ds", seed=4, per_class=6)
-    shutil.copy(root / "apple" / "0.png", root / "pear" / "copy.png")  # a duplicate with a conflicting label
-    Image.open(root / "plum" / "1.png").transpose(Image.FLIP_LEFT_RIGHT).save(root / "plum" / "mirror.png")
+    root = tmp_path / "ds"
+    train, _ = _tree(root / "train", seed=4, per_class=6), _tree(root / "test", seed=5, per_class=4)
+    shutil.copy(train / "apple" / "0.png", train / "pear" / "copy.png")  # a duplicate, conflicting label
+    Image.open(train / "plum" / "1.png").transpose(Image.FLIP_LEFT_RIGHT).save(root / "test/plum/mirror.png")
     in_memory = embed_dataset(discover(root), _params(cache_dir))
     spilled = embed_dataset(discover(root), _params(cache_dir).replace(spill_rows=1))
     assert isinstance(spilled.logits, MappedRows) and isinstance(spilled.stats.thumbs, MappedRows)
     np.testing.assert_array_equal(np.asarray(spilled.logits), in_memory.logits)
+    assert spilled.vectors.dtype == np.float16  # the cache's rows as they are: half the memory, no loss
+    np.testing.assert_array_equal(spilled.vectors.astype(np.float32), in_memory.vectors)
+    contexts = [build_context(discover(root), result) for result in (spilled, in_memory)]
+    assert isinstance(contexts[0].vectors, HalfUnitRows)
+    np.testing.assert_array_equal(np.asarray(contexts[0].vectors), contexts[1].vectors)
+    assert contexts[0].fingerprint == contexts[1].fingerprint
     assert spilled.stats.equals(in_memory.stats)
     assert not list(cache_dir.glob("datacheck-spool-*"))  # unlinked: nothing left behind, even on a crash
 
@@ -235,4 +244,7 @@ def test_spilled_thumbnails_and_logits_give_the_same_audit(tmp_path, cache_dir, 
         report = api.audit(root, cache_dir=cache_dir, image_size=SIZE, map_method="none", **options)
         return [(r.id, r.status, r.metrics, [f.to_dict() for f in r.findings]) for r in report.checks]
 
-    assert findings(spill_rows=1) == findings()
+    spilled_findings = findings(spill_rows=1)
+    assert spilled_findings == findings()
+    ran = {check: status for check, status, *_ in spilled_findings}
+    assert ran["representativeness"] != "skipped" and ran["leakage"] != "skipped"  # they read the vectors

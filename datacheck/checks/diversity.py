@@ -86,7 +86,7 @@ def diversity(ctx: AuditContext, params: DiversityParams) -> CheckResult:
     if len(measured) < 2:
         return skipped(CHECK_ID, "needs at least two classes with two or more images")
     sample = int(min(params.rank_sample, min(sizes[c] for c in measured)))
-    spreads = {c: class_spread(np.asarray(ctx.vectors), labels, c, sample, params.seed) for c in measured}
+    spreads = {c: class_spread(ctx.vectors, labels, c, sample, params.seed) for c in measured}
     median = float(np.median([s.spread for s in spreads.values()]))
     median_rank = float(np.median([s.effective_rank for s in spreads.values()]))
     findings = [

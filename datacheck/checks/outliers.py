@@ -17,6 +17,7 @@ from datacheck import derived
 from datacheck.checks.base import CheckResult, Finding, ReportView, Severity, register, result, skipped
 from datacheck.checks.quality import robust_z
 from datacheck.context import AuditContext
+from datacheck.halfrows import row_blocks
 from datacheck.index import KnnParams, nearest_among, others_mask, unit_rows
 from datacheck.params import Params, param
 
@@ -192,7 +193,8 @@ def nearest_classes(ctx: AuditContext) -> np.ndarray:
     empty = votes.sum(axis=1) == 0
     if empty.any():
         centroids = np.zeros((n_classes, ctx.vectors.shape[1]))
-        np.add.at(centroids, ctx.labels, ctx.vectors)
+        for start, block in row_blocks(ctx.vectors):  # HalfUnitRows are read by block
+            np.add.at(centroids, ctx.labels[start : start + len(block)], block)
         votes[empty] = ctx.vectors[empty] @ centroids.T
     return votes.argmax(axis=1)
 

@@ -144,7 +144,7 @@ def representativeness(ctx: AuditContext, params: RepresentativenessParams) -> C
     rng = np.random.default_rng(params.seed)
     train_rows = _sample(comparison.train_rows, params.max_rows, rng)
     ref_rows = _sample(np.arange(len(comparison.vectors)), params.max_rows, rng)
-    train = np.asarray(ctx.vectors)[train_rows]
+    train = ctx.vectors[train_rows]
     reference = comparison.vectors[ref_rows]
     # The audit's shared basis is the dataset's alone: a basis of both sets is needed to see the directions
     # in which only the reference varies (fitted the same way, on its own rows).
@@ -154,7 +154,7 @@ def representativeness(ctx: AuditContext, params: RepresentativenessParams) -> C
         train @ projection[:, : params.pca_dim], reference @ projection[:, : params.pca_dim], params
     )
     coverage = neighbourhood_coverage(
-        np.asarray(ctx.vectors), reference, projection, params, train_rows=comparison.train_rows
+        ctx.vectors, reference, projection, params, train_rows=comparison.train_rows
     )
     uncovered = np.flatnonzero(coverage.uncovered)
     similarity, nearest = coverage.similarity, coverage.nearest
@@ -199,7 +199,7 @@ def choose_comparison(ctx: AuditContext) -> Comparison | None:
             return Comparison(
                 f"split:{name}",
                 np.flatnonzero(is_train),
-                RowsOf(np.asarray(ctx.vectors), rows),
+                RowsOf(ctx.vectors, rows),
                 tuple(np.asarray(ctx.paths, dtype=object)[rows]),
                 "",
                 None if ctx.logits is None else RowsOf(ctx.logits, rows),
@@ -312,7 +312,7 @@ def _gather(train: np.ndarray, rows: np.ndarray, reference: np.ndarray, ids: np.
     """Union points ``ids`` (below ``len(rows)``: a training point, else reference), ``[*ids.shape, D]``."""
     flat = ids.ravel()
     is_train = flat < len(rows)
-    out = np.empty((len(flat), train.shape[1]), np.result_type(train, reference))
+    out = np.empty((len(flat), train.shape[1]), np.result_type(train.dtype, reference.dtype))
     out[is_train] = train[rows[flat[is_train]]]
     out[~is_train] = reference[flat[~is_train] - len(rows)]
     return out.reshape(*ids.shape, -1)
@@ -320,7 +320,7 @@ def _gather(train: np.ndarray, rows: np.ndarray, reference: np.ndarray, ids: np.
 
 def _rescored(train: np.ndarray, rows: np.ndarray, reference: np.ndarray, found: np.ndarray) -> np.ndarray:
     """Exact inner product of each reference point with each of its candidates ``found`` (union ids)."""
-    exact = np.empty(found.shape, np.result_type(train, reference))
+    exact = np.empty(found.shape, np.result_type(train.dtype, reference.dtype))
     for start in range(0, len(found), _RESCORE_BLOCK):
         stop = start + _RESCORE_BLOCK
         candidates = _gather(train, rows, reference, found[start:stop])

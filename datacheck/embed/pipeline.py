@@ -85,7 +85,8 @@ class Embeddings:
 
     Attributes:
         records: The images that were embedded, in dataset order.
-        vectors: ``float32[N, D]`` bottleneck vectors as the backbone produced them (not normalised).
+        vectors: ``float32[N, D]`` bottleneck vectors as the backbone produced them (not normalised), rounded
+            as the cache stores them; from ``[embed] spill_rows`` images ``float16[N, D]`` (the same values).
         logits: ``float16[N, 1000]`` ImageNet logits (exactly as cached; float32 past float16's range), or
             ``None`` for backbones without a classifier.
         stats: Per-image statistics, one row per record, by column.
@@ -316,6 +317,8 @@ def _prefetched(
 
 #: Cache commits queued behind the model before it waits for them.
 _WRITES_IN_FLIGHT = 4
+#: Largest finite float16 value: a vector within it is exactly what the cache holds (see ``as_stored``).
+_HALF_MAX = float(np.finfo(np.float16).max)
 #: Images whose cached rows are read and decoded at a time.
 _READ_CHUNK = 16_384
 
@@ -342,6 +345,9 @@ class _Run:
         directory = self.cache.directory if n >= self.params.spill_rows else None
         if directory is not None:
             logger.info("%d images: thumbnails and logits kept in temporary files in %s", n, directory)
+        # from spill_rows images the vectors are returned as the cache's float16 (half the memory), unless a
+        # freshly computed one is past float16's range (such rows are not cached either)
+        self.half_vectors = n >= self.params.spill_rows
         thumb_shape = (THUMB_SIDE, THUMB_SIDE, 3)
         self.logit_rows = RowSpool(directory)
         self.thumb_rows = RowSpool(directory, row_shape=thumb_shape, dtype=np.uint8)
@@ -527,6 +533,7 @@ class _Run:
         vectors, logits = future.result()
         self._tick("model", start)
         vectors = as_stored(vectors)  # identical to what a warm run reads back
+        self.half_vectors = self.half_vectors and bool(np.abs(vectors).max(initial=0) <= _HALF_MAX)
         logits = None if logits is None else as_stored(logits)
         start = time.perf_counter()
         tag = self.cache_tag
@@ -614,7 +621,8 @@ def _assemble(run: _Run, slots: Sequence[_Slot], failures: list[FileIssue], comp
     dim = good[0].vector.shape[0] if good else 0
     has_logits = bool(good) and all(s.logits is not None for s in good)
     logits = run.logit_rows.finish(np.array([s.logits for s in good], dtype=np.int64)) if has_logits else None
-    vectors = _gathered(good, "vector", np.float32) if good else np.zeros((0, dim), np.float32)
+    dtype = np.float16 if run.half_vectors else np.float32
+    vectors = _gathered(good, "vector", dtype) if good else np.zeros((0, dim), dtype)
     return Embeddings(
         records=tuple(s.record for s in good),
         vectors=vectors,

@@ -96,7 +96,7 @@ class _Version:
     def xy(self, role: str, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bottlenecks and labels of ``role``, followed by the mirror images' when there are any."""
         rows = self.rows(role)
-        x, y = self.embeddings.vectors[rows], labels[rows]
+        x, y = self.embeddings.vectors[rows].astype(np.float32, copy=False), labels[rows]
         if self.mirrored is None:
             return x, y
         return np.concatenate([x, self.mirrored[rows]]), np.concatenate([y, y])
@@ -464,7 +464,7 @@ def _train_versions(
     """Class names, true classes of the test ``rows`` and each version's :class:`_Runs` on them."""
     classes = _class_names(versions, test_set)
     index = {name: k for k, name in enumerate(classes)}
-    x_test = [test_set.embeddings.vectors[rows]]
+    x_test = [test_set.embeddings.vectors[rows].astype(np.float32, copy=False)]
     if test_set.mirrored is not None:
         x_test.append(test_set.mirrored[rows])
     y = np.array([index[test_set.embeddings.records[i].label] for i in rows], dtype=np.int64)

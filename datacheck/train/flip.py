@@ -118,4 +118,6 @@ def mirrored_vectors(
         len(computed),
         time.perf_counter() - start,
     )
-    return vectors.astype(np.float32) if vectors is not None else np.zeros_like(embeddings.vectors)
+    if vectors is None:
+        return np.zeros(embeddings.vectors.shape, np.float32)
+    return vectors.astype(np.float32)

@@ -73,9 +73,9 @@ class LabelledBottlenecks:
         return np.flatnonzero(self.roles == role)
 
     def xy(self, role: str) -> tuple[np.ndarray, np.ndarray]:
-        """Bottlenecks and labels of the rows with ``role``."""
+        """Bottlenecks (float32: a large set's are float16) and labels of the rows with ``role``."""
         rows = self.rows(role)
-        return self.embeddings.vectors[rows], self.labels[rows]
+        return self.embeddings.vectors[rows].astype(np.float32, copy=False), self.labels[rows]
 
     def xy_both(self, role: str) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`xy`, followed by the mirror images' bottlenecks when there are any."""
