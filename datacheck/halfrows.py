@@ -9,12 +9,46 @@ array at once, bit for bit, in 2.4 GiB.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
-#: Rows converted to float32 at a time when many are read (bounds the transient copies).
+#: Rows converted to float32 at a time when many are read with an index into the rows (bounds the copies).
 READ_ROWS = 16_384
+
+
+@functools.cache
+def _half_to_single() -> np.ndarray:
+    """``float32[65536]``: the value of every float16 bit pattern (numpy's own conversion, once)."""
+    return np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def _scaled_rows(bits: np.ndarray, norms: np.ndarray, rows: np.ndarray, table: np.ndarray, out: np.ndarray):
+    """``out[r] = float32(rows[r] of the float16 bits) / norms[rows[r]]`` (compiled by :func:`_kernel`).
+
+    One pass from the float16 rows to the float32 result: numpy's ``astype`` from float16 converts one
+    element at a time (~3 ns; the table, ~0.7 ns) and a separate division would be another pass.
+    """
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        norm = norms[row]
+        for j in range(bits.shape[1]):
+            out[r, j] = table[bits[row, j]] / norm
+
+
+@functools.cache
+def _kernel() -> Any:
+    """:func:`_scaled_rows` compiled by numba on first use (not at import), kept on disk for later runs.
+
+    No ``fastmath``: the division must be IEEE's, as numpy's. ``nogil``: threads read rows in parallel.
+    """
+    import numba
+
+    try:
+        return numba.njit(cache=True, nogil=True)(_scaled_rows)
+    except RuntimeError:  # nowhere writable to keep the compiled code: compile in every process instead
+        return numba.njit(nogil=True)(_scaled_rows)
 
 
 def row_norms(vectors: np.ndarray) -> np.ndarray:
@@ -35,17 +69,23 @@ class HalfUnitRows:
     def __init__(self, raw: np.ndarray, norms: np.ndarray) -> None:
         if raw.dtype != np.float16 or raw.ndim != 2 or norms.shape != raw.shape[:1]:
             raise ValueError(f"expected float16[N, D] rows and float32[N] norms, got {raw.dtype}{raw.shape}")
-        self._raw = raw
-        self._norms = norms.astype(np.float32, copy=False)
+        self._raw = np.ascontiguousarray(raw)
+        self._norms = np.ascontiguousarray(norms, dtype=np.float32)
+        self._bits = self._raw.view(np.uint16)
         for array in (self._raw, self._norms):
             array.flags.writeable = False
 
     @classmethod
     def of(cls, raw: np.ndarray) -> HalfUnitRows:
         """The unit rows of float16 ``raw`` (kept, not copied), their norms computed block by block."""
+        raw = np.ascontiguousarray(raw)
+        bits, ones, block = raw.view(np.uint16), np.ones(len(raw), np.float32), None
         norms = np.empty(len(raw), np.float32)
         for start in range(0, len(raw), READ_ROWS):
-            norms[start : start + READ_ROWS] = row_norms(raw[start : start + READ_ROWS].astype(np.float32))
+            rows = np.arange(start, min(start + READ_ROWS, len(raw)))
+            block = np.empty((len(rows), raw.shape[1]), np.float32) if block is None else block[: len(rows)]
+            _kernel()(bits, ones, rows, _half_to_single(), block)  # raw as float32 (divided by 1: exact)
+            norms[rows] = row_norms(block)
         return cls(raw, norms)
 
     @property
@@ -79,32 +119,38 @@ class HalfUnitRows:
     def __getitem__(self, key: Any) -> np.ndarray:
         rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
         if isinstance(rows, (int, np.integer)):
-            row = self._raw[rows].astype(np.float32)
-            row /= self._norms[rows]
+            row = self._rows(np.array([int(rows)]))[0]
             return row[rest] if rest else row
-        if isinstance(rows, slice) and rows.step in (None, 1):
-            start, stop, _ = rows.indices(len(self))
-            return self._read(range(start, max(start, stop)), rest, lambda a, b: slice(start + a, start + b))
-        picked = np.asarray(rows)
-        if picked.dtype == bool:
-            if picked.shape != (len(self),):
-                raise IndexError(f"boolean index of shape {picked.shape} for {len(self)} rows")
-            picked = np.flatnonzero(picked)
-        elif isinstance(rows, slice):
+        if isinstance(rows, slice):
             picked = np.arange(*rows.indices(len(self)))
+        else:
+            picked = np.asarray(rows)
+            if picked.dtype == bool:
+                if picked.shape != (len(self),):
+                    raise IndexError(f"boolean index of shape {picked.shape} for {len(self)} rows")
+                picked = np.flatnonzero(picked)
         flat = picked.reshape(-1)
-        out = self._read(flat, rest, lambda a, b: flat[a:b])
+        out = self._read(flat, rest)
         return out.reshape(*picked.shape, *out.shape[1:])
 
-    def _read(self, rows: Any, rest: tuple, part: Any) -> np.ndarray:
-        """Unit rows ``part(a, b)`` for consecutive steps of ``rows``, ``rest`` applied to each step."""
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """``float32[len(rows), D]``: the unit rows numbered ``rows`` (negative: from the end)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        rows = np.where(rows < 0, rows + len(self), rows)
+        out = np.empty((len(rows), self.shape[1]), np.float32)
+        _kernel()(self._bits, self._norms, rows, _half_to_single(), out)
+        return out
+
+    def _read(self, rows: np.ndarray, rest: tuple) -> np.ndarray:
+        """The unit rows ``rows`` with ``rest`` applied: straight into the result, or a step at a time."""
+        if not rest:
+            return self._rows(rows)
         tail = np.empty((0, self.shape[1]), np.float32)[(slice(None), *rest)].shape[1:]
         out = np.empty((len(rows), *tail), np.float32)
-        for a in range(0, len(rows), READ_ROWS):
-            b = min(a + READ_ROWS, len(rows))
-            unit = self._raw[part(a, b)].astype(np.float32)
-            unit /= self._norms[part(a, b)][:, None]
-            out[a:b] = unit[(slice(None), *rest)] if rest else unit
+        for start in range(0, len(rows), READ_ROWS):
+            out[start : start + READ_ROWS] = self._rows(rows[start : start + READ_ROWS])[(slice(None), *rest)]
         return out
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
