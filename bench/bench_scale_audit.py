@@ -114,6 +114,7 @@ def audit_child(work: Path) -> None:
     if proc.returncode not in (0, 1):  # 1: the gate failed on findings, as it may on this data
         sys.exit(f"audit failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     report = json.loads((out / "report.json").read_text())
+    duplicates = next((c for c in report["checks"] if c["id"] == "duplicates"), {"metrics": {}})
     print(
         json.dumps(
             {
@@ -123,6 +124,8 @@ def audit_child(work: Path) -> None:
                 "embedding": report.get("embedding", {}),
                 "statuses": {c["id"]: c["status"] for c in report["checks"]},
                 "html_mb": (out / "report.html").stat().st_size / 2**20,
+                # the duplicates check's work follows its candidate pairs (at most k per image)
+                "duplicate_candidates": duplicates["metrics"].get("candidate_pairs", 0),
             }
         )
     )
@@ -170,6 +173,11 @@ def main() -> None:
         cells = [f"{r['images']:,}", f"{r['seconds']:.0f}", f"{r['peak_mb']:,.0f}"]
         cells += [f"{t.get(k, 0.0):.1f}" for k in [*stages, *checks, "map"]] + [f"{r['html_mb']:.1f}"]
         print("| " + " | ".join(cells) + " |")
+    print("\nduplicates check: candidate pairs per image, and seconds per 1,000 candidate pairs:")
+    for r in rows:
+        pairs = r.get("duplicate_candidates", 0)
+        per_k = 1000 * r["timings"].get("check_duplicates", 0.0) / pairs if pairs else float("nan")
+        print(f"  {r['images']:,}: {pairs / r['images']:.2f} per image, {per_k:.3f} s per 1,000")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         ratio = np.log(b["images"] / a["images"])

@@ -157,6 +157,15 @@ def test_embeddings_round_trip_as_float16(tmp_path: Path):
     assert cos > 0.99999
 
 
+def test_embeddings_read_as_stored_float16_hold_the_same_values(cache: Cache):
+    cache.put_embeddings(rows(range(4)))
+    keys = [embedding_key(sha(i), TAG) for i in range(4)]
+    single, half = cache.get_embeddings(keys), cache.get_embeddings(keys, half=True)
+    for key in keys:
+        assert single[key][0].dtype == np.float32 and half[key][0].dtype == np.float16
+        np.testing.assert_array_equal(half[key][0].astype(np.float32), single[key][0])
+
+
 def test_empty_calls(cache: Cache):
     assert cache.get_embeddings([]) == {}
     assert cache.get_stats([]) == {}

@@ -167,15 +167,16 @@ class Cache(CacheDatabase):
 
     # -- embeddings -------------------------------------------------------------------------------
 
-    def get_embeddings(self, keys: Sequence[str]) -> dict[str, EmbeddingRow]:
+    def get_embeddings(self, keys: Sequence[str], *, half: bool = False) -> dict[str, EmbeddingRow]:
         """Look up cached embeddings.
 
         Args:
             keys: Keys from :func:`embedding_key`; duplicates are fine.
+            half: Return the vectors as stored, float16, instead of float32 (the same values).
 
         Returns:
-            ``{key: (float32 vector, float16 logits or None)}`` for the keys that are cached and intact;
-            missing or damaged rows are absent (damaged ones are logged as a warning).
+            ``{key: (float32 vector (float16 with ``half``), float16 logits or None)}`` for the keys that are
+            cached and intact; missing or damaged rows are absent (damaged ones are logged as a warning).
 
         Raises:
             ValueError: If a key is not an embedding key.
@@ -188,7 +189,7 @@ class Cache(CacheDatabase):
                 tag_id = self._tag_id(conn, tag, create=False)
                 if tag_id is not None:
                     stored.extend(self._fetch_embeddings(conn, tag_id, by_sha))
-        found, damaged = decode_rows(stored)
+        found, damaged = decode_rows(stored, half=half)
         if damaged:
             logger.warning(
                 "%d cached embedding(s) in %s are damaged and will be recomputed (e.g. %s)",

@@ -161,13 +161,16 @@ def _decode_blobs(blobs: Sequence[bytes], length: int) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(blobs), length)
 
 
-def decode_rows(rows: Iterable[StoredRow]) -> tuple[dict[str, EmbeddingRow], list[str]]:
+def decode_rows(
+    rows: Iterable[StoredRow], *, half: bool = False
+) -> tuple[dict[str, EmbeddingRow], list[str]]:
     """Decode stored rows, batched by shape; returns ``({key: (vector, logits)}, damaged keys)``.
 
-    Vectors come back as float32 (what the checks compute with), logits as stored, float16: an audit keeps
-    them as float16 anyway, and converting 60,000 × 1,000 values there and back cost ~1 s a warm run. Both
-    are rows of one matrix per shape: converting 10k rows at once is several times faster than 10k small
-    conversions.
+    Vectors come back as float32 (what the checks compute with) or, with ``half``, as stored, float16 (for a
+    caller that keeps them so: a million converted there and back cost ~10 s). Logits come as stored,
+    float16: an audit keeps them as float16 anyway, and converting 60,000 × 1,000 values there and back cost
+    ~1 s a warm run. Both are rows of one matrix per shape: converting 10k rows at once is several times
+    faster than 10k small conversions.
     """
     by_shape: dict[tuple[int, int | None], list[StoredRow]] = {}
     damaged: list[str] = []
@@ -179,7 +182,8 @@ def decode_rows(rows: Iterable[StoredRow]) -> tuple[dict[str, EmbeddingRow], lis
             damaged.append(key)
     found: dict[str, EmbeddingRow] = {}
     for (dim, n_logits), group in by_shape.items():
-        vectors = _decode_blobs([r[3] for r in group], dim).astype(np.float32)
+        vectors = _decode_blobs([r[3] for r in group], dim)
+        vectors = vectors if half else vectors.astype(np.float32)
         logits = None if n_logits is None else _decode_blobs([r[5] for r in group], n_logits)
         for i, row in enumerate(group):
             found[row[0]] = (vectors[i], None if logits is None else logits[i])

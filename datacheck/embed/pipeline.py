@@ -465,7 +465,7 @@ class _Run:
             # each key built (and its digest validated) once: 60,000 images took 0.3 s of key building
             ekeys = [embedding_key(s.sha, tag) for s in chunk]
             skeys = [stats_key(s.sha, STATS_VERSION) for s in chunk]
-            emb, sts = self.cache.get_embeddings(ekeys), self.cache.get_stats(skeys)
+            emb, sts = self.cache.get_embeddings(ekeys, half=self.half_vectors), self.cache.get_stats(skeys)
             served = []
             for slot, ekey, skey in zip(chunk, ekeys, skeys, strict=True):
                 hit, blob = emb.get(ekey), sts.get(skey)
