@@ -24,7 +24,9 @@ def _half_to_single() -> np.ndarray:
     return np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
-def _scaled_rows(bits: np.ndarray, norms: np.ndarray, rows: np.ndarray, table: np.ndarray, out: np.ndarray):
+def _scaled_rows(
+    bits: np.ndarray, norms: np.ndarray, rows: np.ndarray, table: np.ndarray, out: np.ndarray
+) -> None:
     """``out[r] = float32(rows[r] of the float16 bits) / norms[rows[r]]`` (compiled by :func:`_kernel`).
 
     One pass from the float16 rows to the float32 result: numpy's ``astype`` from float16 converts one
