@@ -71,8 +71,8 @@ class HalfUnitRows:
     def __init__(self, raw: np.ndarray, norms: np.ndarray) -> None:
         if raw.dtype != np.float16 or raw.ndim != 2 or norms.shape != raw.shape[:1]:
             raise ValueError(f"expected float16[N, D] rows and float32[N] norms, got {raw.dtype}{raw.shape}")
-        self._raw = np.ascontiguousarray(raw)
-        self._norms = np.ascontiguousarray(norms, dtype=np.float32)
+        self._raw = np.ascontiguousarray(raw)  # kept, made read-only (the context takes the result's rows)
+        self._norms = np.array(norms, dtype=np.float32)  # a copy: N floats
         self._bits = self._raw.view(np.uint16)
         for array in (self._raw, self._norms):
             array.flags.writeable = False

@@ -259,7 +259,7 @@ def nearest_among(
 
 
 def build_knn(
-    vectors: np.ndarray,
+    vectors: np.ndarray | HalfUnitRows,
     params: KnnParams | None = None,
     shared: SharedBasis | None = None,
     depth: int | None = None,
@@ -313,7 +313,7 @@ def _first(graph: KnnGraph, k: int) -> KnnGraph:
 MAX_UPDATE_SHARE = 0.05
 
 
-def row_ids(vectors: np.ndarray) -> np.ndarray:
+def row_ids(vectors: np.ndarray | HalfUnitRows) -> np.ndarray:
     """A 64-bit identity per row: a hash of its bytes, plus its rank among identical rows (``int64[N]``).
 
     Identical rows get consecutive ids in row order, so a graph's rows can be matched with another
@@ -339,7 +339,10 @@ def row_ids(vectors: np.ndarray) -> np.ndarray:
 
 
 def build_knn_cached(
-    vectors: np.ndarray, params: KnnParams | None, directory: Path | None, shared: SharedBasis | None = None
+    vectors: np.ndarray | HalfUnitRows,
+    params: KnnParams | None,
+    directory: Path | None,
+    shared: SharedBasis | None = None,
 ) -> KnnGraph:
     """:func:`build_knn`, served from ``directory`` when the same vectors were indexed with the same params.
 
@@ -439,7 +442,9 @@ def _against_all(unit: np.ndarray | HalfUnitRows, queries: np.ndarray) -> np.nda
     return out
 
 
-def update_knn(vectors: np.ndarray, ids: np.ndarray, base: StoredGraph, params: KnnParams) -> KnnGraph:
+def update_knn(
+    vectors: np.ndarray | HalfUnitRows, ids: np.ndarray, base: StoredGraph, params: KnnParams
+) -> KnnGraph:
     """The kNN graph of ``vectors`` from a graph of mostly the same rows (some added, some removed).
 
     Returns :func:`stored_depth` neighbours per row (the context reads the first ``k``). Rows kept keep their
