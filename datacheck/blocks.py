@@ -34,6 +34,28 @@ def map_blocks(work: Callable[[int], T], starts: Sequence[int], max_workers: int
             return list(pool.map(work, starts))
 
 
+def split_row_index(key: Any) -> tuple[Any, tuple]:
+    """An index into rows as ``(rows, rest)``: what picks the rows, and the indices into each row."""
+    return (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+
+
+def row_numbers(rows: Any, n: int) -> int | np.ndarray:
+    """A row index of ``n`` rows as one row number or an array of them (bounds are checked on reading).
+
+    A slice becomes its row numbers, a mask (it must have ``n`` entries) the numbers of its true rows.
+    """
+    if isinstance(rows, (int, np.integer)):
+        return int(rows)
+    if isinstance(rows, slice):
+        return np.arange(*rows.indices(n))
+    picked = np.asarray(rows)
+    if picked.dtype == bool:
+        if picked.shape != (n,):
+            raise IndexError(f"boolean index of shape {picked.shape} for {n} rows")
+        return np.flatnonzero(picked)
+    return picked
+
+
 @dataclass(frozen=True)
 class RowsOf:
     """Rows ``rows`` of ``array``, gathered only where indexed: a subset or reordering, never copied whole.
@@ -65,7 +87,7 @@ class RowsOf:
         return len(self.shape)
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        rows, rest = split_row_index(index)
         return self.array[(self.rows[rows], *rest)] if rest else self.array[self.rows[rows]]
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:

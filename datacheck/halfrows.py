@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from datacheck.blocks import row_numbers, split_row_index
+
 #: Rows converted to float32 at a time when many are read with an index into the rows (bounds the copies).
 READ_ROWS = 16_384
 
@@ -80,14 +82,10 @@ class HalfUnitRows:
     @classmethod
     def of(cls, raw: np.ndarray) -> HalfUnitRows:
         """The unit rows of float16 ``raw`` (kept, not copied), their norms computed block by block."""
-        raw = np.ascontiguousarray(raw)
-        bits, ones, block = raw.view(np.uint16), np.ones(len(raw), np.float32), None
+        unscaled = cls(raw, np.ones(len(raw), np.float32))  # reads raw as float32 (divided by 1: exact)
         norms = np.empty(len(raw), np.float32)
-        for start in range(0, len(raw), READ_ROWS):
-            rows = np.arange(start, min(start + READ_ROWS, len(raw)))
-            block = np.empty((len(rows), raw.shape[1]), np.float32) if block is None else block[: len(rows)]
-            _kernel()(bits, ones, rows, _half_to_single(), block)  # raw as float32 (divided by 1: exact)
-            norms[rows] = row_norms(block)
+        for start, block in unscaled.blocks():
+            norms[start : start + len(block)] = row_norms(block)
         return cls(raw, norms)
 
     @property
@@ -119,18 +117,11 @@ class HalfUnitRows:
         return len(self._raw)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        if isinstance(rows, (int, np.integer)):
-            row = self._rows(np.array([int(rows)]))[0]
+        rows, rest = split_row_index(key)
+        picked = row_numbers(rows, len(self))
+        if isinstance(picked, int):
+            row = self._rows(np.array([picked]))[0]
             return row[rest] if rest else row
-        if isinstance(rows, slice):
-            picked = np.arange(*rows.indices(len(self)))
-        else:
-            picked = np.asarray(rows)
-            if picked.dtype == bool:
-                if picked.shape != (len(self),):
-                    raise IndexError(f"boolean index of shape {picked.shape} for {len(self)} rows")
-                picked = np.flatnonzero(picked)
         flat = picked.reshape(-1)
         out = self._read(flat, rest)
         return out.reshape(*picked.shape, *out.shape[1:])

@@ -19,7 +19,7 @@ from typing import IO, Any, Union
 
 import numpy as np
 
-from datacheck.blocks import RowsOf
+from datacheck.blocks import RowsOf, row_numbers, split_row_index
 
 #: What :meth:`RowSpool.finish` returns on disk: the rows mapped, possibly reordered.
 RowArray = Union["MappedRows", RowsOf]
@@ -64,8 +64,8 @@ class MappedRows:
         return len(self._rows)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        picked = _row_numbers(rows, len(self))
+        rows, rest = split_row_index(key)
+        picked = row_numbers(rows, len(self))
         if isinstance(picked, int):
             out = np.array(self._rows[picked])
             self._release()
@@ -84,20 +84,6 @@ class MappedRows:
         """Unmap the pages read so far: they stay in the kernel's page cache, not in this process."""
         if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
             self._map.madvise(mmap.MADV_DONTNEED)
-
-
-def _row_numbers(rows: Any, n: int) -> int | np.ndarray:
-    """A row index as one row number or an array of them (numpy checks the bounds when they are read)."""
-    if isinstance(rows, (int, np.integer)):
-        return int(rows)
-    if isinstance(rows, slice):
-        return np.arange(*rows.indices(n))
-    picked = np.asarray(rows)
-    if picked.dtype == bool:
-        if picked.shape != (n,):
-            raise IndexError(f"boolean index of shape {picked.shape} for {n} rows")
-        return np.flatnonzero(picked)
-    return picked
 
 
 class RowSpool:

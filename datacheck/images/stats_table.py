@@ -91,7 +91,8 @@ class StatsTable:
         def heads() -> Iterator[list[bytes | memoryview]]:
             done = 0
             for blobs in chunks:
-                if done + len(blobs) > n or not all(is_stats_blob(b) for b in blobs):
+                # only the length here: _parse_heads checks the heads, the rest of is_stats_blob
+                if done + len(blobs) > n or not all(len(b) >= _SHORTEST for b in blobs):
                     raise ValueError("not n serialised ImageStats blobs of this version (see is_stats_blob)")
                 thumbs[done : done + len(blobs)] = thumbnails(blobs).reshape(len(blobs), _THUMB_BYTES)
                 done += len(blobs)
