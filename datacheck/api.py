@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from datacheck.config import Config, load_config
 from datacheck.dataset import Dataset, FileIssue, discover, discover_unlabelled
-from datacheck.embed.pipeline import Embeddings, ProgressFn, embed_dataset
+from datacheck.embed.pipeline import CacheFill, Embeddings, ProgressFn, embed_dataset
+from datacheck.embed.pipeline import fill_cache as pipeline_fill_cache
 from datacheck.errors import UsageError
 from datacheck.gate import Baseline, FailOn, GatePolicy, checked_fail_on
 from datacheck.heap import release_free_heap
@@ -41,7 +42,24 @@ class EmbedResult:
     @property
     def problems(self) -> tuple[FileIssue, ...]:
         """Every file that is not part of the embeddings, with its reason (discovery + decoding)."""
-        return tuple(sorted(self.dataset.issues + self.embeddings.failures, key=lambda f: f.path))
+        return _problems(self.dataset, self.embeddings.failures)
+
+
+@dataclass(frozen=True)
+class FillResult:
+    """A discovered dataset and what filling the cache with its embeddings did (counts, no vectors)."""
+
+    dataset: Dataset
+    fill: CacheFill
+
+    @property
+    def problems(self) -> tuple[FileIssue, ...]:
+        """Every file that is not in the cache, with its reason (discovery + decoding)."""
+        return _problems(self.dataset, self.fill.failures)
+
+
+def _problems(dataset: Dataset, failures: tuple[FileIssue, ...]) -> tuple[FileIssue, ...]:
+    return tuple(sorted(dataset.issues + failures, key=lambda f: f.path))
 
 
 def embed(
@@ -56,10 +74,33 @@ def embed(
 
     ``format_in`` is :func:`~datacheck.dataset.discover`'s (``"auto"``: by the path).
     """
+    dataset = _discover_beside_cache(path, params, manifest, format_in)
+    return EmbedResult(dataset, embed_dataset(dataset, params, progress=progress))
+
+
+def fill_cache(
+    path: Path | str,
+    params: EmbedParams | None = None,
+    *,
+    manifest: Path | None = None,
+    format_in: str = "auto",
+    progress: ProgressFn | None = None,
+) -> FillResult:
+    """:func:`embed` without gathering the vectors (what ``datacheck embed`` runs): counts only.
+
+    Every image the cache lacks is embedded into it; memory does not grow with the vectors.
+    """
+    dataset = _discover_beside_cache(path, params, manifest, format_in)
+    return FillResult(dataset, pipeline_fill_cache(dataset, params, progress=progress))
+
+
+def _discover_beside_cache(
+    path: Path | str, params: EmbedParams | None, manifest: Path | None, format_in: str
+) -> Dataset:
+    """The dataset at ``path``, a cache inside it marked as datacheck's own first (so it is left out)."""
     if not is_uri(str(path)):  # nothing local can be inside a remote dataset
         claim_cache((params or EmbedParams()).cache_dir, Path(path))
-    dataset = _discover(path, manifest, format_in)
-    return EmbedResult(dataset, embed_dataset(dataset, params, progress=progress))
+    return _discover(path, manifest, format_in)
 
 
 def _discover(path: Path | str, manifest: Path | None, format_in: str) -> Dataset:

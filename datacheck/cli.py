@@ -74,7 +74,7 @@ def embed(
     with ExitCode.guard():
         params = embedding.params().replace(**cluster.given())
         with progress_reporter(quiet=log.quiet) as progress:
-            result = api.embed(
+            result = api.fill_cache(
                 path, params, manifest=manifest, progress=progress, **given(format_in=format_in)
             )
         if not log.quiet:

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from datacheck.actions import Outcome, Plan, iter_plan_rows
-from datacheck.api import EmbedResult
+from datacheck.api import FillResult
 from datacheck.embed.cache import CacheInfo
 from datacheck.report import Report
 
@@ -20,19 +20,20 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def embed_summary(result: EmbedResult) -> Group:
+def embed_summary(result: FillResult) -> Group:
     """Summary of an embed run: counts, cache hits, speed, and failures grouped by reason."""
-    emb = result.embeddings
+    fill = result.fill
     table = Table(title="datacheck embed", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    total = emb.timings.get("total", 0.0)
+    total = fill.timings.get("total", 0.0)
     table.add_row("dataset", f"{result.dataset.root} ({result.dataset.layout} layout)")
-    table.add_row("images embedded", f"{len(emb.records):,}")
-    table.add_row("served from cache", f"{emb.cached:,}")
-    table.add_row("computed now", f"{emb.computed:,}")
-    table.add_row("model", f"{emb.model_id} @ {emb.image_size} px, runtime {emb.runtime}")
-    rate = f" ({emb.computed / emb.timings['model']:.0f} img/s model)" if emb.timings.get("model") else ""
+    table.add_row("images embedded", f"{fill.images:,}")
+    table.add_row("served from cache", f"{fill.cached:,}")
+    table.add_row("computed now", f"{fill.computed:,}")
+    table.add_row("model", f"{fill.model_id} @ {fill.image_size} px, runtime {fill.runtime}")
+    model_s = fill.timings.get("model")
+    rate = f" ({fill.computed / model_s:.0f} img/s model)" if model_s else ""
     table.add_row("time", f"{total:.1f} s{rate}")
     parts: list = [table]
     problems = result.problems

@@ -123,6 +123,30 @@ def test_auto_image_size_rule():
     assert auto_image_size(480) == 224
 
 
+def test_fill_cache_counts_without_gathering_and_serves_the_same_rows(tmp_path, cache_dir):
+    """``datacheck embed``'s path: counts only; the rows it commits are those embed_dataset returns."""
+    from datacheck.embed.pipeline import fill_cache
+
+    root = _tree(tmp_path / "ds", seed=17)  # contents no other test embeds into the shared cache
+    (root / "apple" / "empty.jpg").write_bytes(b"")
+    (root / "plum" / "copy.png").write_bytes((root / "plum" / "0.png").read_bytes())
+    filled_cache = cache_dir
+    first = fill_cache(discover(root), _params(filled_cache))
+    assert (first.images, first.cached, first.computed) == (13, 0, 13)
+    assert [(f.path, f.kind) for f in first.failures] == [("apple/empty.jpg", "unreadable")]
+    assert first.runtime != "cache" and first.timings["model"] > 0
+    again = fill_cache(discover(root), _params(filled_cache))
+    assert (again.images, again.cached, again.computed, again.runtime) == (13, 13, 0, "cache")
+
+    served = embed_dataset(discover(root), _params(filled_cache))
+    shutil.copytree(cache_dir / "artifacts", tmp_path / "fresh" / "artifacts")  # the converted model only
+    fresh = embed_dataset(discover(root), _params(tmp_path / "fresh"))
+    assert (served.computed, served.cached) == (0, 13)
+    np.testing.assert_array_equal(served.vectors, fresh.vectors)
+    np.testing.assert_array_equal(served.logits, fresh.logits)
+    assert served.stats.equals(fresh.stats)
+
+
 def test_params_are_validated():
     with pytest.raises(ParamsError, match="image_size"):
         EmbedParams(image_size=7)

@@ -97,6 +97,24 @@ def test_cli_engine_ray(tmp_path: Path, local_ray, converted_model) -> None:
     assert "ray" in result.output
 
 
+def test_fill_cache_on_ray_counts_what_the_cluster_embedded(
+    tmp_path: Path, local_ray, converted_model
+) -> None:
+    """``datacheck embed --engine ray``: counts only; what the cluster cannot read is worded in-process."""
+    from datacheck.embed.pipeline import fill_cache
+
+    root = splits_dataset(tmp_path / "ds", train=2, test=1)
+    (root / "train" / "apple" / "broken.png").write_bytes(b"not a png at all")
+    params = _params(_cache(converted_model, tmp_path / "cache"), engine="ray")
+    first = fill_cache(discover(root), params)
+    assert (first.images, first.cached, first.computed, first.runtime) == (6, 0, 6, "ray")
+    assert [(f.path, f.kind) for f in first.failures] == [("train/apple/broken.png", "unreadable")]
+    again = fill_cache(discover(root), params)
+    assert (again.cached, again.computed, again.runtime) == (6, 0, "cache")
+    served = embed_dataset(discover(root), _params(tmp_path / "cache"))
+    assert (served.computed, served.cached) == (0, 6)
+
+
 def test_missing_ray_says_how_to_install(tmp_path: Path, monkeypatch) -> None:
     from datacheck.embed import ray_engine
 

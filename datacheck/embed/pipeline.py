@@ -326,8 +326,17 @@ _READ_CHUNK = 16_384
 class _Run:
     """One call of :func:`embed_dataset`: owns the cache handle, the backend (lazily) and the timings."""
 
-    def __init__(self, params: EmbedParams, cache: Cache, image_size: int, progress: ProgressFn | None):
+    def __init__(
+        self,
+        params: EmbedParams,
+        cache: Cache,
+        image_size: int,
+        progress: ProgressFn | None,
+        *,
+        keep_rows: bool = True,
+    ):
         self.params = params
+        self.keep_rows = keep_rows  # False: computed rows go to the cache only (fill_cache)
         self.cache = cache
         self.image_size = image_size
         self.progress = progress or (lambda stage, done, total: None)
@@ -455,28 +464,46 @@ class _Run:
     def fill_from_cache(self, slots: Sequence[_Slot]) -> list[_Slot]:
         """Fill slots the cache can serve; return the slots that still need decoding."""
         start = time.perf_counter()
-        tag = self.cache_tag
         misses: list[_Slot] = []
         self.spool_for(len(slots))
-        # In chunks: the stored rows' bytes of one chunk at a time, not of every image at once (at a million
-        # images, 4.5 GB of blobs and their joined copy beside the decoded matrices).
+        for looked_up in self._looked_up(slots):
+            misses += [slot for slot, row in looked_up if row is None]
+            served = [(slot, *row) for slot, row in looked_up if row is not None]
+            for slot, vector, _, _ in served:
+                slot.vector = vector
+            self.spool([(slot, logits, blob) for slot, _, logits, blob in served])
+        self._tick("cache_read", start)
+        return misses
+
+    def missing(self, slots: Sequence[_Slot]) -> list[_Slot]:
+        """The slots the cache cannot serve, keeping nothing of those it can (memory bounded by one chunk)."""
+        start = time.perf_counter()
+        misses = [slot for looked_up in self._looked_up(slots) for slot, row in looked_up if row is None]
+        self._tick("cache_lookup", start)
+        return misses
+
+    def _looked_up(
+        self, slots: Sequence[_Slot]
+    ) -> Iterator[list[tuple[_Slot, tuple[np.ndarray, np.ndarray | None, bytes] | None]]]:
+        """Per chunk of slots, each slot's cached ``(vector, logits, stats blob)``, or ``None`` (a miss).
+
+        In chunks: the stored rows' bytes of one chunk at a time, not of every image at once (at a million
+        images, 4.5 GB of blobs and their joined copy beside the decoded matrices). A damaged statistics blob
+        is a miss: computed again.
+        """
+        tag = self.cache_tag
         for first in range(0, len(slots), _READ_CHUNK):
             chunk = slots[first : first + _READ_CHUNK]
             # each key built (and its digest validated) once: 60,000 images took 0.3 s of key building
             ekeys = [embedding_key(s.sha, tag) for s in chunk]
             skeys = [stats_key(s.sha, STATS_VERSION) for s in chunk]
             emb, sts = self.cache.get_embeddings(ekeys, half=self.half_vectors), self.cache.get_stats(skeys)
-            served = []
+            looked_up = []
             for slot, ekey, skey in zip(chunk, ekeys, skeys, strict=True):
                 hit, blob = emb.get(ekey), sts.get(skey)
-                if hit is not None and blob is not None and is_stats_blob(blob):  # damaged: computed again
-                    slot.vector = hit[0]
-                    served.append((slot, hit[1], blob))
-                else:
-                    misses.append(slot)
-            self.spool(served)
-        self._tick("cache_read", start)
-        return misses
+                found = hit is not None and blob is not None and is_stats_blob(blob)
+                looked_up.append((slot, (hit[0], hit[1], blob) if found else None))
+            yield looked_up
 
     def compute(self, misses: Sequence[_Slot]) -> None:
         """Decode misses in worker threads, embed batches on the backend's replicas, commit each to the cache.
@@ -539,12 +566,15 @@ class _Run:
         tag = self.cache_tag
         rows, stats, spooled = [], [], []
         for i, (slot, dec) in enumerate(ok):
-            slot.vector, slot.notes = vectors[i], dec.notes
+            slot.notes = dec.notes
             blob, row_logits = dec.stats.to_bytes(), None if logits is None else logits[i]
-            rows.append((embedding_key(slot.sha, tag), slot.vector, row_logits))
+            rows.append((embedding_key(slot.sha, tag), vectors[i], row_logits))
             stats.append((stats_key(slot.sha, STATS_VERSION), blob))
             spooled.append((slot, row_logits, blob))
-        self.spool(spooled)
+            if self.keep_rows:
+                slot.vector = vectors[i]
+        if self.keep_rows:
+            self.spool(spooled)
         # Committed by one writer thread while the model runs on: SQLite releases the GIL while it writes.
         # At most _WRITES_IN_FLIGHT batches wait, so a kill -9 loses no more than those (they are redone).
         self._writes.append(self._writer.submit(self._commit, rows, stats))
@@ -650,13 +680,88 @@ def cache_misses(
     """``(record, content hash)`` of each distinct content whose vectors or statistics the cache lacks.
 
     What an external engine must embed (:mod:`datacheck.embed.ray_engine`); unreadable files are left to the
-    in-process pass, which words their reasons.
+    in-process pass, which words their reasons. Cached rows are looked up, not kept.
     """
     with Cache(params.cache_dir or default_cache_dir()) as cache:
-        run = _Run(params, cache, image_size, progress)
+        run = _Run(params, cache, image_size, progress, keep_rows=False)
         slots, _ = run.hash_all(records)
-        misses = run.fill_from_cache(slots)
-    return [(s.record, s.sha) for s in {s.sha: s for s in misses}.values()]
+        return _distinct(run.missing(slots))
+
+
+def _distinct(slots: Sequence[_Slot]) -> list[tuple[ImageRecord, str]]:
+    """``(record, content hash)`` of the first slot of each content."""
+    return [(s.record, s.sha) for s in {s.sha: s for s in slots}.values()]
+
+
+@dataclass(frozen=True)
+class CacheFill:
+    """What :func:`fill_cache` did: an embedding run's counts, without its vectors.
+
+    Attributes:
+        images: Readable images, all now in the cache (``cached + computed``).
+        cached: Images the cache already held.
+        computed: Images embedded in this run (in-process or on Ray).
+        failures: Files that could not be read or decoded, with a one-line reason each.
+        model_id: Backbone name.
+        image_size: Model input size used.
+        runtime: Inference runtime that ran, ``"ray"``, or ``"cache"`` when nothing had to be computed.
+        timings: Seconds spent per stage.
+    """
+
+    images: int
+    cached: int
+    computed: int
+    failures: tuple[FileIssue, ...]
+    model_id: str
+    image_size: int
+    runtime: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def fill_cache(
+    dataset: Dataset, params: EmbedParams | None = None, *, progress: ProgressFn | None = None
+) -> CacheFill:
+    """Embed into the cache every image of ``dataset`` it lacks, and return counts only (``datacheck embed``).
+
+    :func:`embed_dataset` without gathering the vectors: cached rows are looked up a chunk at a time and
+    let go, computed ones are committed and dropped, so memory does not grow with the vectors (at a million
+    images the gathered vectors alone are 2.4 GB). With ``engine = "ray"`` the missing contents are embedded
+    on the cluster (:func:`datacheck.embed.ray_engine.embed_on_ray`); what it could not read is tried here,
+    which words the reasons.
+    """
+    params = params or EmbedParams()
+    total_start = time.perf_counter()
+    if params.engine == "ray":
+        from datacheck.embed.ray_engine import embed_on_ray, ray_module
+
+        ray_module()  # a missing extra is said before any file is hashed
+    image_size = resolve_image_size(params, dataset.records)
+    with Cache(params.cache_dir or default_cache_dir()) as cache:
+        run = _Run(params, cache, image_size, progress, keep_rows=False)
+        slots, failures = run.hash_all(dataset.records)
+        misses = run.missing(slots)
+        cached, on_ray = len(slots) - len(misses), 0
+        if misses and params.engine == "ray":
+            embed_on_ray(_distinct(misses), params, image_size, progress=progress)
+            still = run.missing(misses)
+            on_ray = len(misses) - len(still)
+            misses = still
+        if misses:
+            logger.info("%d of %d images need embedding", len(misses), len(slots))
+            run.compute(misses)
+    failures += [FileIssue(s.record.path, "unreadable", s.error) for s in misses if s.error]
+    computed = on_ray + sum(1 for s in misses if s.error is None)
+    run.timings["total"] = time.perf_counter() - total_start
+    return CacheFill(
+        images=cached + computed,
+        cached=cached,
+        computed=computed,
+        failures=tuple(sorted(failures, key=lambda f: f.path)),
+        model_id=params.model,
+        image_size=image_size,
+        runtime=run._backend.runtime if run._backend is not None else ("ray" if on_ray else "cache"),
+        timings=run.timings,
+    )
 
 
 def embed_dataset(

@@ -198,16 +198,32 @@ def prefill_cache(
     dataset: Dataset, params: EmbedParams, image_size: int, *, progress: ProgressFn | None = None
 ) -> RayRun:
     """Embed on Ray every image of ``dataset`` whose vectors the cache lacks, writing them to the cache."""
-    from datacheck.embed.cache import ARTIFACTS_DIR, default_cache_dir
     from datacheck.embed.pipeline import cache_misses
 
-    ray = ray_module()
-    start = time.perf_counter()
-    cache_dir = Path(params.cache_dir or default_cache_dir())
-    artifact_dir = cache_dir / ARTIFACTS_DIR
+    ray_module()  # a missing extra is said before any file is hashed
     todo = cache_misses(dataset.records, params, image_size, progress=progress)  # each content once
+    return embed_on_ray(todo, params, image_size, progress=progress)
+
+
+def embed_on_ray(
+    todo: Sequence[tuple[ImageRecord, str]],
+    params: EmbedParams,
+    image_size: int,
+    *,
+    progress: ProgressFn | None = None,
+) -> RayRun:
+    """Embed ``(record, content hash)`` pairs on Ray and import the results into the cache.
+
+    Stages 2–4 of the module docstring; ``todo`` lists each content once (what the cache lacks).
+    """
+    from datacheck.embed.cache import ARTIFACTS_DIR, default_cache_dir
+
+    start = time.perf_counter()
     if not todo:
         return RayRun(0, 0, 0, time.perf_counter() - start)
+    ray = ray_module()
+    cache_dir = Path(params.cache_dir or default_cache_dir())
+    artifact_dir = cache_dir / ARTIFACTS_DIR
     artifact_dir.mkdir(parents=True, exist_ok=True)  # converted models and the shards live there
     _connect(ray, params.ray_address)
     shards = artifact_dir / "ray-shards" / uuid.uuid4().hex
