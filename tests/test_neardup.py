@@ -545,3 +545,31 @@ def test_layout_pairs_are_updated_for_added_and_removed_images_as_a_fresh_search
     shrunk = candidates.stored_layout_candidates(grid[fewer], 5, keys[fewer], tmp_path)
     assert searched == []
     np.testing.assert_array_equal(shrunk, fresh(fewer))
+
+
+def test_many_pairs_are_verified_in_a_local_order_with_the_same_scores(monkeypatch):
+    """From _LOCAL_ORDER_MIN pairs they are verified grouped by neighbourhood; results come back in order."""
+    images, pairs = _copies_and_random_pairs(2)
+    given = verify_pairs(images, pairs, refine_above=0.3)
+    monkeypatch.setattr(neardup.verify, "_LOCAL_ORDER_MIN", 1)
+    monkeypatch.setattr(neardup.verify, "_CROP_BYTES", 10_000)  # in parts, where the order matters
+    monkeypatch.setattr(neardup.verify, "_PART_STEP", 2)
+    local = verify_pairs(images, pairs, refine_above=0.3)
+    np.testing.assert_allclose(local.coarse, given.coarse, atol=1e-5)  # the same products, batched otherwise
+    np.testing.assert_allclose(np.nan_to_num(local.score), np.nan_to_num(given.score), atol=1e-5)
+    np.testing.assert_array_equal(local.flip, given.flip)
+
+
+def test_the_local_order_keeps_neighbourhoods_and_first_images_together(monkeypatch):
+    """Two groups of images whose rows interleave: each group's pairs come out as one run."""
+    monkeypatch.setattr(neardup.verify, "_LOCAL_ORDER_MIN", 1)
+    rng = np.random.default_rng(0)
+    groups = [np.arange(0, 400, 2), np.arange(1, 400, 2)]  # even rows pair with even rows, odd with odd
+    pairs = np.concatenate([rng.choice(g, (600, 2)) for g in groups])
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    order = neardup.verify._local_order(pairs)
+    assert sorted(order.tolist()) == list(range(len(pairs)))  # a permutation
+    parity = pairs[order, 0] % 2
+    assert np.count_nonzero(np.diff(parity)) == 1  # one run of each group
+    first = pairs[order, 0]
+    assert len(np.unique(first)) == np.count_nonzero(np.diff(first)) + 1  # each first image once, contiguous
