@@ -573,3 +573,29 @@ def test_the_local_order_keeps_neighbourhoods_and_first_images_together(monkeypa
     assert np.count_nonzero(np.diff(parity)) == 1  # one run of each group
     first = pairs[order, 0]
     assert len(np.unique(first)) == np.count_nonzero(np.diff(first)) + 1  # each first image once, contiguous
+
+
+def test_compiled_crops_equal_a_sparse_resampling_normalised_by_numpy():
+    """The compiled crops: bilinear resampling (four taps, weights summing to 1), zero mean, unit norm."""
+    from scipy import sparse
+
+    verify = neardup.verify
+    maps = verify.thumbnail_maps(np.concatenate([IMAGES, textures(4, seed=3)]))
+    maps[0, 1] = 7.0  # a flat map: its crops are all zero
+    for variants, margin in ((verify._FINE_VARIANTS, verify._FINE_SHIFT), (verify._COARSE_VARIANTS, 2)):
+        taps, weights = verify._variant_taps(32, variants, margin)
+        assert np.allclose(weights.sum(axis=1), 1.0, atol=1e-6) and (np.diff(taps, axis=1) > 0).all()
+        rows = np.repeat(np.arange(len(taps)), 4)
+        matrix = sparse.csr_matrix((weights.ravel(), (rows, taps.ravel())), shape=(len(taps), 32 * 32))
+        flat = maps.reshape(-1, 32 * 32)
+        expected = (matrix @ flat.T).T.reshape(len(maps), 2, len(variants), -1).astype(np.float32)
+        expected -= expected.mean(axis=-1, keepdims=True)
+        norms = np.sqrt(np.square(expected).sum(axis=-1, keepdims=True))
+        pixels = expected.shape[-1]
+        expected *= np.where(norms < verify._FLAT_STD * np.sqrt(pixels), 0, 1 / np.maximum(norms, 1e-30))
+        got = verify._transformed(maps, variants, margin)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        # the taps are summed in the same order; numpy's float32 pairwise mean and norm of <= 576 terms err by
+        # ~log2(576) ulps (~6e-7 relative), the compiled ones (float64 sums) by less: entries are <= 1
+        np.testing.assert_allclose(got, expected, atol=2e-6)
+        assert not got[0, 1].any()

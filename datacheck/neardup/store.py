@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("datacheck.neardup")
 
 #: Bump when :func:`verify_pairs` changes its scores: stored pair scores of older versions are ignored.
-PAIR_SCORES_VERSION = 2
+PAIR_SCORES_VERSION = 3
 
 #: Most pair scores kept in the cache (the current audit's first, then earlier ones); ~20 bytes each.
 PAIR_STORE_CAP = 2_000_000

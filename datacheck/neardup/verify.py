@@ -7,8 +7,8 @@ mean of the two normalised cross-correlations (NCC) at the best alignment, searc
 factors, small rotations and the horizontal flip. The search runs coarse-to-fine: every pair at 16×16 px
 (shifts of ±4 px, three zooms, ±8°, flip; pairs near the bar also the other way round, since the search
 shifts the first image and zooms/turns the second), then the pairs that come close at 32×32 px (the best
-coarse shift and flip ±1 px; five zooms and four rotations up to ±10°). Resampling is a sparse matrix
-product, the correlations batched dense ones, blocks of pairs on every core.
+coarse shift and flip ±1 px; five zooms and four rotations up to ±10°). Resampling is one compiled pass
+per block, the correlations batched dense products, blocks of pairs on every core.
 """
 
 from __future__ import annotations
@@ -148,18 +148,21 @@ def _inverse_norms(norms: np.ndarray, pixels: int) -> np.ndarray:
 
 
 @functools.cache
-def _variant_matrix(size: int, variants: tuple[tuple[float, float], ...], margin: int) -> sparse.csr_matrix:
+def _variant_taps(
+    size: int, variants: tuple[tuple[float, float], ...], margin: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Bilinear resampling of a flattened ``size×size`` map into the central ``m×m`` crop of each variant.
 
     A variant ``(zoom, degrees)`` scales the image by ``zoom`` and rotates it by ``degrees`` about its centre.
 
     Returns:
-        A sparse ``(V·m·m) × (size·size)`` matrix, four taps per row, variant-major.
+        ``(taps int64[V·m·m, 4], weights float32[V·m·m, 4])``: the four source pixels of each output pixel
+        (ascending) and their weights, variant-major.
     """
     m, centre = size - 2 * margin, (size - 1) / 2
     y, x = np.divmod(np.arange(m * m), m)
     y, x = y + margin - centre, x + margin - centre
-    blocks = []
+    taps, weights = [], []
     for zoom, degrees in variants:
         cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
         src_y = np.clip(centre + (cos * y - sin * x) / zoom, 0, size - 1)
@@ -167,24 +170,71 @@ def _variant_matrix(size: int, variants: tuple[tuple[float, float], ...], margin
         y0 = np.minimum(np.floor(src_y).astype(np.intp), size - 2)
         x0 = np.minimum(np.floor(src_x).astype(np.intp), size - 2)
         fy, fx = src_y - y0, src_x - x0
-        cols = np.stack(
-            [y0 * size + x0, y0 * size + x0 + 1, (y0 + 1) * size + x0, (y0 + 1) * size + x0 + 1], 1
+        taps.append(
+            np.stack([y0 * size + x0, y0 * size + x0 + 1, (y0 + 1) * size + x0, (y0 + 1) * size + x0 + 1], 1)
         )
-        weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 1)
-        rows = np.repeat(np.arange(m * m), 4)
-        blocks.append(sparse.csr_matrix((weights.ravel(), (rows, cols.ravel())), shape=(m * m, size * size)))
-    return sparse.vstack(blocks, format="csr", dtype=np.float32)
+        weights.append(np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 1))
+    return np.concatenate(taps).astype(np.int64), np.concatenate(weights).astype(np.float32)
 
 
 def _transformed(maps: np.ndarray, variants: tuple[tuple[float, float], ...], margin: int) -> np.ndarray:
-    """Central crops of each map under each variant, normalised per map: ``float32[V, m·m, N, C]``.
+    """Central crops of each map under each variant, normalised per crop: ``float32[N, C, V, m·m]``.
 
-    (The layout the sparse product yields; callers transpose once into the layout their product needs.)
+    One compiled pass (:func:`_crop_kernel`): the crops come out in the layout the products read (a sparse
+    matrix product gave them pixel-major, and reordering them cost twice the product).
     """
-    n, c, size, _ = maps.shape
-    flat = np.ascontiguousarray(maps.reshape(n * c, size * size).T)  # S·S, N·C
-    crops = (_variant_matrix(size, variants, margin) @ flat).astype(np.float32, copy=False)  # V·m·m, N·C
-    return _normalise(crops.reshape(len(variants), -1, n, c), axis=1)
+    taps, weights = _variant_taps(maps.shape[-1], variants, margin)
+    flat = np.ascontiguousarray(maps, dtype=np.float32).reshape(*maps.shape[:2], -1)
+    m = maps.shape[-1] - 2 * margin
+    return _crop_kernel()(flat, taps, weights, len(variants), np.float32(_FLAT_STD * m))
+
+
+@functools.cache
+def _crop_kernel() -> Callable:
+    """:func:`_resampled_crops` compiled by numba on first use (``nogil``: blocks run on every core)."""
+    import numba
+
+    try:
+        return numba.njit(cache=True, nogil=True)(_resampled_crops)
+    except RuntimeError:  # nowhere writable to keep the compiled code: compile in every process instead
+        return numba.njit(nogil=True)(_resampled_crops)
+
+
+def _resampled_crops(
+    flat: np.ndarray, taps: np.ndarray, weights: np.ndarray, n_variants: int, flat_norm: np.float32
+) -> np.ndarray:
+    """``out[i, c, v]``: map ``flat[i, c]`` resampled through variant ``v``'s taps, zero mean, unit norm.
+
+    A crop whose centred norm is below ``flat_norm`` (:data:`_FLAT_STD` per pixel) becomes zero. Pixels are
+    float32 sums of the four taps in order; mean and norm are summed in float64.
+    """
+    n, channels = flat.shape[0], flat.shape[1]
+    pixels = taps.shape[0] // n_variants
+    out = np.empty((n, channels, n_variants, pixels), np.float32)
+    for i in range(n):
+        for c in range(channels):
+            source = flat[i, c]
+            for v in range(n_variants):
+                crop = out[i, c, v]
+                total = 0.0
+                for k in range(pixels):
+                    row = v * pixels + k
+                    value = weights[row, 0] * source[taps[row, 0]]
+                    value += weights[row, 1] * source[taps[row, 1]]
+                    value += weights[row, 2] * source[taps[row, 2]]
+                    value += weights[row, 3] * source[taps[row, 3]]
+                    crop[k] = value
+                    total += value
+                mean = np.float32(total / pixels)
+                squares = 0.0
+                for k in range(pixels):
+                    crop[k] -= mean
+                    squares += crop[k] * crop[k]
+                norm = np.float32(np.sqrt(squares))
+                scale = np.float32(0.0) if norm < flat_norm else np.float32(1.0) / norm
+                for k in range(pixels):
+                    crop[k] *= scale
+    return out
 
 
 def _flipped(maps: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -288,7 +338,7 @@ def _candidate_crops(maps16: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
     def chunk(start: int) -> None:
         part = _transformed(maps16[rows[start : start + _MAP_CHUNK]], _COARSE_VARIANTS, _COARSE_SHIFT)
-        crops[:, start : start + _MAP_CHUNK] = part.transpose(3, 2, 0, 1)
+        crops[:, start : start + _MAP_CHUNK] = part.transpose(1, 0, 2, 3)
 
     map_blocks(chunk, range(0, n, _MAP_CHUNK), _VERIFY_THREADS)
     return crops
@@ -406,11 +456,10 @@ def _fine_block(
     windows = sliding_window_view(patch, (m, m), axis=(2, 3)).transpose(1, 0, 2, 3, 4, 5)
     windows = np.ascontiguousarray(windows).reshape(n_maps, len(p), -1, m * m)  # C, P, W, m·m
     norms = _window_norms(patch, m).transpose(1, 0, 2, 3).reshape(n_maps, len(p), -1, 1)
-    crops = _transformed(maps32[p[:, 1]], _FINE_VARIANTS, _FINE_SHIFT)  # V, m·m, P, C
-    crops = np.ascontiguousarray(crops.transpose(3, 2, 1, 0))  # C, P, m·m, V
+    crops = _transformed(maps32[p[:, 1]], _FINE_VARIANTS, _FINE_SHIFT)  # P, C, V, m·m
     sims = np.zeros((len(p), windows.shape[2], len(_FINE_VARIANTS)), np.float32)
     for ch in range(n_maps):
-        sims += np.matmul(windows[ch], crops[ch]) * _inverse_norms(norms[ch], m * m)
+        sims += np.matmul(windows[ch], crops[:, ch].transpose(0, 2, 1)) * _inverse_norms(norms[ch], m * m)
     return sims.reshape(len(p), -1).max(axis=1) / np.float32(n_maps)
 
 
