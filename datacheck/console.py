@@ -32,7 +32,12 @@ from datacheck.errors import DatacheckError
 console = Console(soft_wrap=not sys.stdout.isatty())
 err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
-_STAGE_LABELS = {"hash": "Reading files", "embed": "Embedding"}
+_STAGE_LABELS = {
+    "hash": "Reading files",
+    "cache": "Reading the cache",
+    "embed": "Embedding",
+    "import": "Importing from Ray",
+}
 
 
 class ExitCode(IntEnum):

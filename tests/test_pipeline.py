@@ -131,8 +131,11 @@ def test_fill_cache_counts_without_gathering_and_serves_the_same_rows(tmp_path, 
     (root / "apple" / "empty.jpg").write_bytes(b"")
     (root / "plum" / "copy.png").write_bytes((root / "plum" / "0.png").read_bytes())
     filled_cache = cache_dir
-    first = fill_cache(discover(root), _params(filled_cache))
+    stages: list[tuple[str, int, int]] = []
+    first = fill_cache(discover(root), _params(filled_cache), progress=lambda *seen: stages.append(seen))
     assert (first.images, first.cached, first.computed) == (13, 0, 13)
+    assert {stage for stage, _, _ in stages} == {"hash", "cache", "embed"}
+    assert [s for s in stages if s[0] == "cache"][-1] == ("cache", 14, 14)  # every hashed file looked up
     assert [(f.path, f.kind) for f in first.failures] == [("apple/empty.jpg", "unreadable")]
     assert first.runtime != "cache" and first.timings["model"] > 0
     again = fill_cache(discover(root), _params(filled_cache))

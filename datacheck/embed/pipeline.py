@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 #: Files hashed per worker task.
 _HASH_CHUNK = 256
 
-#: Called as ``progress(stage, done, total)``; stages are ``"hash"`` and ``"embed"``.
+#: Called as ``progress(stage, done, total)``; stages are ``"hash"``, ``"cache"`` (lookups) and ``"embed"``.
 ProgressFn = Callable[[str, int, int], None]
 
 #: Images sampled to choose the automatic input size.
@@ -475,15 +475,19 @@ class _Run:
         self._tick("cache_read", start)
         return misses
 
-    def missing(self, slots: Sequence[_Slot]) -> list[_Slot]:
-        """The slots the cache cannot serve, keeping nothing of those it can (memory bounded by one chunk)."""
+    def missing(self, slots: Sequence[_Slot], *, shown: bool = True) -> list[_Slot]:
+        """The slots the cache cannot serve, keeping nothing of those it can (memory bounded by one chunk).
+
+        ``shown``: report the lookup's progress (a second lookup of a few slots is not).
+        """
         start = time.perf_counter()
-        misses = [slot for looked_up in self._looked_up(slots) for slot, row in looked_up if row is None]
+        looked_up = self._looked_up(slots, shown=shown)
+        misses = [slot for chunk in looked_up for slot, row in chunk if row is None]
         self._tick("cache_lookup", start)
         return misses
 
     def _looked_up(
-        self, slots: Sequence[_Slot]
+        self, slots: Sequence[_Slot], *, shown: bool = True
     ) -> Iterator[list[tuple[_Slot, tuple[np.ndarray, np.ndarray | None, bytes] | None]]]:
         """Per chunk of slots, each slot's cached ``(vector, logits, stats blob)``, or ``None`` (a miss).
 
@@ -504,6 +508,8 @@ class _Run:
                 found = hit is not None and blob is not None and is_stats_blob(blob)
                 looked_up.append((slot, (hit[0], hit[1], blob) if found else None))
             yield looked_up
+            if shown:
+                self.progress("cache", first + len(chunk), len(slots))
 
     def compute(self, misses: Sequence[_Slot]) -> None:
         """Decode misses in worker threads, embed batches on the backend's replicas, commit each to the cache.
@@ -743,7 +749,7 @@ def fill_cache(
         cached, on_ray = len(slots) - len(misses), 0
         if misses and params.engine == "ray":
             embed_on_ray(_distinct(misses), params, image_size, progress=progress)
-            still = run.missing(misses)
+            still = run.missing(misses, shown=False)
             on_ray = len(misses) - len(still)
             misses = still
         if misses:
