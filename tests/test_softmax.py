@@ -47,11 +47,18 @@ def test_reaches_scikit_learns_optimum(c):
 
 
 def test_warm_start_from_the_solution_stays_there():
+    """Started at its own solution the solver ends no worse, in far fewer iterations than from zero.
+
+    Not necessarily in one or two: the first fit can stop where its float32 objective no longer resolves
+    progress (a relative change below ``ftol``) with the largest gradient component still above ``tol`` —
+    where exactly depends on the CPU's float32 summation order — and the warm start then goes on from there.
+    """
     x, labels = _problem()
     first = fit_softmax(x, labels, 1.0, max_iter=1000)
     again = fit_softmax(x, labels, 1.0, max_iter=1000, start=first)
-    assert again.iterations <= 2 < first.iterations
-    np.testing.assert_allclose(again.predict_proba(x), first.predict_proba(x), atol=1e-4)
+    assert again.iterations < first.iterations / 2
+    floor = 1 + 16 * np.finfo(np.float32).eps  # the float32 objective's resolution, as above
+    assert _objective(again, x, labels, 1.0) <= _objective(first, x, labels, 1.0) * floor
 
 
 def test_covers_only_the_classes_it_was_given():
