@@ -382,7 +382,9 @@ def _umap(reduced: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, seed: 
     if knn is not None:
         options["precomputed_knn"] = (knn[0], knn[1], None)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # umap's own notices only (the seed pins n_jobs to 1; no search index is kept for transform): the
+        # filter list is the process's, and another thread's warnings must still be seen
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"umap\.")
         return umap.UMAP(**options).fit_transform(reduced)
 
 
