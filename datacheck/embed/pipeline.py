@@ -704,7 +704,6 @@ class CacheFill:
     """What :func:`fill_cache` did: an embedding run's counts, without its vectors.
 
     Attributes:
-        images: Readable images, all now in the cache (``cached + computed``).
         cached: Images the cache already held.
         computed: Images embedded in this run (in-process or on Ray).
         failures: Files that could not be read or decoded, with a one-line reason each.
@@ -714,7 +713,6 @@ class CacheFill:
         timings: Seconds spent per stage.
     """
 
-    images: int
     cached: int
     computed: int
     failures: tuple[FileIssue, ...]
@@ -722,6 +720,11 @@ class CacheFill:
     image_size: int
     runtime: str
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        """Readable images, all now in the cache."""
+        return self.cached + self.computed
 
 
 def fill_cache(
@@ -759,7 +762,6 @@ def fill_cache(
     computed = on_ray + sum(1 for s in misses if s.error is None)
     run.timings["total"] = time.perf_counter() - total_start
     return CacheFill(
-        images=cached + computed,
         cached=cached,
         computed=computed,
         failures=tuple(sorted(failures, key=lambda f: f.path)),
