@@ -76,7 +76,8 @@ class AuditContext:
         splits: Split name per record (``None`` everywhere for a layout without splits).
         knn: The shared cosine kNN graph.
         failures: Files that could not be read or decoded.
-        embedding_info: Model id, image size, dim, runtime, cached and computed counts.
+        embedding_info: Model id, image size, dim, runtime, cached and computed counts, and how the kNN
+            graph was searched (``neighbours``: method and measured search recall).
         reference: Images like those the application will see (``--reference``), or ``None``.
         derived_dir: The cache's folder of arrays derived by content (:mod:`datacheck.derived`: the kNN
             graph, near-duplicate pair scores), or ``None`` to compute everything afresh.
@@ -270,6 +271,7 @@ def build_context(
     lookup = {name: i for i, name in enumerate(class_names)}
     vectors = _unit_vectors(embeddings.vectors, consume)
     shared = SharedBasis(vectors)
+    knn = build_knn_cached(vectors, knn_params, derived_dir / "knn" if derived_dir else None, shared)
     return AuditContext(
         dataset=dataset,
         records=records,
@@ -281,7 +283,7 @@ def build_context(
         labels=_frozen(np.array([lookup[r.label] for r in records], dtype=np.int64)),
         class_names=class_names,
         splits=tuple(r.split for r in records),
-        knn=build_knn_cached(vectors, knn_params, derived_dir / "knn" if derived_dir else None, shared),
+        knn=knn,
         failures=tuple(dataset.issues) + tuple(embeddings.failures),
         embedding_info={
             "model": embeddings.model_id,
@@ -290,6 +292,7 @@ def build_context(
             "runtime": embeddings.runtime,
             "cached": embeddings.cached,
             "computed": embeddings.computed,
+            "neighbours": {"method": knn.method, "search_recall": round(knn.search_recall, 4)},
         },
         reference=None
         if reference is None

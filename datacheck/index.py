@@ -6,7 +6,10 @@ Built once per audit. Never materialises an N×N matrix:
   ``search_dim`` principal components (10× less BLAS work than 1280-d), ``candidates`` neighbours are
   retrieved per row, and those are re-scored with the full-dimensional cosine so reported similarities are
   exact.
-* beyond: an approximate inverted-file index (faiss IVF-Flat, 16 probes) over the same reduced vectors.
+* beyond: an approximate inverted-file index (faiss IVF-Flat) over the same reduced vectors. How many of
+  its lists a query searches is set per dataset: raised from 16 until a sample of rows, searched both ways,
+  finds ``min_recall`` of the candidates an exact search of the same space finds
+  (:func:`calibrated_probes`). The share measured is kept with the graph and reported.
 
 Memory is O(N × (search_dim + candidates)); time is O(N² × search_dim) for the exact path.
 
@@ -26,7 +29,7 @@ from datacheck import derived
 from datacheck.blocks import map_blocks
 from datacheck.halfrows import HalfUnitRows, as_rows, row_blocks, row_norms
 from datacheck.params import Params, param
-from datacheck.reduce import SharedBasis, fit_basis
+from datacheck.reduce import SharedBasis, content_sample, fit_basis
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ class KnnParams(Params):
         candidates: Candidates retrieved per image before exact re-scoring (>= k).
         block: Query rows per candidate-search block (bounds its memory at block × candidates).
         exact_max: Largest N searched exactly; above it the approximate index is used.
+        min_recall: The approximate index searches as many lists as it takes for a sample of rows to get
+            this share of the candidates an exact search of the same reduced space returns.
     """
 
     k: int = param(15, ge=1)
@@ -48,6 +53,7 @@ class KnnParams(Params):
     candidates: int = 40
     block: int = param(8192, ge=1)
     exact_max: int = 200_000
+    min_recall: float = param(0.95, ge=0.0, le=1.0)
 
     def relations(self) -> list[str]:
         """At least ``k`` candidates are retrieved."""
@@ -64,11 +70,14 @@ class KnnGraph:
         indices: ``int32[N, k]`` neighbour row numbers (``-1`` pads rows of tiny datasets).
         similarities: ``float32[N, k]`` cosine similarities in the full embedding space.
         method: ``"exact"`` or ``"approximate"``.
+        search_recall: Share of the candidates an exact search of the reduced space returns that the
+            search returned, measured on a sample of rows (1.0 for the exact search).
     """
 
     indices: np.ndarray
     similarities: np.ndarray
     method: str
+    search_recall: float = 1.0
 
     @property
     def k(self) -> int:
@@ -205,20 +214,66 @@ def trained_inverted_lists(training: np.ndarray, n_lists: int, probes: int):
 
 
 def _inverted_file(space: np.ndarray):
-    """A faiss IVF-Flat index of ``space`` (rows unit length): ``4·√N`` lists, 16 searched per query."""
+    """A faiss IVF-Flat index of ``space`` (unit rows): ``4·√N`` lists, :data:`FIRST_PROBES` searched each."""
     n = len(space)
     n_lists = int(4 * np.sqrt(n))
     rng = np.random.default_rng(0)
     training = space[rng.choice(n, size=min(n, 64 * n_lists), replace=False)]
-    index = trained_inverted_lists(training, n_lists, 16)
+    index = trained_inverted_lists(training, n_lists, FIRST_PROBES)
     index.add(space)
     return index
 
 
-def _approximate(space: np.ndarray, n_candidates: int, block: int) -> np.ndarray:
-    """Inverted-file search (faiss IVF-Flat) in the reduced space: sub-quadratic time, linear memory."""
+#: Lists an inverted-file query searches before :func:`calibrated_probes` measures whether that is enough.
+FIRST_PROBES = 16
+#: Rows (chosen by content) on which the approximate search is compared with the exact one.
+RECALL_SAMPLE = 1_000
+
+
+def calibrated_probes(index, space: np.ndarray, n_candidates: int, min_recall: float) -> float:
+    """Double ``index.nprobe`` until a sample of rows gets ``min_recall`` of their exact candidates.
+
+    The sample (:data:`RECALL_SAMPLE` rows of ``space``, chosen by content) is searched exactly in the same
+    space — linear in N — and through the index. A returned candidate counts when it is as similar as the
+    exact search's last one (so ties between identical rows do not count as misses). Sets ``index.nprobe``
+    and returns the recall measured at it (every list searched gives the exact candidates).
+    """
+    import faiss
+
+    n = len(space)
+    m = min(n_candidates, n - 1)
+    rows = content_sample(space, RECALL_SAMPLE)
+    queries = np.ascontiguousarray(space[rows], dtype=np.float32)
+    exact_sims, exact_ids = faiss.knn(queries, space, m + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    last = exact_sims[others_mask(exact_ids, rows)].reshape(len(rows), m)[:, -1]
+    # two float32 dot products of unit rows differ by at most 2·d·2⁻²⁴ (different summation orders)
+    floor = last - 2 * space.shape[1] * np.float32(2.0**-24)
+    while True:
+        sims, found = index.search(queries, m + 1)
+        hits = others_mask(found, rows) & (found >= 0) & (sims >= floor[:, None])
+        recall = float(np.minimum(hits.sum(axis=1), m).mean() / m)
+        if recall >= min_recall or index.nprobe >= index.nlist:
+            break
+        index.nprobe = min(2 * index.nprobe, index.nlist)
+    logger.info(
+        "inverted file: %d of %d lists searched per query, candidate recall %.3f",
+        index.nprobe,
+        index.nlist,
+        recall,
+    )
+    return recall
+
+
+def _approximate(
+    space: np.ndarray, n_candidates: int, block: int, min_recall: float
+) -> tuple[np.ndarray, float]:
+    """Inverted-file search (faiss IVF-Flat) in the reduced space: sub-quadratic time, linear memory.
+
+    Returns the candidates and the search's measured recall (:func:`calibrated_probes`).
+    """
     n = len(space)
     index = _inverted_file(space)
+    recall = calibrated_probes(index, space, n_candidates, min_recall)
     out = np.empty((n, n_candidates), dtype=np.int32)
     for start in range(0, n, block):
         stop = min(start + block, n)
@@ -228,7 +283,7 @@ def _approximate(space: np.ndarray, n_candidates: int, block: int) -> np.ndarray
     missing = out < 0
     if missing.any():
         out[missing] = np.broadcast_to(out[:, :1], out.shape)[missing]
-    return out
+    return out, recall
 
 
 def nearest_among(
@@ -243,7 +298,10 @@ def nearest_among(
     than ``k`` other members keeps ``-inf`` in its last columns: search it exactly.
     """
     n_candidates = min(max(params.candidates, k), len(members) - 1)
-    index = _inverted_file(l2_normalise(np.asarray(space[members], dtype=np.float32)))
+    member_space = l2_normalise(np.asarray(space[members], dtype=np.float32))
+    index = _inverted_file(member_space)
+    calibrated_probes(index, member_space, n_candidates, params.min_recall)
+    del member_space
     out = np.empty((len(rows), k), np.float32)
     # gathers of cache size, as in the graph's re-scoring
     step = max(1, _RESCORE_BYTES // ((n_candidates + 1) * unit.shape[1] * unit.itemsize))
@@ -276,19 +334,20 @@ def build_knn(
     unit = unit_rows(vectors)
     n_candidates = min(params.candidates, n - 1)
     space = _search_space(unit, params.search_dim, shared)
+    recall = 1.0
     if n <= params.exact_max:
         candidates = _top_candidates(space, n_candidates, params.block)
         method = "exact"
     else:
-        candidates = _approximate(space, n_candidates, params.block)
+        candidates, recall = _approximate(space, n_candidates, params.block, params.min_recall)
         method = "approximate"
     indices, sims = _rescore_blocked(unit, candidates, min(depth or params.k, n_candidates))
     logger.info("kNN graph: %d images, k=%d, %s", n, indices.shape[1], method)
-    return KnnGraph(indices, sims, method)
+    return KnnGraph(indices, sims, method, recall)
 
 
 #: Bump when the graph construction changes, so stored graphs are rebuilt.
-GRAPH_VERSION = 4
+GRAPH_VERSION = 5
 
 #: Neighbours the stored graph keeps beyond ``k`` (the build re-scores ``candidates`` anyway): a row whose
 #: neighbours were removed takes the next ones instead of being searched again. At 60,000 images 100
@@ -306,7 +365,7 @@ def _first(graph: KnnGraph, k: int) -> KnnGraph:
     if graph.k <= k:
         return graph
     cut = (np.ascontiguousarray(a[:, :k]) for a in (graph.indices, graph.similarities))
-    return KnnGraph(*cut, graph.method)
+    return KnnGraph(*cut, graph.method, graph.search_recall)
 
 
 #: Largest share of rows added or removed since a stored graph for it to be updated instead of rebuilt.
@@ -364,10 +423,10 @@ def build_knn_cached(
     label = f"knn-v{GRAPH_VERSION}|{astuple(params)}"
     key = derived.content_key(label, vectors)
     stored = derived.load(directory, key)
-    fields = {"indices", "similarities", "method", "ids", "label"}
+    fields = {"indices", "similarities", "method", "search_recall", "ids", "label"}
     if stored is not None and fields <= stored.keys() and len(stored["indices"]) == len(vectors):
         logger.info("kNN graph: %d images, served from %s", len(vectors), directory)
-        return _first(KnnGraph(stored["indices"], stored["similarities"], str(stored["method"])), k)
+        return _first(_stored_graph(stored), k)
     ids = row_ids(vectors)
     base = _updatable(directory, label, ids)
     depth = stored_depth(params, len(vectors))
@@ -383,11 +442,17 @@ def build_knn_cached(
             "indices": graph.indices,
             "similarities": graph.similarities,
             "method": np.array(graph.method),
+            "search_recall": np.array(graph.search_recall),
             "ids": ids,
             "label": np.array(label),
         },
     )
     return _first(graph, k)
+
+
+def _stored_graph(stored: dict[str, np.ndarray]) -> KnnGraph:
+    recall = float(stored["search_recall"])
+    return KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]), recall)
 
 
 @dataclass(frozen=True)
@@ -411,8 +476,7 @@ def _updatable(directory: Path, label: str, ids: np.ndarray) -> StoredGraph | No
     logger.info(
         "kNN graph: updating a stored graph (%d of %d rows changed)", derived.changed_rows(old, ids), len(ids)
     )
-    graph = KnnGraph(stored["indices"], stored["similarities"], str(stored["method"]))
-    return StoredGraph(graph, old)
+    return StoredGraph(_stored_graph(stored), old)
 
 
 def _exact_neighbours(unit: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -490,7 +554,7 @@ def update_knn(
         len(base.ids) - len(kept_old),
         len(redo),
     )
-    return KnnGraph(indices, sims, base.graph.method)
+    return KnnGraph(indices, sims, base.graph.method, base.graph.search_recall)
 
 
 def _merge_new(

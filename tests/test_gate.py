@@ -211,7 +211,9 @@ def test_config_embed_table_applies_when_no_flag_is_given(tmp_path, cache_dir):
     args = ["audit", str(root), "--cache", str(cache_dir), "--map", "none", "--checks", "files"]
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "a" / "report.json").read_text())["embedding"]["image_size"] == 64
+    embedding = json.loads((tmp_path / "a" / "report.json").read_text())["embedding"]
+    assert embedding["image_size"] == 64
+    assert embedding["neighbours"] == {"method": "exact", "search_recall": 1.0}  # a small set: exact search
     res = CliRunner().invoke(
         app, [*args, "--out", str(tmp_path / "b"), "--image-size", "96"]
     )  # the flag wins

@@ -242,3 +242,30 @@ def test_removed_neighbours_are_replaced_by_the_spare_ones_without_a_search(tmp_
     np.testing.assert_allclose(
         updated.similarities, truth.similarities, rtol=0, atol=32 * np.finfo(np.float32).eps
     )
+
+
+def test_approximate_search_searches_more_lists_until_the_sample_reaches_min_recall():
+    # isotropic rows have no clusters for the inverted file to follow: 16 lists find few true neighbours
+    x = l2_normalise(np.random.default_rng(7).standard_normal((6000, 24)).astype(np.float32))
+    truth = _brute_force(x, 10)
+    fixed = build_knn(x, KnnParams(k=10, candidates=10, search_dim=0, exact_max=0, min_recall=0.0))
+    calibrated = build_knn(x, KnnParams(k=10, candidates=10, search_dim=0, exact_max=0, min_recall=0.9))
+    assert fixed.method == calibrated.method == "approximate"
+    assert fixed.search_recall < 0.9 <= calibrated.search_recall
+    # the sample's estimate agrees with every row's recall (search space = full space, no ties); its
+    # standard error is at most 0.5 / sqrt(1,000) rows: 4 of them
+    tolerance = 4 * 0.5 / np.sqrt(1000)
+    for graph in (fixed, calibrated):
+        assert abs(_recall(graph, truth) - graph.search_recall) <= tolerance
+
+
+def test_exact_search_reports_full_recall_and_the_store_keeps_the_measured_one(tmp_path):
+    from datacheck.index import build_knn_cached
+
+    x = l2_normalise(np.random.default_rng(8).standard_normal((3000, 16)).astype(np.float32))
+    assert build_knn(x, KnnParams(k=5, candidates=5, search_dim=0)).search_recall == 1.0
+    params = KnnParams(k=5, candidates=5, search_dim=0, exact_max=0, min_recall=0.0)
+    built = build_knn_cached(x, params, tmp_path)
+    served = build_knn_cached(x, params, tmp_path)
+    assert built.search_recall < 1.0
+    assert served.search_recall == built.search_recall
