@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from datacheck.blocks import row_numbers, split_row_index
+from datacheck.jit import compiled
 
 #: Rows converted to float32 at a time when many are read with an index into the rows (bounds the copies).
 READ_ROWS = 16_384
@@ -47,12 +48,7 @@ def _kernel() -> Any:
 
     No ``fastmath``: the division must be IEEE's, as numpy's. ``nogil``: threads read rows in parallel.
     """
-    import numba
-
-    try:
-        return numba.njit(cache=True, nogil=True)(_scaled_rows)
-    except RuntimeError:  # nowhere writable to keep the compiled code: compile in every process instead
-        return numba.njit(nogil=True)(_scaled_rows)
+    return compiled(_scaled_rows, nogil=True)
 
 
 def row_norms(vectors: np.ndarray) -> np.ndarray:

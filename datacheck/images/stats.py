@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from datacheck.jit import compiled
+
 #: Version of :meth:`ImageStats.to_bytes`'s format and of the statistics' definitions. Bump it whenever
 #: either changes: cached stats of another version are never read.
 STATS_VERSION = 1
@@ -276,12 +278,7 @@ def _kernel() -> Any:
     ``fastmath`` lets the compiler reorder the float64 sums (far below the float32 roundings of the inputs);
     ``nogil`` lets decoder threads measure images in parallel.
     """
-    import numba
-
-    try:
-        return numba.njit(cache=True, nogil=True, fastmath=True)(_fused_pixel_stats)
-    except RuntimeError:  # nowhere writable to keep the compiled code: compile in every process instead
-        return numba.njit(nogil=True, fastmath=True)(_fused_pixel_stats)
+    return compiled(_fused_pixel_stats, nogil=True, fastmath=True)
 
 
 def _fused_pixel_stats(pixels: np.ndarray, ring: int, tolerance: float) -> tuple[np.ndarray, np.ndarray, int]:

@@ -23,6 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import sparse
 
 from datacheck.blocks import map_blocks
+from datacheck.jit import compiled
 
 #: ITU-R BT.601 luma weights.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -133,14 +134,6 @@ def _maps_in_chunks(
     return out
 
 
-def _normalise(patches: np.ndarray, axis: int = -1) -> np.ndarray:
-    """In place: zero mean and unit norm along ``axis`` (flat patches, with no variance, become zero)."""
-    patches -= patches.mean(axis=axis, keepdims=True)
-    norms = np.sqrt(np.square(patches).sum(axis=axis, keepdims=True))
-    patches *= _inverse_norms(norms, patches.shape[axis])
-    return patches
-
-
 def _inverse_norms(norms: np.ndarray, pixels: int) -> np.ndarray:
     """``1 / norms``, or 0 for patches flatter than ``_FLAT_STD`` (whose correlation would be noise)."""
     flat = norms < _FLAT_STD * math.sqrt(pixels)
@@ -192,12 +185,7 @@ def _transformed(maps: np.ndarray, variants: tuple[tuple[float, float], ...], ma
 @functools.cache
 def _crop_kernel() -> Callable:
     """:func:`_resampled_crops` compiled by numba on first use (``nogil``: blocks run on every core)."""
-    import numba
-
-    try:
-        return numba.njit(cache=True, nogil=True)(_resampled_crops)
-    except RuntimeError:  # nowhere writable to keep the compiled code: compile in every process instead
-        return numba.njit(nogil=True)(_resampled_crops)
+    return compiled(_resampled_crops, nogil=True)
 
 
 def _resampled_crops(
