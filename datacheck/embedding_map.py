@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import types
 import typing
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,30 +62,57 @@ UMAP_NEIGHBOURS = 15
 MIN_UMAP_POINTS = 30
 
 
-def build_map(
+@dataclass(frozen=True)
+class MapLayout:
+    """Where the map's images sit: what :func:`build_map` needs from the vectors alone (not the findings).
+
+    Attributes:
+        rows: The rows laid out (all of them, or a content-chosen sample above ``max_points``).
+        method: The method used (``"umap"``, ``"pca"`` or ``"none"``; UMAP falls back to PCA on failure).
+        coords: ``float[len(rows), 2]`` positions in ``[0, 1]``, or ``None`` for ``"none"``.
+    """
+
+    rows: np.ndarray
+    method: str
+    coords: np.ndarray | None
+
+
+def lay_out(
     ctx: AuditContext,
-    results: Sequence[CheckResult],
     *,
     method: MapMethod = "umap",
     max_points: int = MAX_POINTS,
     seed: int = 0,
     store: Path | None = None,
-) -> dict[str, Any]:
-    """The report's ``map`` section: file index, 2-D layout and nearest neighbours of flagged files.
+) -> MapLayout:
+    """The 2-D layout of the map's images. It reads the vectors only, so it can run beside the checks.
 
     Args:
-        ctx: The audit context the checks ran on.
-        results: The check results (their findings decide which files must be present).
+        ctx: The audit context.
         method: ``"umap"``, ``"pca"`` (first two principal components) or ``"none"`` (no positions).
         max_points: Images placed on the map before subsampling.
         seed: Random seed of the layout (the subsample is chosen by content, see :func:`_content_sample`).
         store: Folder of earlier layouts (:mod:`datacheck.derived`): the same rows with the same vectors
             reuse theirs. ``None``: always compute.
+    """
+    checked_map_method(method)
+    sample = _content_sample(ctx.content_ids, max_points)
+    used, coords = _stored_layout(ctx, sample, method, seed, store)
+    return MapLayout(sample, used, coords)
+
+
+def build_map(ctx: AuditContext, results: Sequence[CheckResult], layout: MapLayout) -> dict[str, Any]:
+    """The report's ``map`` section: file index, 2-D layout and nearest neighbours of flagged files.
+
+    Args:
+        ctx: The audit context the checks ran on.
+        results: The check results (their findings decide which files must be present).
+        layout: :func:`lay_out` of the same context; files the findings name that it lacks are placed
+            among their nearest neighbours on it.
 
     Returns:
         A JSON-ready dict; see docs/report-schema.md (``map``).
     """
-    checked_map_method(method)
     paths = ctx.paths  # a property that builds a new tuple on every access
     row_of = {path: i for i, path in enumerate(paths)}
     named = list(_named_files(results))
@@ -92,16 +121,14 @@ def build_map(
     neighbours = _neighbours(ctx, neighbour_sources)
     required = {row_of[p] for p in named if p in row_of}
     required.update(j for row in neighbours.values() for j in row)
-    sample = _content_sample(ctx.content_ids, max_points)
-    used_method, coords = _stored_layout(ctx, sample, method, seed, store)
-    rows, coords = _with_named_rows(ctx, sample, coords, required)
+    rows, coords = _with_named_rows(ctx, layout.rows, layout.coords, required)
     position = {int(row): pos for pos, row in enumerate(rows)}
     unembedded = sorted({p for p in _top_level_files(results) if p not in row_of})
     unembedded_sha = ctx.file_hashes(unembedded)
     split_names = sorted({s for s in ctx.splits if s is not None})
     split_index = {name: i for i, name in enumerate(split_names)}
     return {
-        "method": used_method,
+        "method": layout.method,
         "images": ctx.n,
         "subsampled": len(rows) < ctx.n,
         "classes": list(ctx.class_names),
@@ -333,7 +360,47 @@ def _import_umap() -> ModuleType:
                 del sys.modules[blocked]
     # also when something else imported umap first; functions already cached are left alone
     _keep_compiled_code(("umap.", "pynndescent."))
+    _release_gil_in_layout_epochs()
     return sys.modules["umap"]
+
+
+#: The compiled UMAP epoch that lets go of the GIL (:func:`_release_gil_in_layout_epochs`), once a process.
+_NOGIL_EPOCH = "_nb_optimize_layout_euclidean_single_epoch"
+
+
+def _release_gil_in_layout_epochs() -> bool:
+    """Have UMAP's layout epochs release the GIL, so the layout runs beside the checks' Python threads.
+
+    umap-learn compiles its single-threaded epoch without ``nogil``: each epoch (tens of ms at 20,000 points)
+    then holds the GIL, and every check thread waits — laying the map out beside the checks gained nothing.
+    The epoch works on numpy arrays only, so the same function compiled with ``nogil=True`` computes the
+    same layout. It is compiled from a copy with its own name, so numba's disk cache (which does not key on
+    ``nogil``) never serves the GIL-holding build in its place. A umap-learn without that function is left
+    as it is. Returns whether the GIL-releasing epoch is in place.
+    """
+    layouts = sys.modules.get("umap.layouts")
+    epoch = getattr(layouts, _NOGIL_EPOCH, None)
+    python_epoch = getattr(epoch, "py_func", None)
+    if epoch is None or python_epoch is None:
+        return False
+    if epoch.targetoptions.get("nogil"):
+        return True
+    from datacheck.jit import compiled
+
+    copy = types.FunctionType(
+        python_epoch.__code__,
+        python_epoch.__globals__,
+        python_epoch.__name__ + "_nogil",
+        python_epoch.__defaults__,
+        python_epoch.__closure__,
+    )
+    copy.__qualname__ = python_epoch.__qualname__ + "_nogil"
+    copy.__module__ = python_epoch.__module__
+    options = {
+        name: epoch.targetoptions[name] for name in ("fastmath", "parallel") if name in epoch.targetoptions
+    }
+    setattr(layouts, _NOGIL_EPOCH, compiled(copy, nogil=True, **options))
+    return True
 
 
 def _keep_compiled_code(prefixes: tuple[str, ...]) -> int:

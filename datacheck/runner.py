@@ -74,6 +74,15 @@ def with_severity(res: CheckResult, severity: str) -> CheckResult:
     return dataclasses.replace(res, findings=findings, status=status)
 
 
+def one_blas_thread() -> threadpool_limits:
+    """BLAS held at one thread: how the checks run, whatever the number of workers.
+
+    Their results then cannot depend on what runs beside them; work beside the checks (the map's layout)
+    runs under the same limit.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run_checks(
     ctx: AuditContext,
     specs: Sequence[CheckSpec],
@@ -99,8 +108,7 @@ def run_checks(
         return res
 
     workers = max(1, min(workers, len(specs)))
-    # BLAS at one thread per check whatever the number of workers: results cannot depend on it.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         if workers == 1:
             return tuple(one(spec) for spec in specs)
         ctx.prepare_for_threads()

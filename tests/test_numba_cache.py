@@ -40,3 +40,24 @@ def test_umap_functions_are_cached_once_imported() -> None:
     layouts = sys.modules["umap.layouts"]
     functions = [v for v in vars(layouts).values() if isinstance(v, CPUDispatcher)]
     assert functions and all(type(f._cache).__name__ != "NullCache" for f in functions)
+
+
+def test_umap_layout_epochs_release_the_gil_and_lay_out_the_same(monkeypatch) -> None:
+    import numba
+
+    from datacheck.embedding_map import _NOGIL_EPOCH
+
+    umap = _import_umap()
+    layouts = sys.modules["umap.layouts"]
+    epoch = getattr(layouts, _NOGIL_EPOCH)
+    assert epoch.targetoptions["nogil"]  # the layout can run beside the checks' Python threads
+    # its own name on disk: numba's cache does not key on nogil, so the GIL-holding build is never served
+    assert epoch.py_func.__qualname__.endswith("_nogil")
+    points = np.random.default_rng(0).normal(size=(120, 6)).astype(np.float32)
+
+    def layout() -> np.ndarray:
+        return umap.UMAP(n_neighbors=8, random_state=0, n_epochs=30, init="random").fit_transform(points)
+
+    released = layout()
+    monkeypatch.setattr(layouts, _NOGIL_EPOCH, numba.njit(epoch.py_func, fastmath=True, parallel=False))
+    np.testing.assert_array_equal(released, layout())  # umap-learn's own build, holding the GIL

@@ -275,3 +275,22 @@ def test_spilled_thumbnails_and_logits_give_the_same_audit(tmp_path, cache_dir, 
     assert spilled_findings == findings()
     ran = {check: status for check, status, *_ in spilled_findings}
     assert ran["representativeness"] != "skipped" and ran["leakage"] != "skipped"  # they read the vectors
+
+
+def test_map_laid_out_beside_the_checks_equals_the_map_laid_out_after_them(tmp_path, cache_dir, monkeypatch):
+    from datacheck import api
+
+    root = _tree(tmp_path / "ds", seed=6, per_class=12)  # 36 images: above the map's UMAP minimum
+    monkeypatch.setattr(api, "_derived_root", lambda params: None)  # every layout computed, none stored
+
+    def audited(workers: int) -> tuple[list, dict]:
+        report = api.audit(root, cache_dir=cache_dir, image_size=SIZE, check_workers=workers)
+        return [
+            (r.id, r.status, r.metrics, [f.to_dict() for f in r.findings]) for r in report.checks
+        ], report.map
+
+    after_results, after_map = audited(1)  # one worker: the layout after the last check
+    beside_results, beside_map = audited(2)  # the layout on its own thread while two run the checks
+    assert after_map["method"] == "umap" and after_map["x"] and None not in after_map["x"]
+    assert beside_map == after_map  # same rows, positions and neighbours, to the last rounded digit
+    assert beside_results == after_results

@@ -23,7 +23,7 @@ from datacheck import gate
 from datacheck.checks import all_checks
 from datacheck.checks.base import CheckResult, Finding, Severity, Status, result
 from datacheck.dataset import Dataset
-from datacheck.embedding_map import build_map
+from datacheck.embedding_map import build_map, lay_out
 from datacheck.report import Report
 from datacheck.report.html import content_security_policy, render_html, script_json, static_text
 from datacheck.report.model import json_safe
@@ -36,6 +36,11 @@ XSS = '"><img src=x onerror=alert(1)>'
 SCRIPT_XSS = "</script><script>alert(2)</script><!--"
 
 _COLOURS = {"cat": (200, 120, 60), "dog": (70, 120, 200), "vehicle": (90, 170, 90)}
+
+
+def mapped(ctx, results, **layout) -> dict:
+    """The report's map of ``ctx``: :func:`build_map` on :func:`lay_out` with these options."""
+    return build_map(ctx, results, lay_out(ctx, **layout))
 
 
 def picture(label: str, i: int, size: int = 48) -> Image.Image:
@@ -155,7 +160,7 @@ def build_demo_report(
         },
         checks=checks,
         gate=gate.evaluate(checks),
-        map=build_map(ctx, checks, method=method, max_points=max_points),  # type: ignore[arg-type]
+        map=mapped(ctx, checks, method=method, max_points=max_points),  # type: ignore[arg-type]
     )
     return report, root
 
@@ -495,7 +500,7 @@ def test_changed_findings_keep_the_subsampled_layout(tmp_path: Path, monkeypatch
 
     vectors, labels = clustered_vectors([30, 30], dim=16, spread=0.2, seed=7)
     ctx = make_context(vectors, labels)
-    first = build_map(ctx, (), method="pca", max_points=40, store=tmp_path)
+    first = mapped(ctx, (), method="pca", max_points=40, store=tmp_path)
     sampled = set(first["path"])
     outside = [p for p in ctx.paths if p not in sampled][:3]
     finding = Finding("demo", Severity.WARN, "look", "look", tuple(outside))
@@ -505,7 +510,7 @@ def test_changed_findings_keep_the_subsampled_layout(tmp_path: Path, monkeypatch
         raise AssertionError("changed findings must not lay the map out again")
 
     monkeypatch.setattr(embedding_map, "_layout", no_layout)
-    again = build_map(ctx, named, method="pca", max_points=40, store=tmp_path)
+    again = mapped(ctx, named, method="pca", max_points=40, store=tmp_path)
     assert again["path"][:40] == first["path"] and again["x"][:40] == first["x"]
     assert set(outside) <= set(again["path"]) and len(again["path"]) == 43
     xy = np.column_stack([again["x"], again["y"]]).astype(float)
@@ -522,7 +527,7 @@ def test_changed_findings_keep_the_subsampled_layout(tmp_path: Path, monkeypatch
 def test_umap_layout_reuses_the_knn_graph(tmp_path: Path) -> None:
     vectors, labels = clustered_vectors([40, 40], dim=16, spread=0.2)
     ctx = make_context(vectors, labels)
-    fmap = build_map(ctx, (), method="umap")
+    fmap = mapped(ctx, (), method="umap")
     assert fmap["method"] == "umap" and len(fmap["x"]) == 80
     xs = np.array(fmap["x"])
     # the two blobs stay apart on the map
@@ -537,24 +542,24 @@ def test_stored_layout_is_reused_for_the_same_rows(tmp_path: Path, monkeypatch) 
 
     vectors, labels = clustered_vectors([20, 20], dim=16, spread=0.2)
     ctx = make_context(vectors, labels)
-    first = build_map(ctx, (), method="pca", store=tmp_path)
+    first = mapped(ctx, (), method="pca", store=tmp_path)
 
     def no_layout(*args, **kwargs):
         raise AssertionError("the layout should have come from the store")
 
     with monkeypatch.context() as patched:
         patched.setattr(embedding_map, "_layout", no_layout)
-        again = build_map(ctx, (), method="pca", store=tmp_path)
+        again = mapped(ctx, (), method="pca", store=tmp_path)
     assert (again["x"], again["y"], again["method"]) == (first["x"], first["y"], first["method"])
     moved = make_context(vectors + np.float32(0.01), labels)  # other vectors: laid out afresh
-    assert build_map(moved, (), method="pca", store=tmp_path)["x"] != first["x"]
+    assert mapped(moved, (), method="pca", store=tmp_path)["x"] != first["x"]
     assert len(list(tmp_path.glob("*.npz"))) == 2
 
 
 def test_map_none_still_indexes_files() -> None:
     vectors, labels = clustered_vectors([5, 5], dim=8)
     ctx = make_context(vectors, labels)
-    fmap = build_map(ctx, (), method="none")
+    fmap = mapped(ctx, (), method="none")
     assert fmap["method"] == "none" and len(fmap["path"]) == 10 and set(fmap["x"]) == {None}
 
 
@@ -599,7 +604,7 @@ def test_a_few_new_images_are_placed_into_the_stored_layout(tmp_path: Path, monk
     import datacheck.embedding_map as embedding_map
 
     vectors, labels = clustered_vectors([40, 40], dim=16, spread=0.2, seed=5)
-    first = build_map(make_context(vectors[:-2], labels[:-2]), (), method="pca", store=tmp_path)
+    first = mapped(make_context(vectors[:-2], labels[:-2]), (), method="pca", store=tmp_path)
     grown = make_context(vectors, labels)  # two more images of the second blob
 
     def no_layout(*args, **kwargs):
@@ -607,7 +612,7 @@ def test_a_few_new_images_are_placed_into_the_stored_layout(tmp_path: Path, monk
 
     with monkeypatch.context() as patched:
         patched.setattr(embedding_map, "_layout", no_layout)
-        placed = build_map(grown, (), method="pca", store=tmp_path)
+        placed = mapped(grown, (), method="pca", store=tmp_path)
     assert placed["x"][:78] == first["x"] and placed["y"][:78] == first["y"]  # nothing already shown moves
     xy = np.column_stack([placed["x"], placed["y"]]).astype(float)
     blob = xy[40:78]
@@ -618,5 +623,5 @@ def test_a_few_new_images_are_placed_into_the_stored_layout(tmp_path: Path, monk
     calls: list[int] = []
     real = embedding_map._layout
     monkeypatch.setattr(embedding_map, "_layout", lambda c, r, m, s: calls.append(len(r)) or real(c, r, m, s))
-    build_map(make_context(vectors[:-4], labels[:-4]), (), method="pca", store=tmp_path)
+    mapped(make_context(vectors[:-4], labels[:-4]), (), method="pca", store=tmp_path)
     assert calls == [76]
