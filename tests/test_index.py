@@ -269,3 +269,27 @@ def test_exact_search_reports_full_recall_and_the_store_keeps_the_measured_one(t
     served = build_knn_cached(x, params, tmp_path)
     assert built.search_recall < 1.0
     assert served.search_recall == built.search_recall
+
+
+def test_compiled_rescoring_scores_what_the_gathered_product_scores():
+    from datacheck.halfrows import HalfUnitRows
+    from datacheck.index import _rescore, _rescore_blocked
+
+    rng = np.random.default_rng(7)
+    n, dim, m, k = 5000, 96, 12, 5
+    raw = rng.normal(size=(n, dim)).astype(np.float16)
+    half = HalfUnitRows.of(raw)  # the large-set path: rows gathered as float32 blocks
+    unit = np.asarray(half)  # the same unit rows as one float32 array: the compiled kernel
+    candidates = rng.integers(0, n, size=(n, m)).astype(np.int32)
+    ids, sims = _rescore_blocked(unit, candidates, k)
+    ids_half, sims_half = _rescore_blocked(half, candidates, k)
+    ids_ref, sims_ref = _rescore(unit, unit, candidates, k)
+    # two float32 dot products of unit rows, summed in different orders, differ by at most 2·d·2⁻²⁴
+    bound = 2 * dim * 2.0**-24
+    for got_ids, got in ((ids, sims), (ids_half, sims_half)):
+        np.testing.assert_allclose(got, sims_ref, rtol=0, atol=bound)  # position by position
+        assert (np.diff(got, axis=1) <= 0).all()  # most similar first
+        assert (got_ids == ids_ref).mean() > 0.99  # only near-ties may swap places
+    exact = np.einsum("nd,nkd->nk", unit.astype(np.float64), unit[candidates].astype(np.float64))
+    best = np.sort(exact, axis=1)[:, ::-1][:, :k]
+    np.testing.assert_allclose(sims, best, rtol=0, atol=bound)  # against float64 arithmetic
