@@ -299,8 +299,9 @@ def _checks_and_layout(
     them (its UMAP epochs release the GIL), under the checks' one-BLAS-thread rule; it used to wait for the
     last check and then take one core for ~5 s at 60,000 images.
     """
+    from datacheck.blocks import one_blas_thread
     from datacheck.embedding_map import lay_out
-    from datacheck.runner import one_blas_thread, run_checks
+    from datacheck.runner import run_checks
 
     store = ctx.derived_dir / "map" if ctx.derived_dir else None
 

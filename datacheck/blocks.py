@@ -18,6 +18,15 @@ from threadpoolctl import threadpool_limits
 T = TypeVar("T")
 
 
+def one_blas_thread() -> threadpool_limits:
+    """BLAS held at one thread, for work that runs on threads side by side.
+
+    The threads then do not oversubscribe the cores, and each one's result does not depend on what runs
+    beside it: the checks, the map's layout beside them, :func:`map_blocks`' blocks.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def map_blocks(work: Callable[[int], T], starts: Sequence[int], max_workers: int | None = None) -> list[T]:
     """``[work(start) for start in starts]``, on up to every core (at most ``max_workers`` threads).
 
@@ -27,7 +36,7 @@ def map_blocks(work: Callable[[int], T], starts: Sequence[int], max_workers: int
     """
     cores = os.cpu_count() or 1
     workers = min(max_workers or cores, cores, len(starts))
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         if workers <= 1:
             return [work(start) for start in starts]
         with ThreadPoolExecutor(workers) as pool:

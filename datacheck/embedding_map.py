@@ -368,7 +368,7 @@ def _import_umap() -> ModuleType:
 _NOGIL_EPOCH = "_nb_optimize_layout_euclidean_single_epoch"
 
 
-def _release_gil_in_layout_epochs() -> bool:
+def _release_gil_in_layout_epochs() -> None:
     """Have UMAP's layout epochs release the GIL, so the layout runs beside the checks' Python threads.
 
     umap-learn compiles its single-threaded epoch without ``nogil``: each epoch (tens of ms at 20,000 points)
@@ -376,15 +376,13 @@ def _release_gil_in_layout_epochs() -> bool:
     The epoch works on numpy arrays only, so the same function compiled with ``nogil=True`` computes the
     same layout. It is compiled from a copy with its own name, so numba's disk cache (which does not key on
     ``nogil``) never serves the GIL-holding build in its place. A umap-learn without that function is left
-    as it is. Returns whether the GIL-releasing epoch is in place.
+    as it is.
     """
     layouts = sys.modules.get("umap.layouts")
     epoch = getattr(layouts, _NOGIL_EPOCH, None)
     python_epoch = getattr(epoch, "py_func", None)
-    if epoch is None or python_epoch is None:
-        return False
-    if epoch.targetoptions.get("nogil"):
-        return True
+    if python_epoch is None or epoch.targetoptions.get("nogil"):
+        return
     from datacheck.jit import compiled
 
     copy = types.FunctionType(
@@ -400,7 +398,6 @@ def _release_gil_in_layout_epochs() -> bool:
         name: epoch.targetoptions[name] for name in ("fastmath", "parallel") if name in epoch.targetoptions
     }
     setattr(layouts, _NOGIL_EPOCH, compiled(copy, nogil=True, **options))
-    return True
 
 
 def _keep_compiled_code(prefixes: tuple[str, ...]) -> int:

@@ -206,11 +206,10 @@ def _rescore_blocked(
     """
     if isinstance(unit, np.ndarray):
         kernel = _dots_kernel()
-        rows = np.arange(len(unit), dtype=np.int64)
 
         def fused(start: int) -> tuple[np.ndarray, np.ndarray]:
             block = candidates[start : start + _DOTS_BLOCK]
-            return _best(block, kernel(unit, rows[start : start + len(block)], block), k)
+            return _best(block, kernel(unit, start, block), k)
 
         done = map_blocks(fused, range(0, len(unit), _DOTS_BLOCK))
     else:
@@ -224,13 +223,13 @@ def _rescore_blocked(
 
 
 @functools.cache
-def _dots_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+def _dots_kernel() -> Callable[[np.ndarray, int, np.ndarray], np.ndarray]:
     """:func:`_candidate_dots` compiled on first use (``nogil``: blocks run on every core)."""
     return compiled(_candidate_dots, nogil=True, fastmath=True)
 
 
-def _candidate_dots(unit: np.ndarray, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """``out[i, j] = unit[rows[i]] · unit[candidates[i, j]]`` in float32, read in place (no gathered copy).
+def _candidate_dots(unit: np.ndarray, first: int, candidates: np.ndarray) -> np.ndarray:
+    """``out[i, j] = unit[first + i] · unit[candidates[i, j]]`` in float32, read in place (no gathered copy).
 
     ``fastmath`` lets the compiler split each sum over vector lanes, as a BLAS product does.
     """
@@ -238,7 +237,7 @@ def _candidate_dots(unit: np.ndarray, rows: np.ndarray, candidates: np.ndarray) 
     dim = unit.shape[1]
     out = np.empty((n_rows, n_candidates), np.float32)
     for i in range(n_rows):
-        query = unit[rows[i]]
+        query = unit[first + i]
         for j in range(n_candidates):
             row = unit[candidates[i, j]]
             total = np.float32(0.0)

@@ -9,9 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from threadpoolctl import threadpool_limits
-
 from datacheck import results_store
+from datacheck.blocks import one_blas_thread
 from datacheck.checks import all_checks
 from datacheck.checks.base import CheckResult, CheckSpec, Severity, Status, status_from
 from datacheck.context import AuditContext
@@ -72,15 +71,6 @@ def with_severity(res: CheckResult, severity: str) -> CheckResult:
     )
     status = res.status if res.status in (Status.ERROR, Status.SKIPPED) else status_from(findings)
     return dataclasses.replace(res, findings=findings, status=status)
-
-
-def one_blas_thread() -> threadpool_limits:
-    """BLAS held at one thread: how the checks run, whatever the number of workers.
-
-    Their results then cannot depend on what runs beside them; work beside the checks (the map's layout)
-    runs under the same limit.
-    """
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def run_checks(
