@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from datacheck.config import Config, load_config
 from datacheck.dataset import Dataset, FileIssue, discover, discover_unlabelled
+from datacheck.dataset.streamed import Discovered, spool_dataset
+from datacheck.embed.cache import default_cache_dir
 from datacheck.embed.pipeline import CacheFill, Embeddings, ProgressFn, embed_dataset
 from datacheck.embed.pipeline import fill_cache as pipeline_fill_cache
 from datacheck.errors import UsageError
@@ -49,9 +51,9 @@ class EmbedResult:
 
 @dataclass(frozen=True)
 class FillResult:
-    """A discovered dataset and what filling the cache with its embeddings did (counts, no vectors)."""
+    """What discovery found (counts, no records) and what filling the cache did (counts, no vectors)."""
 
-    dataset: Dataset
+    dataset: Discovered
     fill: CacheFill
 
     @property
@@ -60,7 +62,7 @@ class FillResult:
         return _problems(self.dataset, self.fill.failures)
 
 
-def _problems(dataset: Dataset, failures: tuple[FileIssue, ...]) -> tuple[FileIssue, ...]:
+def _problems(dataset: Dataset | Discovered, failures: tuple[FileIssue, ...]) -> tuple[FileIssue, ...]:
     return tuple(sorted(dataset.issues + failures, key=lambda f: f.path))
 
 
@@ -90,25 +92,44 @@ def fill_cache(
 ) -> FillResult:
     """:func:`embed` without gathering the vectors (what ``datacheck embed`` runs): counts only.
 
-    Every image the cache lacks is embedded into it; memory does not grow with the vectors.
+    Every image the cache lacks is embedded into it. Neither the records nor the vectors are held: the
+    records are discovered into a temporary file beside the cache and read a chunk at a time
+    (:func:`~datacheck.dataset.streamed.spool_dataset`), so memory does not grow with the dataset.
     """
-    dataset = _discover_beside_cache(path, params, manifest, format_in)
-    return FillResult(dataset, pipeline_fill_cache(dataset, params, progress=progress))
+    params = params or EmbedParams()
+    _claim_cache_beside(path, params)
+    _check_format(format_in)
+    where = Path(params.cache_dir or default_cache_dir())
+    with spool_dataset(_local_or_uri(path), manifest, format_in=format_in, directory=where) as dataset:
+        fill = pipeline_fill_cache(dataset, params, progress=progress)
+        return FillResult(dataset.summary(), fill)
 
 
 def _discover_beside_cache(
     path: Path | str, params: EmbedParams | None, manifest: Path | None, format_in: str
 ) -> Dataset:
     """The dataset at ``path``, a cache inside it marked as datacheck's own first (so it is left out)."""
-    if not is_uri(str(path)):  # nothing local can be inside a remote dataset
-        claim_cache((params or EmbedParams()).cache_dir, Path(path))
+    _claim_cache_beside(path, params or EmbedParams())
     return _discover(path, manifest, format_in)
 
 
-def _discover(path: Path | str, manifest: Path | None, format_in: str) -> Dataset:
+def _claim_cache_beside(path: Path | str, params: EmbedParams) -> None:
+    if not is_uri(str(path)):  # nothing local can be inside a remote dataset
+        claim_cache(params.cache_dir, Path(path))
+
+
+def _check_format(format_in: str) -> None:
     if format_in not in FORMATS:
         raise UsageError(f"unknown dataset format '{format_in}': use {', '.join(FORMATS)}")
-    return discover(path if is_uri(str(path)) else Path(path), manifest=manifest, format_in=format_in)
+
+
+def _local_or_uri(path: Path | str) -> Path | str:
+    return path if is_uri(str(path)) else Path(path)
+
+
+def _discover(path: Path | str, manifest: Path | None, format_in: str) -> Dataset:
+    _check_format(format_in)
+    return discover(_local_or_uri(path), manifest=manifest, format_in=format_in)
 
 
 def _dataset_summary(dataset: Dataset, failures: tuple[FileIssue, ...]) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,34 @@ def test_pure_batch_step_matches_the_pipeline(tmp_path, cache_dir):
     )
     assert cos.min() > 0.999
     assert [o.file_sha256 for o in out[:-1]] == list(result.file_sha256)
+
+
+def test_fill_cache_a_chunk_at_a_time_from_disk_counts_like_one_pass(tmp_path, cache_dir, monkeypatch):
+    """``datacheck embed`` reads the records from disk in chunks: same counts, failures and cache rows."""
+    from datacheck import api
+    from datacheck.embed import pipeline
+
+    monkeypatch.setattr(pipeline, "_FILL_CHUNK", 4)  # 14 files: 4 chunks of records, 4 of misses
+    root = _tree(tmp_path / "ds", seed=29)  # contents no other test embeds into the shared cache
+    (root / "apple" / "empty.jpg").write_bytes(b"")
+    (root / "plum" / "copy.png").write_bytes((root / "plum" / "0.png").read_bytes())
+    (root / "pear" / "notes.txt").write_text("not an image")
+    stages: list[tuple[str, int, int]] = []
+    first = api.fill_cache(root, _params(cache_dir), progress=lambda *seen: stages.append(seen))
+    assert (first.fill.images, first.fill.cached, first.fill.computed) == (13, 0, 13)
+    assert (first.dataset.images, first.dataset.root, first.dataset.layout) == (14, root, "classes")
+    assert [(p.path, p.kind) for p in first.problems] == [
+        ("apple/empty.jpg", "unreadable"),
+        ("pear/notes.txt", "not_an_image"),
+    ]
+    for stage in ("hash", "cache", "embed"):  # one bar per stage over the whole run, never going back
+        seen = [(done, total) for name, done, total in stages if name == stage]
+        assert all(a[0] <= b[0] for a, b in itertools.pairwise(seen)), (stage, seen)
+        assert seen[-1] == (14, 14), (stage, seen)  # 14 files hashed and looked up, 14 misses embedded
+    again = api.fill_cache(root, _params(cache_dir))
+    assert (again.fill.images, again.fill.cached, again.fill.computed) == (13, 13, 0)
+    served = embed_dataset(discover(root), _params(cache_dir))
+    assert (served.computed, served.cached) == (0, 13)
 
 
 def test_auto_image_size_rule():

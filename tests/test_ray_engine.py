@@ -176,10 +176,13 @@ def test_a_killed_worker_is_retried_without_lost_or_doubled_rows(
                 os._exit(1)
             return super().__call__(batch)
 
-    out = tmp_path / "shards"
+    out, listed = tmp_path / "shards", tmp_path / "todo"
+    rows = ray_engine._write_todo([todo[:3], todo[3:]], listed, rows_per_file=4)  # files of 4, 4 and 2 rows
+    assert rows == len(todo) == 10 and len(list(listed.glob("*.parquet"))) == 3
     ray_engine._run_pipeline(
         ray,
-        todo,
+        listed,
+        rows,
         params,
         96,
         str(params.cache_dir / ARTIFACTS_DIR),

@@ -7,9 +7,10 @@ dataset root. A path listed twice is kept once and reported as ``duplicate_path`
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from datacheck.dataset.records import (
     _sorted_issues,
     display_name,
 )
+from datacheck.dataset.streamed import identity_key
+from datacheck.dataset.tree import FoundStore, _FoundList
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ def _manifest_display_path(abs_path: str, root: Path) -> str:
     return _join_display(Path(rel).parts)
 
 
-def _discover_manifest(root: Path, manifest: Path) -> Dataset:
+def _check_paths(root: Path, manifest: Path) -> None:
     if not manifest.is_file():
         raise DatasetError(
             f"manifest {manifest} does not exist: pass a CSV file with the columns path,label[,split]"
@@ -99,26 +102,64 @@ def _discover_manifest(root: Path, manifest: Path) -> Dataset:
         raise DatasetError(
             f"dataset root {root} is not a folder: with a manifest, pass the folder its paths are under"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """A usable manifest row, before rows naming the same file are merged."""
+
+    line: int
+    label: str  # as written in the manifest (quoted in the duplicate's reason)
+    record: ImageRecord
+
+
+def manifest_items(root: Path, manifest: Path, listed: FoundStore) -> Iterator[ImageRecord | FileIssue]:
+    """Every labelled image the manifest lists and every row left out, in no particular order.
+
+    ``listed`` holds the usable rows until rows naming the same file are merged (the first row is kept): in
+    memory, or on disk for :func:`~datacheck.dataset.streamed.spool_dataset`.
+    """
+    _check_paths(root, manifest)
+    for row in _read_rows(manifest):
+        item = row if isinstance(row, FileIssue) else _manifest_item(row, root, manifest)
+        if isinstance(item, FileIssue):
+            yield item
+        else:
+            identity, found = item
+            listed.add(identity_key(identity, found.line), (identity, found))
+    for _, group in itertools.groupby(listed.in_order(), key=lambda pair: pair[0]):
+        (_, first), *others = group
+        yield first.record
+        for _, other in others:
+            yield FileIssue(
+                other.record.path,
+                "duplicate_path",
+                f"listed twice: manifest line {other.line} repeats the file of line {first.line} "
+                f"(label {display_name(first.label)!r}); counted once",
+            )
+
+
+def no_records_message(manifest: Path, issues: Sequence[FileIssue]) -> str:
+    """What to do when a manifest lists no usable image."""
+    return (
+        f"manifest {manifest} lists no usable image ({len(issues)} rows left out); "
+        "check that its paths are relative to the manifest's folder or absolute"
+    )
+
+
+def _discover_manifest(root: Path, manifest: Path) -> Dataset:
     records: list[ImageRecord] = []
     issues: list[FileIssue] = []
-    first_seen: dict[tuple[int, int], _ManifestRow] = {}
-    for row in _read_rows(manifest):
-        if isinstance(row, FileIssue):
-            issues.append(row)
-            continue
-        item = _manifest_item(row, root, manifest, first_seen)
+    for item in manifest_items(root, manifest, _FoundList()):
         (records if isinstance(item, ImageRecord) else issues).append(item)
     if not records:
-        raise DatasetError(
-            f"manifest {manifest} lists no usable image ({len(issues)} rows left out); "
-            "check that its paths are relative to the manifest's folder or absolute"
-        )
+        raise DatasetError(no_records_message(manifest, issues))
     return Dataset(root, "manifest", tuple(sorted(records, key=lambda r: r.path)), _sorted_issues(issues))
 
 
 def _manifest_item(
-    row: _ManifestRow, root: Path, manifest: Path, first_seen: dict[tuple[int, int], _ManifestRow]
-) -> ImageRecord | FileIssue:
+    row: _ManifestRow, root: Path, manifest: Path
+) -> tuple[tuple[int, int], _Listed] | FileIssue:
     abs_path = os.path.normpath(os.path.join(manifest.parent, row.path))
     path = _manifest_display_path(abs_path, root)
     where = f"manifest line {row.line}"
@@ -134,14 +175,5 @@ def _manifest_item(
         return FileIssue(path, "not_an_image", _not_an_image_reason(os.path.basename(abs_path)))
     if not row.label:
         return FileIssue(path, "no_label", f"empty label: {where} has no label; fill in the label column")
-    identity = (st.st_dev, st.st_ino)
-    if identity in first_seen:
-        first = first_seen[identity]
-        return FileIssue(
-            path,
-            "duplicate_path",
-            f"listed twice: {where} repeats the file of line {first.line} "
-            f"(label {display_name(first.label)!r}); counted once",
-        )
-    first_seen[identity] = row
-    return ImageRecord(path, Path(abs_path), display_name(row.label), row.split)
+    record = ImageRecord(path, Path(abs_path), display_name(row.label), row.split)
+    return (st.st_dev, st.st_ino), _Listed(row.line, row.label, record)

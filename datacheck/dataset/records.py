@@ -8,10 +8,11 @@ split hash (:func:`stable_split_percentage`).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -157,6 +158,15 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.records)
 
+    def record_chunks(self, size: int) -> Iterator[tuple[ImageRecord, ...]]:
+        """The records, ``size`` at a time (as :class:`~datacheck.dataset.streamed.SpooledDataset` gives)."""
+        for first in range(0, len(self.records), size):
+            yield self.records[first : first + size]
+
+    def size_sample(self, k: int) -> list[ImageRecord]:
+        """:func:`size_sample` of the records."""
+        return size_sample(self.records, k)
+
     @cached_property
     def classes(self) -> tuple[str, ...]:
         """Class names, sorted."""
@@ -218,6 +228,22 @@ def stable_split_percentage(path: str) -> float:
     hash_name = _NOHASH.sub("", base)
     digest = hashlib.sha1(hash_name.encode("utf-8", "surrogateescape")).hexdigest()
     return (int(digest, 16) % (_MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / _MAX_NUM_IMAGES_PER_CLASS)
+
+
+def size_sample_key(path: str) -> int:
+    """Where a record falls in the sample an automatic input size is decided on (a signed 64-bit int).
+
+    A hash of the record's path: the sample (the records with the smallest keys) is the same whichever order
+    the records come in, so a dataset read as a stream (``datacheck embed``) and the same dataset in memory
+    (``datacheck audit``) decide the same size, and adding a few images rarely changes it.
+    """
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)  # SQLite integers are signed 64-bit
+
+
+def size_sample(records: Iterable[ImageRecord], k: int) -> list[ImageRecord]:
+    """The ``k`` records with the smallest :func:`size_sample_key` (ties by path), in that order."""
+    return heapq.nsmallest(k, records, key=lambda r: (size_sample_key(r.path), r.path))
 
 
 def display_name(name: str) -> str:

@@ -7,12 +7,15 @@ every file met is either a record or a :class:`~datacheck.dataset.records.FileIs
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import stat
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from datacheck.dataset.records import (
     IMAGE_EXTENSIONS,
@@ -28,6 +31,7 @@ from datacheck.dataset.records import (
     _sorted_issues,
     display_name,
 )
+from datacheck.dataset.streamed import identity_key
 from datacheck.fileio import stat_fingerprint
 from datacheck.outputs import is_marked
 
@@ -52,11 +56,39 @@ class _Found:
     fingerprint: str  # stat_fingerprint(): hashing trusts a remembered hash by it
 
 
+class FoundStore(Protocol):
+    """Where a walk puts the files it meets: a list in memory, or rows on disk (``datacheck embed``)."""
+
+    def add(self, key: bytes, item: Any) -> None:
+        """Keep ``item`` under ``key``."""
+
+    def __len__(self) -> int: ...
+
+    def in_order(self) -> Iterator[Any]:
+        """Every item, by key."""
+
+
+class _FoundList:
+    """A :class:`FoundStore` in memory: the same order as the on-disk one (by key)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[bytes, Any]] = []
+
+    def add(self, key: bytes, item: Any) -> None:
+        self._items.append((key, item))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def in_order(self) -> Iterator[Any]:
+        return (item for _, item in sorted(self._items, key=lambda pair: pair[0]))
+
+
 @dataclass
 class _Walk:
-    """Everything one walk of a tree found."""
+    """Everything one walk of a tree found: files in ``files`` (by identity), issues here."""
 
-    files: list[_Found] = field(default_factory=list)
+    files: FoundStore = field(default_factory=_FoundList)
     issues: list[FileIssue] = field(default_factory=list)
 
 
@@ -141,7 +173,8 @@ def _scan_dir(pending: _PendingDir, walk: _Walk) -> list[_PendingDir]:
         elif stat.S_ISREG(st.st_mode):
             linked = pending.via_symlink or is_link
             found = _Found(parts, _join_display(parts), abs_path, identity, linked, stat_fingerprint(st))
-            walk.files.append(found)
+            # de-duplication reads the files grouped by identity, real paths first, then by path
+            walk.files.add(identity_key(identity, int(linked), found.path), found)
         else:
             walk.issues.append(
                 FileIssue(_join_display(parts), "not_an_image", "not a regular file: device, pipe or socket")
@@ -169,14 +202,14 @@ def _unstattable(parts: tuple[str, ...], entry: os.DirEntry[str], err: OSError) 
     return FileIssue(path, "unreadable", f"cannot inspect file: {err.strerror or err}")
 
 
-def _walk_tree(root: Path) -> _Walk:
+def _walk_tree(root: Path, files: FoundStore | None = None) -> _Walk:
     """Walk ``root`` following symlinks, without loops and preferring real paths over linked ones.
 
     The real tree is walked first (depth first, sorted); folders reached through a symbolic link are
     deferred and walked afterwards in path order, so a folder linked from elsewhere is listed under its
     real path and the link is reported as ``duplicate_path``.
     """
-    walk = _Walk()
+    walk = _Walk() if files is None else _Walk(files)
     root_stat = os.stat(root)
     root_identity = (root_stat.st_dev, root_stat.st_ino)
     seen: dict[tuple[int, int], str] = {root_identity: "."}
@@ -215,26 +248,20 @@ def _mark_seen(pending: _PendingDir, seen: dict[tuple[int, int], str], issues: l
     return True
 
 
-def _dedupe_files(files: list[_Found]) -> tuple[list[_Found], list[FileIssue]]:
-    """Keep one path per physical file: real paths before linked ones, then the first in path order."""
-    by_identity: dict[tuple[int, int], list[_Found]] = defaultdict(list)
-    for found in files:
-        by_identity[found.identity].append(found)
-    kept: list[_Found] = []
-    issues: list[FileIssue] = []
-    for group in by_identity.values():
-        group.sort(key=lambda f: (f.via_symlink, f.path))
-        kept.append(group[0])
-        issues.extend(
-            FileIssue(
+def _deduplicated(files: FoundStore) -> Iterator[_Found | FileIssue]:
+    """One path per physical file: real paths before linked ones, then the first in path order.
+
+    ``files`` yields them grouped by identity, each group in that order (the walk's keys).
+    """
+    for _, group in itertools.groupby(files.in_order(), key=lambda f: f.identity):
+        first, *others = group
+        yield first
+        for other in others:
+            yield FileIssue(
                 other.path,
                 "duplicate_path",
-                f"same file reached twice: identical to {group[0].path!r} "
-                "(symbolic or hard link); counted once",
+                f"same file reached twice: identical to {first.path!r} (symbolic or hard link); counted once",
             )
-            for other in group[1:]
-        )
-    return kept, issues
 
 
 def _classify(found: _Found, layout: Layout) -> ImageRecord | FileIssue:
@@ -268,20 +295,34 @@ def _no_class_folder_in_split(found: _Found) -> FileIssue:
     )
 
 
-def _discover_tree(root: Path) -> Dataset:
+def tree_layout(root: Path) -> Layout:
+    """The layout of the folder tree at ``root`` (``splits`` or ``classes``); DatasetError if unusable."""
     _check_root(root)
-    layout = _detect_layout(_top_level_folders(root))
-    walk = _walk_tree(root)
-    if not walk.files and not walk.issues:
+    return _detect_layout(_top_level_folders(root))
+
+
+def tree_items(root: Path, layout: Layout, files: FoundStore) -> Iterator[ImageRecord | FileIssue]:
+    """Every labelled image under ``root`` and every file left out, in no particular order.
+
+    ``files`` holds the walked files until they are de-duplicated (in memory, or on disk for
+    :func:`~datacheck.dataset.streamed.spool_dataset`).
+    """
+    walk = _walk_tree(root, files)
+    if not len(walk.files) and not walk.issues:
         raise DatasetError(
             f"dataset folder {root} is empty: put images in one sub-folder per class "
             "(root/<class>/<image>, or root/<split>/<class>/<image>)"
         )
-    kept, issues = _dedupe_files(walk.files)
-    issues.extend(walk.issues)
+    yield from walk.issues
+    for item in _deduplicated(walk.files):
+        yield item if isinstance(item, FileIssue) else _classify(item, layout)
+
+
+def _discover_tree(root: Path) -> Dataset:
+    layout = tree_layout(root)
     records: list[ImageRecord] = []
-    for found in kept:
-        item = _classify(found, layout)
+    issues: list[FileIssue] = []
+    for item in tree_items(root, layout, _FoundList()):
         (records if isinstance(item, ImageRecord) else issues).append(item)
     if not records:
         raise DatasetError(_no_images_message(root, issues))
@@ -296,15 +337,17 @@ def discover_unlabelled(root: Path) -> Dataset:
     """
     _check_root(root)
     walk = _walk_tree(root)
-    kept, issues = _dedupe_files(walk.files)
-    issues.extend(walk.issues)
+    issues = list(walk.issues)
     records: list[ImageRecord] = []
-    for found in kept:
-        if not _is_image_name(found.parts[-1]):
+    for found in _deduplicated(walk.files):
+        if isinstance(found, FileIssue):
+            issues.append(found)
+        elif not _is_image_name(found.parts[-1]):
             issues.append(FileIssue(found.path, "not_an_image", _not_an_image_reason(found.parts[-1])))
-            continue
-        label = display_name(found.parts[0]) if len(found.parts) > 1 else ""
-        records.append(ImageRecord(found.path, found.abs_path, label, None, fingerprint=found.fingerprint))
+        else:
+            label = display_name(found.parts[0]) if len(found.parts) > 1 else ""
+            record = ImageRecord(found.path, found.abs_path, label, None, fingerprint=found.fingerprint)
+            records.append(record)
     if not records:
         raise DatasetError(f"no images found under the reference folder {root}")
     return Dataset(root, "classes", tuple(sorted(records, key=lambda r: r.path)), _sorted_issues(issues))

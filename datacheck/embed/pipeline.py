@@ -21,13 +21,15 @@ import os
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from datacheck.dataset import Dataset, FileIssue, ImageRecord
+from datacheck.dataset.records import size_sample
+from datacheck.dataset.streamed import RecordSpool, SpooledDataset, scratch_spool
 from datacheck.embed.cache import (
     Cache,
     CacheError,
@@ -63,7 +65,9 @@ _HASH_CHUNK = 256
 ProgressFn = Callable[[str, int, int], None]
 
 #: Images sampled to choose the automatic input size.
-_AUTO_SIZE_SAMPLE = 256
+AUTO_SIZE_SAMPLE = 256
+#: Records :func:`fill_cache` hashes and looks up at a time: what bounds its memory, whatever the dataset.
+_FILL_CHUNK = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +213,15 @@ def _header_short_side(record: ImageRecord) -> int | None:
         return None
 
 
-def resolve_image_size(params: EmbedParams, records: Sequence[ImageRecord]) -> int:
-    """The concrete input size: ``params.image_size`` or the automatic rule on a sample of image headers."""
+def resolve_image_size(params: EmbedParams, records: Iterable[ImageRecord]) -> int:
+    """The concrete input size: ``params.image_size`` or the automatic rule on a sample of image headers.
+
+    The sample is :func:`~datacheck.dataset.records.size_sample`'s: the same records whichever order they
+    come in, so ``datacheck embed`` (records streamed) and ``datacheck audit`` (in memory) agree.
+    """
     if params.image_size != "auto":
         return int(params.image_size)
-    step = max(1, len(records) // _AUTO_SIZE_SAMPLE)
-    sides = [s for r in records[::step] if (s := _header_short_side(r)) is not None]
+    sides = [s for r in size_sample(records, AUTO_SIZE_SAMPLE) if (s := _header_short_side(r)) is not None]
     size = auto_image_size(statistics.median(sides)) if sides else 224
     logger.info(
         "image size auto: %d px (median short side %s of %d sampled images)",
@@ -728,48 +735,113 @@ class CacheFill:
 
 
 def fill_cache(
-    dataset: Dataset, params: EmbedParams | None = None, *, progress: ProgressFn | None = None
+    source: Dataset | SpooledDataset, params: EmbedParams | None = None, *, progress: ProgressFn | None = None
 ) -> CacheFill:
-    """Embed into the cache every image of ``dataset`` it lacks, and return counts only (``datacheck embed``).
+    """Embed into the cache every image of ``source`` it lacks, and return counts only (``datacheck embed``).
 
-    :func:`embed_dataset` without gathering the vectors: cached rows are looked up a chunk at a time and
-    let go, computed ones are committed and dropped, so memory does not grow with the vectors (at a million
-    images the gathered vectors alone are 2.4 GB). With ``engine = "ray"`` the missing contents are embedded
-    on the cluster (:func:`datacheck.embed.ray_engine.embed_on_ray`); what it could not read is tried here,
-    which words the reasons.
+    :func:`embed_dataset` without gathering the vectors, and a chunk of records at a time: each chunk is
+    hashed and looked up, the images the cache lacks go to a list on disk, and those are embedded in a
+    second pass (computed rows committed and dropped). Memory follows the chunk, not the dataset, when
+    ``source`` keeps its records on disk too (:func:`~datacheck.dataset.streamed.spool_dataset`). With
+    ``engine = "ray"`` the missing contents are embedded on the cluster
+    (:func:`datacheck.embed.ray_engine.embed_on_ray`); what it could not read is tried here, which words
+    the reasons.
     """
     params = params or EmbedParams()
     total_start = time.perf_counter()
     if params.engine == "ray":
-        from datacheck.embed.ray_engine import embed_on_ray, ray_module
+        from datacheck.embed.ray_engine import ray_module
 
         ray_module()  # a missing extra is said before any file is hashed
-    image_size = resolve_image_size(params, dataset.records)
-    with Cache(params.cache_dir or default_cache_dir()) as cache:
+    image_size = resolve_image_size(params, source.size_sample(AUTO_SIZE_SAMPLE))
+    with Cache(params.cache_dir or default_cache_dir()) as cache, scratch_spool(source, "todo") as todo:
         run = _Run(params, cache, image_size, progress, keep_rows=False)
-        slots, failures = run.hash_all(dataset.records)
-        misses = run.missing(slots)
-        cached, on_ray = len(slots) - len(misses), 0
-        if misses and params.engine == "ray":
-            embed_on_ray(_distinct(misses), params, image_size, progress=progress)
-            still = run.missing(misses, shown=False)
-            on_ray = len(misses) - len(still)
-            misses = still
-        if misses:
-            logger.info("%d of %d images need embedding", len(misses), len(slots))
-            run.compute(misses)
-    failures += [FileIssue(s.record.path, "unreadable", s.error) for s in misses if s.error]
-    computed = on_ray + sum(1 for s in misses if s.error is None)
+        cached, failures = _look_up(run, source, todo)
+        on_ray = 0
+        if len(todo) and params.engine == "ray":
+            from datacheck.embed.ray_engine import embed_on_ray
+
+            embed_on_ray(todo.distinct_chunks(_FILL_CHUNK), params, image_size, progress=progress)
+        if len(todo):
+            logger.info("%d of %d images need embedding", len(todo), cached + len(todo))
+        on_ray, computed, errors = _compute_missing(run, todo, after_ray=params.engine == "ray")
     run.timings["total"] = time.perf_counter() - total_start
     return CacheFill(
         cached=cached,
-        computed=computed,
-        failures=tuple(sorted(failures, key=lambda f: f.path)),
+        computed=on_ray + computed,
+        failures=tuple(sorted(failures + errors, key=lambda f: f.path)),
         model_id=params.model,
         image_size=image_size,
         runtime=run._backend.runtime if run._backend is not None else ("ray" if on_ray else "cache"),
         timings=run.timings,
     )
+
+
+def _look_up(run: _Run, source: Dataset | SpooledDataset, todo: RecordSpool) -> tuple[int, list[FileIssue]]:
+    """Hash and look up every record a chunk at a time; the misses go to ``todo``.
+
+    Returns the number of records the cache serves and the files that could not be read.
+    """
+    progress, stages = run.progress, _ChunkedProgress(run.progress, len(source))
+    cached, failures = 0, []
+    try:
+        for chunk in source.record_chunks(_FILL_CHUNK):
+            run.progress = stages.chunk()
+            slots, failed = run.hash_all(chunk)
+            misses = run.missing(slots)
+            todo.extend((slot.record, slot.sha) for slot in misses)
+            cached += len(slots) - len(misses)
+            failures += failed
+    finally:
+        run.progress = progress
+    return cached, failures
+
+
+def _compute_missing(run: _Run, todo: RecordSpool, *, after_ray: bool) -> tuple[int, int, list[FileIssue]]:
+    """Embed in-process what ``todo`` lists and the cache still lacks; ``(on Ray, computed, failures)``.
+
+    ``after_ray``: the cluster has had its go, so what the cache holds now counts as embedded there, and the
+    rest (files it could not read) is tried here, which words the reasons.
+    """
+    progress, stages = run.progress, _ChunkedProgress(run.progress, len(todo))
+    on_ray = computed = 0
+    failures: list[FileIssue] = []
+    try:
+        for chunk in todo.chunks(_FILL_CHUNK):
+            run.progress = stages.chunk()
+            misses = [_Slot(record, sha or "") for record, sha in chunk]
+            if after_ray:
+                still = run.missing(misses, shown=False)
+                on_ray += len(misses) - len(still)
+                misses = still
+            if misses:
+                run.compute(misses)
+            failures += [FileIssue(s.record.path, "unreadable", s.error) for s in misses if s.error]
+            computed += sum(1 for s in misses if s.error is None)
+    finally:
+        run.progress = progress
+    return on_ray, computed, failures
+
+
+class _ChunkedProgress:
+    """Progress of a pass run a chunk at a time: each stage counted over the whole pass, not per chunk."""
+
+    def __init__(self, progress: ProgressFn, total: int) -> None:
+        self._progress, self._total = progress, total
+        self._before: dict[str, int] = {}  # per stage: what the chunks before this one counted
+        self._last: dict[str, int] = {}  # per stage: this chunk's own total
+
+    def chunk(self) -> ProgressFn:
+        """The callback for the next chunk (call once per chunk, before it starts)."""
+        for stage, total in self._last.items():
+            self._before[stage] = self._before.get(stage, 0) + total
+        self._last = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            self._last[stage] = total
+            self._progress(stage, self._before.get(stage, 0) + done, self._total)
+
+        return report
 
 
 def embed_dataset(

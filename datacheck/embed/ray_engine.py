@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,13 +111,14 @@ def cpu_split(cpus: float, actors: int) -> tuple[float, float]:
 
 
 def _record_row(record: ImageRecord, sha: str) -> dict[str, Any]:
+    """A record as a Parquet row; names as bytes (a file name need not be valid UTF-8)."""
     blob = record.blob
     return {
         "sha": sha,
-        "path": record.path,
-        "abs_path": str(record.abs_path),
+        "path": record.path.encode("utf-8", "surrogatepass"),
+        "abs_path": os.fsencode(record.abs_path),
         "blob_kind": blob.kind if blob else "",
-        "blob_container": blob.container if blob else "",
+        "blob_container": os.fsencode(blob.container) if blob else b"",
         "blob_a": blob.position[0] if blob else 0,
         "blob_b": blob.position[1] if blob else 0,
         "blob_column": blob.column if blob else "",
@@ -127,8 +129,9 @@ def _record_of(row: dict[str, Any]) -> ImageRecord:
     blob = None
     if row["blob_kind"]:
         position = (int(row["blob_a"]), int(row["blob_b"]))
-        blob = Blob(row["blob_kind"], row["blob_container"], position, row["blob_column"])
-    return ImageRecord(str(row["path"]), Path(str(row["abs_path"])), "", None, blob)
+        blob = Blob(row["blob_kind"], os.fsdecode(row["blob_container"]), position, row["blob_column"])
+    path = bytes(row["path"]).decode("utf-8", "surrogatepass")
+    return ImageRecord(path, Path(os.fsdecode(row["abs_path"])), "", None, blob)
 
 
 def decode_rows(batch: dict[str, np.ndarray], image_size: int, max_pixels: int) -> dict[str, np.ndarray]:
@@ -141,11 +144,9 @@ def decode_rows(batch: dict[str, np.ndarray], image_size: int, max_pixels: int) 
     stats = np.empty(n, dtype=object)
     errors = np.empty(n, dtype=object)
     for i in range(n):
-        row = {key: values[i] for key, values in batch.items()}
+        record = _record_of({key: values[i] for key, values in batch.items()})
         try:
-            decoded = decode_image(
-                read_record(_record_of(row)), image_size, name=row["path"], max_pixels=max_pixels
-            )
+            decoded = decode_image(read_record(record), image_size, name=record.path, max_pixels=max_pixels)
         except ImageDecodeError as err:
             stats[i], errors[i] = b"", str(err)
             continue
@@ -202,11 +203,11 @@ def prefill_cache(
 
     ray_module()  # a missing extra is said before any file is hashed
     todo = cache_misses(dataset.records, params, image_size, progress=progress)  # each content once
-    return embed_on_ray(todo, params, image_size, progress=progress)
+    return embed_on_ray([todo], params, image_size, progress=progress)
 
 
 def embed_on_ray(
-    todo: Sequence[tuple[ImageRecord, str]],
+    todo: Iterable[Sequence[tuple[ImageRecord, str]]],
     params: EmbedParams,
     image_size: int,
     *,
@@ -214,30 +215,59 @@ def embed_on_ray(
 ) -> RayRun:
     """Embed ``(record, content hash)`` pairs on Ray and import the results into the cache.
 
-    Stages 2–4 of the module docstring; ``todo`` lists each content once (what the cache lacks).
+    Stages 2–4 of the module docstring; ``todo`` gives each content once (what the cache lacks), in chunks:
+    they are written to Parquet files the cluster reads, so the driver never holds the whole list.
     """
     from datacheck.embed.cache import ARTIFACTS_DIR, default_cache_dir
 
     start = time.perf_counter()
-    if not todo:
-        return RayRun(0, 0, 0, time.perf_counter() - start)
-    ray = ray_module()
     cache_dir = Path(params.cache_dir or default_cache_dir())
     artifact_dir = cache_dir / ARTIFACTS_DIR
-    artifact_dir.mkdir(parents=True, exist_ok=True)  # converted models and the shards live there
-    _connect(ray, params.ray_address)
     shards = artifact_dir / "ray-shards" / uuid.uuid4().hex
     try:
+        submitted = _write_todo(todo, shards / "todo", 4 * params.batch_size)
+        if not submitted:
+            return RayRun(0, 0, 0, time.perf_counter() - start)
+        ray = ray_module()
+        _connect(ray, params.ray_address)
         with _ray_progress(ray, shown=progress is not None):
-            _run_pipeline(ray, todo, params, image_size, str(artifact_dir), shards)
-        embedded, failed = _import_shards(shards, cache_dir, params, image_size, progress)
+            todo_dir, artifacts = shards / "todo", str(artifact_dir)
+            _run_pipeline(ray, todo_dir, submitted, params, image_size, artifacts, shards / "out")
+        embedded, failed = _import_shards(shards / "out", cache_dir, params, image_size, progress)
     finally:
         shutil.rmtree(shards, ignore_errors=True)
     seconds = time.perf_counter() - start
     logger.info(
-        "ray: %d images sent, %d embedded, %d unreadable in %.1f s", len(todo), embedded, failed, seconds
+        "ray: %d images sent, %d embedded, %d unreadable in %.1f s", submitted, embedded, failed, seconds
     )
-    return RayRun(len(todo), embedded, failed, seconds)
+    return RayRun(submitted, embedded, failed, seconds)
+
+
+def _write_todo(todo: Iterable[Sequence[tuple[ImageRecord, str]]], folder: Path, rows_per_file: int) -> int:
+    """Write the records to embed as Parquet files of ``rows_per_file`` rows (one Ray block each).
+
+    Returns how many rows were written.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    written = 0
+    pending: list[dict[str, Any]] = []
+
+    def write() -> None:
+        nonlocal written, pending
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(pending), folder / f"todo-{written // rows_per_file:07d}.parquet")
+        written, pending = written + len(pending), []
+
+    for chunk in todo:
+        for record, sha in chunk:
+            pending.append(_record_row(record, sha))
+            if len(pending) == rows_per_file:
+                write()
+    if pending:
+        write()
+    return written
 
 
 @contextlib.contextmanager
@@ -258,7 +288,8 @@ def _ray_progress(ray: Any, *, shown: bool) -> Iterator[None]:
 
 def _run_pipeline(
     ray: Any,
-    todo: Sequence[Any],
+    todo: Path,
+    rows: int,
     params: EmbedParams,
     image_size: int,
     artifact_dir: str,
@@ -267,15 +298,17 @@ def _run_pipeline(
     decode: Callable[..., dict[str, np.ndarray]] = decode_rows,
     embedder: type = _Embedder,
 ) -> None:
-    """Stages 2–4 on the cluster: ``decode`` tasks, an actor pool of ``embedder``, shards in ``out``."""
+    """Stages 2–4 on the cluster: ``decode`` tasks, an actor pool of ``embedder``, shards in ``out``.
+
+    The ``rows`` records to embed are in the Parquet files under ``todo`` (:func:`_write_todo`).
+    """
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     actors = params.ray_actors or max(1, gpus)
     decode_cpus, actor_cpus = cpu_split(float(resources.get("CPU", 1)), actors)
     per_actor = {"num_gpus": 1} if gpus else {"num_cpus": actor_cpus}
-    items = [_record_row(record, sha) for record, sha in todo]
     bs = params.batch_size
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // (4 * bs)))
+    ds = ray.data.read_parquet(str(todo), override_num_blocks=max(1, rows // (4 * bs)))
     ds = ds.map_batches(
         decode,
         fn_kwargs={"image_size": image_size, "max_pixels": params.max_image_pixels},

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from datacheck.dataset import CONTAINER_LAYOUTS, Dataset, DatasetError, ImageRecord
+from datacheck.dataset import CONTAINER_LAYOUTS, Dataset, DatasetError, FileIssue, ImageRecord, _sorted_issues
 from datacheck.images import MAX_FILE_BYTES, read_file
-from datacheck.sources.fs import is_uri, isdir, isfile, listdir
+from datacheck.sources.fs import dataset_root, is_uri, isdir, isfile, listdir
 
 logger = logging.getLogger(__name__)
 
@@ -94,18 +95,50 @@ _SIDECARS = frozenset({"classes.txt", "readme.md", "license", "license.txt", "da
 
 def discover_container(root: Path | str, kind: str) -> Dataset:
     """Read a container dataset of format ``kind`` (one of the container layouts)."""
+    records: list[ImageRecord] = []
+    issues: list[FileIssue] = []
+    for item in container_items(root, kind):
+        (records if isinstance(item, ImageRecord) else issues).append(item)
+    text = container_root(root)
+    if not records:
+        raise DatasetError(no_records_message(kind, str(text), issues))
+    ordered = tuple(sorted(records, key=lambda r: r.path))
+    return Dataset(text, kind, ordered, _sorted_issues(issues))  # type: ignore[arg-type]
+
+
+def container_root(root: Path | str) -> Path | str:
+    """What :attr:`Dataset.root` holds for a container dataset: the absolute local path, or the URI."""
+    return dataset_root(_text(root))
+
+
+def _text(root: Path | str) -> str:
+    return str(root) if is_uri(str(root)) else str(Path(root).absolute())
+
+
+def container_items(root: Path | str, kind: str) -> Iterator[ImageRecord | FileIssue]:
+    """Every labelled image of a container dataset of format ``kind`` and every member left out, as read."""
     if kind not in CONTAINER_LAYOUTS:
         raise ValueError(f"not a container format: {kind!r}")
-    text = str(root) if is_uri(str(root)) else str(Path(root).absolute())
+    text = _text(root)
     if not (isfile(text) or isdir(text)):
         raise DatasetError(f"{text} does not exist: pass a {kind} file or folder")
     if kind == "webdataset":
-        from datacheck.sources.webdataset import discover_webdataset
+        from datacheck.sources.webdataset import webdataset_items
 
-        return discover_webdataset(text)
-    from datacheck.sources.tables import discover_hf, discover_parquet
+        return webdataset_items(text)
+    from datacheck.sources.tables import hf_items, parquet_items
 
-    return discover_parquet(text) if kind == "parquet" else discover_hf(text)
+    return parquet_items(text) if kind == "parquet" else hf_items(text)
+
+
+def no_records_message(kind: str, root: str, issues: Sequence[FileIssue]) -> str:
+    """What to do when a container dataset holds no labelled image."""
+    if kind == "webdataset":
+        from datacheck.sources.webdataset import no_records_message as webdataset_message
+
+        return webdataset_message(root, issues)
+    reasons = "; ".join(sorted({i.reason for i in issues})[:3])
+    return f"no labelled images in {root}: {reasons or 'the tables are empty'}"
 
 
 def read_record(record: ImageRecord, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:

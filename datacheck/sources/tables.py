@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from datacheck.dataset import Blob, Dataset, DatasetError, FileIssue, ImageRecord, _sorted_issues
+from datacheck.dataset import Blob, DatasetError, FileIssue, ImageRecord
 from datacheck.sources import fs, split_from_name
 
 logger = logging.getLogger(__name__)
@@ -76,19 +76,14 @@ def _pyarrow() -> Any:
 # ------------------------------------------------------------------------------------------------ Parquet
 
 
-def discover_parquet(root: str) -> Dataset:
-    """Read every ``.parquet`` file under ``root`` (a file or a folder, at any depth)."""
+def parquet_items(root: str) -> Iterator[ImageRecord | FileIssue]:
+    """Every labelled row of every ``.parquet`` file under ``root`` (a file or a folder, at any depth)."""
     _pyarrow()
     files = [root] if fs.isfile(root) else sorted(fs.files_under(root, ".parquet"))
     if not files:
         raise DatasetError(f"no .parquet files under {root}")
-    records: list[ImageRecord] = []
-    issues: list[FileIssue] = []
     for file in files:
-        rel = fs.relative(file, root)
-        for item in _parquet_rows(file, rel):
-            (records if isinstance(item, ImageRecord) else issues).append(item)
-    return _dataset(root, "parquet", records, issues)
+        yield from _parquet_rows(file, fs.relative(file, root))
 
 
 def _parquet_rows(file: str, rel: str) -> Iterator[ImageRecord | FileIssue]:
@@ -120,16 +115,11 @@ def _parquet_rows(file: str, rel: str) -> Iterator[ImageRecord | FileIssue]:
 # ------------------------------------------------------------------------------------- save_to_disk folders
 
 
-def discover_hf(root: str) -> Dataset:
-    """Read a Hugging Face ``Dataset`` or ``DatasetDict`` saved with ``save_to_disk``."""
+def hf_items(root: str) -> Iterator[ImageRecord | FileIssue]:
+    """Every labelled row of a Hugging Face ``Dataset`` or ``DatasetDict`` saved with ``save_to_disk``."""
     _pyarrow()
-    splits = _hf_splits(root)
-    records: list[ImageRecord] = []
-    issues: list[FileIssue] = []
-    for split, folder in splits:
-        for item in _hf_folder_rows(folder, fs.relative(folder, root) if folder != root else "", split):
-            (records if isinstance(item, ImageRecord) else issues).append(item)
-    return _dataset(root, "hf", records, issues)
+    for split, folder in _hf_splits(root):
+        yield from _hf_folder_rows(folder, fs.relative(folder, root) if folder != root else "", split)
 
 
 def _hf_splits(root: str) -> list[tuple[str | None, str]]:
@@ -268,14 +258,6 @@ def _label_text(value: Any, names: Sequence[str] | None) -> str:
     if names is not None and isinstance(value, int) and 0 <= value < len(names):
         return str(names[value])
     return str(value).strip()
-
-
-def _dataset(root: str, layout: str, records: list[ImageRecord], issues: list[FileIssue]) -> Dataset:
-    if not records:
-        reasons = "; ".join(sorted({i.reason for i in issues})[:3])
-        raise DatasetError(f"no labelled images in {root}: {reasons or 'the tables are empty'}")
-    ordered = tuple(sorted(records, key=lambda r: r.path))
-    return Dataset(fs.dataset_root(root), layout, ordered, _sorted_issues(issues))  # type: ignore[arg-type]
 
 
 def _join(folder: str, name: str) -> str:

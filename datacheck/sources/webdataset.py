@@ -13,18 +13,16 @@ from __future__ import annotations
 import logging
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from datacheck.dataset import (
     IMAGE_EXTENSIONS,
     Blob,
-    Dataset,
     DatasetError,
     FileIssue,
     ImageRecord,
-    _sorted_issues,
 )
 from datacheck.sources import fs, split_from_name
 
@@ -45,26 +43,24 @@ class _Sample:
     label: str | None = None
 
 
-def discover_webdataset(root: str) -> Dataset:
-    """Read every shard under ``root`` (a ``.tar`` file or a folder of them)."""
+def webdataset_items(root: str) -> Iterator[ImageRecord | FileIssue]:
+    """Every labelled image in the shards under ``root`` (a ``.tar`` file or a folder of them), as read."""
     shards = [root] if fs.isfile(root) else sorted(fs.files_under(root, ".tar"))
     if not shards:
         raise DatasetError(f"no .tar shards under {root}: pass a WebDataset shard or a folder of shards")
     names = _class_names(root)
-    records: list[ImageRecord] = []
-    issues: list[FileIssue] = []
     for shard in shards:
         rel = fs.relative(shard, root)
         split = split_from_name(*PurePosixPath(rel).parts)
-        for item in _read_shard(shard, rel, split, names):
-            (records if isinstance(item, ImageRecord) else issues).append(item)
-    if not records:
-        raise DatasetError(
-            f"no labelled images in the shards under {root}: each sample needs <key>.jpg (or another image "
-            f"type) and <key>.cls with its label; {len(issues)} members left out"
-        )
-    ordered = tuple(sorted(records, key=lambda r: r.path))
-    return Dataset(fs.dataset_root(root), "webdataset", ordered, _sorted_issues(issues))
+        yield from _read_shard(shard, rel, split, names)
+
+
+def no_records_message(root: str, issues: Sequence[FileIssue]) -> str:
+    """What to do when the shards hold no labelled image."""
+    return (
+        f"no labelled images in the shards under {root}: each sample needs <key>.jpg (or another image "
+        f"type) and <key>.cls with its label; {len(issues)} members left out"
+    )
 
 
 def _class_names(root: str) -> list[str] | None:
