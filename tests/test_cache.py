@@ -227,6 +227,15 @@ def test_stats_round_trip(cache: Cache):
     got = cache.get_stats([*blobs, stats_key(sha(0), 2), stats_key(sha(5000), 1)])
     assert got == {**blobs, stats_key(sha(0), 2): b"v2"}
     assert cache.info().stats_rows == 1501
+    for tail in (1, 7, 3000):  # less the tail, which is longer than some blobs: those read as empty
+        less = cache.get_stats(list(blobs), drop_tail=tail)
+        assert less == {key: blob[:-tail] if len(blob) > tail else b"" for key, blob in blobs.items()}
+
+
+def test_held_embeddings_are_the_keys_get_embeddings_returns(cache: Cache):
+    cache.put_embeddings(rows(range(5)) + rows(range(5, 8), with_logits=False) + rows(range(3), tag="other"))
+    keys = [embedding_key(sha(i), TAG) for i in range(10)] + [embedding_key(sha(1), "unknown")]
+    assert cache.held_embeddings(keys) == set(cache.get_embeddings(keys)) == set(keys[:8])
 
 
 # ------------------------------------------------------------------------------------------ damage
@@ -250,7 +259,8 @@ def test_damaged_rows_are_misses_with_a_warning(tmp_path: Path, caplog: pytest.L
     raw.close()
     with Cache(tmp_path / "c") as c, caplog.at_level(logging.WARNING, logger="datacheck.embed.cache"):
         got = c.get_embeddings([embedding_key(sha(i), TAG) for i in range(3)])
-    assert set(got) == {embedding_key(sha(0), TAG), embedding_key(sha(2), TAG)}
+        held = c.held_embeddings([embedding_key(sha(i), TAG) for i in range(3)])  # sizes read, not rows
+    assert set(got) == held == {embedding_key(sha(0), TAG), embedding_key(sha(2), TAG)}
     assert_rows_exact(got, [0, 2])
     assert "damaged" in caplog.text
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from datacheck.dataset import discover
 from datacheck.embed.pipeline import embed_dataset
-from datacheck.images import ImageStats, StatsTable, decode_image, is_stats_blob
+from datacheck.images import THUMB_BYTES, ImageStats, StatsTable, decode_image, is_stats_blob, is_stats_head
 from datacheck.params import EmbedParams
 from tests.conftest import noise
 
@@ -84,6 +84,12 @@ def test_damaged_blobs_are_recognised(varied: list[ImageStats]) -> None:
         blob[:155] + b"\xfe\xff" + blob[157:],  # a text length running past the end
     ]
     assert not any(is_stats_blob(b) for b in damaged)
+    for whole in [
+        blob,
+        *damaged,
+    ]:  # what a reader given the blob less its thumbnail decides (the cache's tail)
+        head = whole[:-THUMB_BYTES] if len(whole) > THUMB_BYTES else b""
+        assert is_stats_head(head) == is_stats_blob(whole)
     with pytest.raises(ValueError, match="not n serialised"):
         StatsTable.from_blobs([blob, damaged[0]])
 

@@ -10,10 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from datacheck.dataset import Dataset, DatasetError, discover
+from datacheck.dataset import Dataset, DatasetError, discover, streamed
 from datacheck.dataset.records import ImageRecord, size_sample
-from datacheck.dataset.streamed import RecordSpool, SpooledDataset, _TempDB, spool_dataset
+from datacheck.dataset.streamed import RecordSpool, Scratch, SpooledDataset, spool_dataset
 from tests.test_sources import _images, write_hf, write_hub_parquet, write_webdataset
+
+
+@pytest.fixture(params=["memory", "disk"])
+def spill(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a spool keeps its rows: in memory (small datasets), and in its file past 2 rows."""
+    if request.param == "disk":
+        monkeypatch.setattr(streamed, "SPILL_ITEMS", 2)
+        monkeypatch.setattr(streamed, "_WRITE_BATCH", 3)
+    return request.param
 
 
 def _record_fields(record: ImageRecord) -> tuple:
@@ -32,7 +41,9 @@ def _same_as_discover(root: Path | str, manifest: Path | None = None, *, format_
     assert (summary.images, summary.issues) == (len(expected), expected.issues)
 
 
-def test_a_tree_with_links_and_bad_files_is_discovered_the_same(tmp_path: Path, image_factory) -> None:
+def test_a_tree_with_links_and_bad_files_is_discovered_the_same(
+    tmp_path: Path, image_factory, spill: str
+) -> None:
     root = tmp_path / "data"
     files = type(image_factory)(root)
     for name in ("cat/a.png", "cat/sub/b.png", "dog/c.png", "zebra/d.png", "loose.png"):
@@ -52,7 +63,7 @@ def test_a_tree_with_links_and_bad_files_is_discovered_the_same(tmp_path: Path, 
     _same_as_discover(root)
 
 
-def test_a_split_tree_is_discovered_the_same(tmp_path: Path, image_factory) -> None:
+def test_a_split_tree_is_discovered_the_same(tmp_path: Path, image_factory, spill: str) -> None:
     root = tmp_path / "data"
     files = type(image_factory)(root)
     for name in ("train/cat/a.png", "train/dog/b.png", "Test/cat/c.png", "test/direct.png"):
@@ -60,7 +71,7 @@ def test_a_split_tree_is_discovered_the_same(tmp_path: Path, image_factory) -> N
     _same_as_discover(root)
 
 
-def test_a_manifest_is_discovered_the_same(tmp_path: Path, image_factory) -> None:
+def test_a_manifest_is_discovered_the_same(tmp_path: Path, image_factory, spill: str) -> None:
     root = tmp_path / "data"
     files = type(image_factory)(root)
     for name in ("a.png", "b.png", "c.png"):
@@ -83,11 +94,11 @@ def test_a_manifest_is_discovered_the_same(tmp_path: Path, image_factory) -> Non
 
 
 @pytest.mark.parametrize("writer", [write_webdataset, write_hf, write_hub_parquet])
-def test_container_datasets_are_discovered_the_same(tmp_path: Path, writer: Callable) -> None:
+def test_container_datasets_are_discovered_the_same(tmp_path: Path, writer: Callable, spill: str) -> None:
     _same_as_discover(writer(tmp_path / "data", _images()))
 
 
-def test_the_same_errors_as_discover(tmp_path: Path) -> None:
+def test_the_same_errors_as_discover(tmp_path: Path, spill: str) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "text" / "cat").mkdir(parents=True)
     (tmp_path / "text" / "cat" / "notes.txt").write_text("x")
@@ -100,42 +111,48 @@ def test_the_same_errors_as_discover(tmp_path: Path) -> None:
         assert str(spooled.value) == str(in_memory.value)
 
 
-def test_the_spool_is_removed_when_the_block_ends(tmp_path: Path, class_tree) -> None:
-    root = class_tree({"cat": 2, "dog": 2})
-    with spool_dataset(root, directory=tmp_path / "scratch") as spooled:
-        assert [p.name[:16] for p in (tmp_path / "scratch").iterdir()] == ["datacheck-spool-"]
-    assert not list((tmp_path / "scratch").iterdir())
-    with pytest.raises(DatasetError), spool_dataset(tmp_path / "missing", directory=tmp_path / "scratch"):
+def test_the_spool_is_written_only_past_its_limit_and_removed_when_the_block_ends(
+    tmp_path: Path, class_tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, scratch = class_tree({"cat": 2, "dog": 2}), tmp_path / "scratch"
+    with spool_dataset(root, directory=scratch) as spooled:
+        assert not scratch.exists()  # 4 records: nothing written
+    monkeypatch.setattr(streamed, "SPILL_ITEMS", 3)
+    with spool_dataset(root, directory=scratch) as spooled:
+        assert [p.name[:16] for p in scratch.iterdir()] == ["datacheck-spool-"]
+        assert len(spooled) == 4 and len(list(spooled.record_chunks(3))) == 2
+    assert not list(scratch.iterdir())
+    with pytest.raises(DatasetError), spool_dataset(tmp_path / "missing", directory=scratch):
         pass
-    assert not list((tmp_path / "scratch").iterdir())
+    assert not list(scratch.iterdir())
     assert isinstance(spooled, SpooledDataset)
 
 
-def test_the_size_sample_is_the_same_in_any_order_in_memory_or_on_disk(tmp_path: Path) -> None:
+def test_the_size_sample_is_the_same_in_any_order_in_memory_or_on_disk(tmp_path: Path, spill: str) -> None:
     records = [ImageRecord(f"c{i % 7}/{i}.png", Path(f"/x/{i}.png"), f"c{i % 7}", None) for i in range(1000)]
     picked = size_sample(records, 50)
     shuffled = records[:]
     random.Random(3).shuffle(shuffled)
     assert size_sample(shuffled, 50) == picked
     assert Dataset(Path("/x"), "classes", tuple(records)).size_sample(50) == picked
-    db = _TempDB(tmp_path)
+    scratch = Scratch(tmp_path)
     try:
-        spool = RecordSpool(db)
+        spool = RecordSpool(scratch)
         spool.extend((r, None) for r in shuffled)
         assert spool.size_sample(50) == picked
         assert size_sample(picked, 50) == picked  # what resolve_image_size gets from a spool: kept whole
     finally:
-        db.close()
+        scratch.close()
     # spread over the dataset, not its first records: every class is in the sample
     assert {r.label for r in picked} == {f"c{k}" for k in range(7)}
 
 
-def test_record_spool_gives_every_record_in_order_and_each_content_once(tmp_path: Path) -> None:
+def test_record_spool_gives_every_record_in_order_and_each_content_once(tmp_path: Path, spill: str) -> None:
     records = [ImageRecord(f"a/{i}.png", Path(f"/a/{i}.png"), "a", "train") for i in range(10)]
     shas = [digit * 64 for digit in "f0f1023145"]  # f, 0 and 1 twice
-    db = _TempDB(tmp_path)
+    scratch = Scratch(tmp_path)
     try:
-        spool = RecordSpool(db)
+        spool = RecordSpool(scratch)
         spool.extend(zip(records, shas, strict=True))
         chunks = list(spool.chunks(4))
         assert [len(c) for c in chunks] == [4, 4, 2]
@@ -145,8 +162,10 @@ def test_record_spool_gives_every_record_in_order_and_each_content_once(tmp_path
         assert sorted(distinct, key=lambda p: p[1]) == sorted(
             ((record, sha) for sha, record in first_of_each.items()), key=lambda p: p[1]
         )
+        assert len(spool) == 10
     finally:
-        db.close()
+        scratch.close()
+    assert not list(tmp_path.iterdir())
 
 
 def _peak_bytes(run: Callable[[], None]) -> int:
@@ -158,8 +177,11 @@ def _peak_bytes(run: Callable[[], None]) -> int:
         tracemalloc.stop()
 
 
-def test_spooled_discovery_memory_does_not_grow_with_the_dataset(tmp_path: Path) -> None:
+def test_spooled_discovery_memory_does_not_grow_with_the_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Four times the files: in memory the peak grows with them, on disk it stays what one batch takes."""
+    monkeypatch.setattr(streamed, "SPILL_ITEMS", 1000)  # 65,536 in use: too many files for a test
 
     def tree(n: int) -> Path:
         root = tmp_path / f"n{n}"
@@ -181,6 +203,6 @@ def test_spooled_discovery_memory_does_not_grow_with_the_dataset(tmp_path: Path)
     in_memory = [_peak_bytes(lambda root=root: discover(root)) for root in (small, large)]
     on_disk = [_peak_bytes(spooled(root)) for root in (small, large)]
     assert in_memory[1] > 3 * in_memory[0]  # what the measure sees: records held grow with the files
-    # on disk: the write batches (4,096 rows) and one chunk, whatever the number of files
+    # on disk: what is kept before spilling, the write batches (4,096 rows) and one chunk, whatever the files
     assert on_disk[1] < 1.25 * on_disk[0], on_disk
     assert on_disk[1] < in_memory[1] / 2, (on_disk, in_memory)

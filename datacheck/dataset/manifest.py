@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from datacheck.dataset.records import (
     Dataset,
@@ -25,8 +26,7 @@ from datacheck.dataset.records import (
     _sorted_issues,
     display_name,
 )
-from datacheck.dataset.streamed import identity_key
-from datacheck.dataset.tree import FoundStore, _FoundList
+from datacheck.dataset.streamed import SortedSpool, identity_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +104,21 @@ def _check_paths(root: Path, manifest: Path) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Listed:
-    """A usable manifest row, before rows naming the same file are merged."""
+class _Listed(NamedTuple):
+    """A usable manifest row, before rows naming the same file are merged (a tuple: spooled cheaply)."""
 
     line: int
-    label: str  # as written in the manifest (quoted in the duplicate's reason)
-    record: ImageRecord
+    written_label: str  # as written in the manifest (quoted in the duplicate's reason)
+    path: str
+    abs_path: str
+    label: str
+    split: str | None
+
+    def record(self) -> ImageRecord:
+        return ImageRecord(self.path, Path(self.abs_path), self.label, self.split)
 
 
-def manifest_items(root: Path, manifest: Path, listed: FoundStore) -> Iterator[ImageRecord | FileIssue]:
+def manifest_items(root: Path, manifest: Path, listed: SortedSpool) -> Iterator[ImageRecord | FileIssue]:
     """Every labelled image the manifest lists and every row left out, in no particular order.
 
     ``listed`` holds the usable rows until rows naming the same file are merged (the first row is kept): in
@@ -129,13 +134,13 @@ def manifest_items(root: Path, manifest: Path, listed: FoundStore) -> Iterator[I
             listed.add(identity_key(identity, found.line), (identity, found))
     for _, group in itertools.groupby(listed.in_order(), key=lambda pair: pair[0]):
         (_, first), *others = group
-        yield first.record
+        yield first.record()
         for _, other in others:
             yield FileIssue(
-                other.record.path,
+                other.path,
                 "duplicate_path",
                 f"listed twice: manifest line {other.line} repeats the file of line {first.line} "
-                f"(label {display_name(first.label)!r}); counted once",
+                f"(label {display_name(first.written_label)!r}); counted once",
             )
 
 
@@ -150,7 +155,7 @@ def no_records_message(manifest: Path, issues: Sequence[FileIssue]) -> str:
 def _discover_manifest(root: Path, manifest: Path) -> Dataset:
     records: list[ImageRecord] = []
     issues: list[FileIssue] = []
-    for item in manifest_items(root, manifest, _FoundList()):
+    for item in manifest_items(root, manifest, SortedSpool(None, "listed")):
         (records if isinstance(item, ImageRecord) else issues).append(item)
     if not records:
         raise DatasetError(no_records_message(manifest, issues))
@@ -175,5 +180,5 @@ def _manifest_item(
         return FileIssue(path, "not_an_image", _not_an_image_reason(os.path.basename(abs_path)))
     if not row.label:
         return FileIssue(path, "no_label", f"empty label: {where} has no label; fill in the label column")
-    record = ImageRecord(path, Path(abs_path), display_name(row.label), row.split)
-    return (st.st_dev, st.st_ino), _Listed(row.line, row.label, record)
+    listed = _Listed(row.line, row.label, path, abs_path, display_name(row.label), row.split)
+    return (st.st_dev, st.st_ino), listed

@@ -20,84 +20,153 @@ import pickle
 import sqlite3
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datacheck.dataset.records import (
     CONTAINER_LAYOUTS,
+    Blob,
     Dataset,
     DatasetError,
     FileIssue,
     ImageRecord,
     Layout,
     _sorted_issues,
+    size_sample,
     size_sample_key,
 )
 
 logger = logging.getLogger(__name__)
 
+#: Items a spool keeps in memory; past them it moves them all to its file and writes every later one there.
+#: Below it nothing is written or read back (pickling and re-reading 60,000 records costs seconds).
+SPILL_ITEMS = 65_536
 #: Rows written to SQLite per statement.
 _WRITE_BATCH = 4096
-#: SQLite page cache per spool (KiB): bounded, whatever the number of rows.
+#: SQLite page cache of the temporary file (KiB): bounded, whatever the number of rows.
 _CACHE_KIB = 16_384
 
 
-class _TempDB:
-    """A SQLite file in a temporary folder, removed on :meth:`close`; tuned for scratch data (no journal)."""
+class Scratch:
+    """The temporary SQLite file the spools of one run share: created when the first spool spills.
 
-    def __init__(self, directory: Path | None) -> None:
-        try:
-            if directory is not None:
-                directory.mkdir(parents=True, exist_ok=True)
-            self._folder = tempfile.TemporaryDirectory(prefix="datacheck-spool-", dir=directory)
-        except OSError as err:  # e.g. a read-only cache folder: the system's temporary folder serves
-            logger.info("records kept in the system's temporary folder, not %s: %s", directory, err)
-            self._folder = tempfile.TemporaryDirectory(prefix="datacheck-spool-")
-        self.conn = sqlite3.connect(Path(self._folder.name) / "spool.db", isolation_level=None)
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", f"cache_size=-{_CACHE_KIB}"):
-            self.conn.execute(f"PRAGMA {pragma}")
-
-    def close(self) -> None:
-        self.conn.close()
-        self._folder.cleanup()
-
-
-class SortedSpool:
-    """Objects kept on disk, read back in the order of a byte-string key (``memcmp``, as SQLite sorts BLOBs).
-
-    What an in-memory ``sorted(items, key=...)`` is for the walk's and the manifest's de-duplication, with a
-    sort SQLite runs in bounded memory (spilling to temporary files).
+    In ``directory`` (e.g. the cache folder; the system's temporary folder when ``None`` or not writable),
+    removed by :meth:`close`; tuned for scratch data (no journal, no syncing).
     """
 
-    def __init__(self, db: _TempDB, name: str) -> None:
-        self._conn, self._table = db.conn, name
-        self._conn.execute(f"CREATE TABLE {name} (key BLOB NOT NULL, item BLOB NOT NULL)")
-        self._pending: list[tuple[bytes, bytes]] = []
-        self._count = 0
+    def __init__(self, directory: Path | None) -> None:
+        self._directory = directory
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self._conn: sqlite3.Connection | None = None
 
-    def add(self, key: bytes, item: Any) -> None:
-        """Keep ``item`` (pickled) under ``key``."""
-        self._pending.append((key, pickle.dumps(item, pickle.HIGHEST_PROTOCOL)))
-        self._count += 1
-        if len(self._pending) >= _WRITE_BATCH:
-            self._flush()
+    def conn(self) -> sqlite3.Connection:
+        """The connection, the file created on first use."""
+        if self._conn is None:
+            self._folder = self._make_folder()
+            self._conn = sqlite3.connect(Path(self._folder.name) / "spool.db", isolation_level=None)
+            pragmas = ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", f"cache_size=-{_CACHE_KIB}")
+            for pragma in pragmas:
+                self._conn.execute(f"PRAGMA {pragma}")
+        return self._conn
+
+    def _make_folder(self) -> tempfile.TemporaryDirectory:
+        try:
+            if self._directory is not None:
+                self._directory.mkdir(parents=True, exist_ok=True)
+            return tempfile.TemporaryDirectory(prefix="datacheck-spool-", dir=self._directory)
+        except OSError as err:  # e.g. a read-only cache folder: the system's temporary folder serves
+            logger.info("records kept in the system's temporary folder, not %s: %s", self._directory, err)
+            return tempfile.TemporaryDirectory(prefix="datacheck-spool-")
+
+    def close(self) -> None:
+        """Remove the file (spools of this scratch cannot be read afterwards)."""
+        if self._conn is not None:
+            self._conn.close()
+        if self._folder is not None:
+            self._folder.cleanup()
+
+
+class _Spilling:
+    """Rows in memory up to :data:`SPILL_ITEMS`, then in a table of the scratch file (if there is one)."""
+
+    _columns: str  # the table's columns, the pickled object first
+    #: The first column's object as stored (pickled as is by default).
+    _pack: Callable[[Any], Any] = staticmethod(lambda item: item)
+
+    def __init__(self, scratch: Scratch | None, name: str) -> None:
+        self._scratch, self._table = scratch, name
+        self._memory: list[tuple] | None = []  # None once spilled
+        self._pending: list[tuple] = []
+        self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
-    def in_order(self) -> Iterator[Any]:
-        """Every item, by key (equal keys in the order they were added)."""
-        self._flush()
-        cursor = self._conn.execute(f"SELECT item FROM {self._table} ORDER BY key, rowid")
-        for (blob,) in cursor:
-            yield pickle.loads(blob)
+    def _keep(self, row: tuple) -> None:
+        """Keep ``row`` (the object, then the other columns' values)."""
+        self._count += 1
+        if self._memory is not None:
+            self._memory.append(row)
+            if self._scratch is not None and len(self._memory) > SPILL_ITEMS:
+                self._spill()
+            return
+        self._pending.append(self._stored(row))
+        if len(self._pending) >= _WRITE_BATCH:
+            self._flush()
+
+    def _stored(self, row: tuple) -> tuple:
+        return (pickle.dumps(self._pack(row[0]), pickle.HIGHEST_PROTOCOL), *row[1:])
+
+    def _spill(self) -> None:
+        assert self._scratch is not None and self._memory is not None
+        conn = self._scratch.conn()
+        conn.execute(f"CREATE TABLE {self._table} ({self._columns})")
+        logger.debug("%s: more than %d rows, kept on disk from now on", self._table, SPILL_ITEMS)
+        memory, self._memory = self._memory, None
+        for first in range(0, len(memory), _WRITE_BATCH):
+            self._pending = [self._stored(row) for row in memory[first : first + _WRITE_BATCH]]
+            self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            self._conn.executemany(f"INSERT INTO {self._table} (key, item) VALUES (?, ?)", self._pending)
-            self._pending.clear()
+        if self._pending and self._scratch is not None:
+            names = ", ".join(column.split()[0] for column in self._columns.split(","))
+            marks = ", ".join("?" * len(self._pending[0]))
+            sql = f"INSERT INTO {self._table} ({names}) VALUES ({marks})"
+            self._scratch.conn().executemany(sql, self._pending)
+            self._pending = []
+
+    def _query(self, sql: str, *args: Any) -> list[tuple]:
+        self._flush()
+        assert self._scratch is not None
+        return self._scratch.conn().execute(sql.format(table=self._table), args).fetchall()
+
+
+class SortedSpool(_Spilling):
+    """Objects read back in the order of a byte-string key (``memcmp``, as SQLite sorts BLOBs).
+
+    What an in-memory ``sorted(items, key=...)`` is for the walk's and the manifest's de-duplication; past
+    :data:`SPILL_ITEMS`, a sort SQLite runs in bounded memory (spilling to temporary files). Without a
+    ``scratch``, always in memory (what :func:`~datacheck.dataset.discover` uses).
+    """
+
+    _columns = "item BLOB NOT NULL, key BLOB NOT NULL"
+
+    def add(self, key: bytes, item: Any) -> None:
+        """Keep ``item`` under ``key``."""
+        self._keep((item, key))
+
+    def in_order(self) -> Iterator[Any]:
+        """Every item, by key (equal keys in the order they were added)."""
+        if self._memory is not None:
+            yield from (item for item, _ in sorted(self._memory, key=lambda row: row[1]))
+            return
+        self._flush()
+        assert self._scratch is not None
+        cursor = self._scratch.conn().execute(f"SELECT item FROM {self._table} ORDER BY key, rowid")
+        for (blob,) in cursor:
+            yield pickle.loads(blob)
 
 
 def identity_key(identity: tuple[int, int], *rest: int | str) -> bytes:
@@ -111,77 +180,106 @@ def identity_key(identity: tuple[int, int], *rest: int | str) -> bytes:
     return b"".join(parts)
 
 
-class RecordSpool:
-    """Image records on disk (optionally each with its content hash), read back a chunk at a time."""
+def _packed_record(record: ImageRecord) -> tuple:
+    blob = record.blob
+    where = None if blob is None else (blob.kind, blob.container, blob.position, blob.column)
+    return (record.path, str(record.abs_path), record.label, record.split, record.fingerprint, where)
 
-    def __init__(self, db: _TempDB, name: str = "records") -> None:
-        self._conn, self._table = db.conn, name
-        columns = "record BLOB NOT NULL, sample INTEGER NOT NULL, path BLOB NOT NULL, sha TEXT"
-        self._conn.execute(f"CREATE TABLE {name} ({columns})")
-        self._pending: list[tuple[bytes, int, bytes, str | None]] = []
-        self._count = 0
+
+#: Distinct files :class:`RecordSpool` keeps a :class:`~pathlib.Path` of while reading back.
+_PATHS_KEPT = 4096
+
+
+class RecordSpool(_Spilling):
+    """Image records (each with its content hash, when known), read back a chunk at a time.
+
+    In memory up to :data:`SPILL_ITEMS` records, then in the scratch file (without a ``scratch``: always in
+    memory).
+    """
+
+    _columns = "record BLOB NOT NULL, sha TEXT, sample INTEGER NOT NULL, path BLOB NOT NULL"
+    _pack = staticmethod(_packed_record)  # a tuple of str and ints: pickled several times faster
+
+    def __init__(self, scratch: Scratch | None, name: str = "records") -> None:
+        super().__init__(scratch, name)
         self._sha_index = False
+        self._paths: dict[str, Path] = {}  # containers' records share a file: one Path for their rows
+
+    def _record(self, blob: bytes) -> ImageRecord:
+        path, abs_path, label, split, fingerprint, where = pickle.loads(blob)
+        if len(self._paths) > _PATHS_KEPT:
+            self._paths.clear()
+        file = self._paths.get(abs_path)
+        if file is None:
+            file = self._paths[abs_path] = Path(abs_path)
+        return ImageRecord(path, file, label, split, where and Blob(*where), fingerprint)
 
     def add(self, record: ImageRecord, sha: str | None = None) -> None:
         """Keep ``record`` (and its content hash, when known)."""
-        key = size_sample_key(record.path)
-        blob = pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+        if self._memory is not None and (self._scratch is None or len(self._memory) < SPILL_ITEMS):
+            self._count += 1  # the common case, without the columns only the file needs
+            self._memory.append((record, sha))
+            return
         # ties broken by path: its UTF-8 bytes sort as Python sorts the str (code point order)
-        self._pending.append((blob, key, record.path.encode("utf-8", "surrogatepass"), sha))
-        self._count += 1
-        if len(self._pending) >= _WRITE_BATCH:
-            self._flush()
+        self._keep((record, sha, size_sample_key(record.path), record.path.encode("utf-8", "surrogatepass")))
 
     def extend(self, pairs: Iterable[tuple[ImageRecord, str | None]]) -> None:
         """:meth:`add` each ``(record, sha)``."""
         for record, sha in pairs:
             self.add(record, sha)
 
-    def __len__(self) -> int:
-        return self._count
+    def _spill(self) -> None:
+        assert self._memory is not None
+        self._memory = [
+            (record, sha, size_sample_key(record.path), record.path.encode("utf-8", "surrogatepass"))
+            for record, sha, *_ in self._memory
+        ]
+        super()._spill()
 
     def size_sample(self, k: int) -> list[ImageRecord]:
         """The ``k`` records :func:`~datacheck.dataset.records.size_sample` picks from all of them."""
-        self._flush()
-        sql = f"SELECT record FROM {self._table} ORDER BY sample, path LIMIT ?"
-        return [pickle.loads(blob) for (blob,) in self._conn.execute(sql, (k,))]
+        if self._memory is not None:
+            return size_sample((row[0] for row in self._memory), k)
+        rows = self._query("SELECT record FROM {table} ORDER BY sample, path LIMIT ?", k)
+        return [self._record(blob) for (blob,) in rows]
 
     def chunks(self, size: int) -> Iterator[list[tuple[ImageRecord, str | None]]]:
         """Every ``(record, sha)`` in the order added, ``size`` at a time."""
-        self._flush()
-        sql = f"SELECT rowid, record, sha FROM {self._table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        if self._memory is not None:
+            for first in range(0, len(self._memory), size):
+                yield [(row[0], row[1]) for row in self._memory[first : first + size]]
+            return
+        sql = "SELECT rowid, record, sha FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
         for rows in self._pages(sql, 0, size):
-            yield [(pickle.loads(blob), sha) for _, blob, sha in rows]
+            yield [(self._record(blob), sha) for _, blob, sha in rows]
 
     def distinct_chunks(self, size: int) -> Iterator[list[tuple[ImageRecord, str]]]:
         """The first ``(record, sha)`` added of each content hash, ``size`` at a time (hashes known only)."""
-        self._flush()
+        if self._memory is not None:
+            firsts = list({row[1]: (row[0], row[1]) for row in reversed(self._memory) if row[1]}.values())
+            for first in range(0, len(firsts), size):
+                yield firsts[first : first + size]
+            return
         if not self._sha_index:
             # an index on the hash alone: SQLite keeps the rowid in every index
-            self._conn.execute(f"CREATE INDEX {self._table}_sha ON {self._table} (sha)")
+            self._query("CREATE INDEX {table}_sha ON {table} (sha)")
             self._sha_index = True
         # SQLite takes a bare column of a MIN() aggregate from the row holding the minimum
         sql = (
-            f"SELECT sha, record, MIN(rowid) FROM {self._table} WHERE sha IS NOT NULL AND sha > ? "
+            "SELECT sha, record, MIN(rowid) FROM {table} WHERE sha IS NOT NULL AND sha > ? "
             "GROUP BY sha ORDER BY sha LIMIT ?"
         )
         for rows in self._pages(sql, "", size):
-            yield [(pickle.loads(blob), sha) for sha, blob, _ in rows]
+            yield [(self._record(blob), sha) for sha, blob, _ in rows]
 
     def _pages(self, sql: str, before: int | str, size: int) -> Iterator[list[tuple]]:
         """Rows of ``sql`` (``? > before`` on its first column, ``LIMIT ?``) a page at a time.
 
         Each page starts after the last one's first column, so no cursor stays open between pages.
         """
-        while rows := self._conn.execute(sql, (before, size)).fetchall():
+        while rows := self._query(sql, before, size):
             before = rows[-1][0]
             yield rows
-
-    def _flush(self) -> None:
-        if self._pending:
-            sql = f"INSERT INTO {self._table} (record, sample, path, sha) VALUES (?, ?, ?, ?)"
-            self._conn.executemany(sql, self._pending)
-            self._pending.clear()
 
 
 @dataclass(frozen=True)
@@ -216,7 +314,7 @@ class SpooledDataset:
     layout: Layout
     records: RecordSpool
     issues: tuple[FileIssue, ...] = field(default=())
-    _db: _TempDB | None = field(default=None, repr=False)
+    _scratch: Scratch | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -236,9 +334,7 @@ class SpooledDataset:
 
     def scratch(self, name: str) -> RecordSpool:
         """Another record spool in the same temporary file (e.g. the images the cache lacks)."""
-        if self._db is None:
-            raise RuntimeError("this dataset's spool is closed")
-        return RecordSpool(self._db, name)
+        return RecordSpool(self._scratch, name)
 
 
 @contextlib.contextmanager
@@ -246,12 +342,8 @@ def scratch_spool(source: Dataset | SpooledDataset, name: str) -> Iterator[Recor
     """A record spool for a pass over ``source``: in its temporary file, or a new one for the block."""
     if isinstance(source, SpooledDataset):
         yield source.scratch(name)
-        return
-    db = _TempDB(None)
-    try:
-        yield RecordSpool(db, name)
-    finally:
-        db.close()
+    else:  # the records are in memory anyway: so are these
+        yield RecordSpool(None, name)
 
 
 @contextlib.contextmanager
@@ -278,7 +370,7 @@ def spool_dataset(
     from datacheck.dataset.tree import tree_items, tree_layout
     from datacheck.sources import container_items, container_root, detect_format
 
-    db = _TempDB(directory)
+    scratch = Scratch(directory)
     try:
         kind = detect_format(root, manifest) if format_in == "auto" else format_in
         if kind in CONTAINER_LAYOUTS:
@@ -291,11 +383,11 @@ def spool_dataset(
                 where, manifest = where.parent, where
             if manifest is not None:
                 layout = "manifest"
-                items = manifest_items(where, Path(os.path.abspath(manifest)), SortedSpool(db, "listed"))
+                items = manifest_items(where, Path(os.path.abspath(manifest)), SortedSpool(scratch, "listed"))
             else:
                 layout = tree_layout(where)
-                items = tree_items(where, layout, SortedSpool(db, "found"))
-        records = RecordSpool(db)
+                items = tree_items(where, layout, SortedSpool(scratch, "found"))
+        records = RecordSpool(scratch)
         issues: list[FileIssue] = []
         for item in items:
             if isinstance(item, FileIssue):
@@ -311,9 +403,9 @@ def spool_dataset(
             layout,
             len(issues),
         )
-        yield SpooledDataset(where, layout, records, _sorted_issues(issues), db)
+        yield SpooledDataset(where, layout, records, _sorted_issues(issues), scratch)
     finally:
-        db.close()
+        scratch.close()
 
 
 def _no_records_message(kind: str, root: Path | str, manifest: Path | None, issues: list[FileIssue]) -> str:

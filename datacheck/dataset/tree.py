@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import NamedTuple
 
 from datacheck.dataset.records import (
     IMAGE_EXTENSIONS,
@@ -31,7 +31,7 @@ from datacheck.dataset.records import (
     _sorted_issues,
     display_name,
 )
-from datacheck.dataset.streamed import identity_key
+from datacheck.dataset.streamed import SortedSpool, identity_key
 from datacheck.fileio import stat_fingerprint
 from datacheck.outputs import is_marked
 
@@ -44,51 +44,22 @@ SPLIT_NAMES: frozenset[str] = frozenset(SPLIT_ROLES)
 _IGNORED_FOLDERS = frozenset({"__MACOSX"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Found:
-    """A regular file met while walking, before dedup and classification."""
+class _Found(NamedTuple):
+    """A regular file met while walking, before dedup and classification (a tuple: spooled cheaply)."""
 
     parts: tuple[str, ...]  # path components relative to the root (file-system str, may hold surrogates)
     path: str  # the display form of ``parts``
-    abs_path: Path
+    abs_path: str  # made a Path only for the records kept (a Path per file costs ~10 µs)
     identity: tuple[int, int]  # (st_dev, st_ino)
     via_symlink: bool
     fingerprint: str  # stat_fingerprint(): hashing trusts a remembered hash by it
-
-
-class FoundStore(Protocol):
-    """Where a walk puts the files it meets: a list in memory, or rows on disk (``datacheck embed``)."""
-
-    def add(self, key: bytes, item: Any) -> None:
-        """Keep ``item`` under ``key``."""
-
-    def __len__(self) -> int: ...
-
-    def in_order(self) -> Iterator[Any]:
-        """Every item, by key."""
-
-
-class _FoundList:
-    """A :class:`FoundStore` in memory: the same order as the on-disk one (by key)."""
-
-    def __init__(self) -> None:
-        self._items: list[tuple[bytes, Any]] = []
-
-    def add(self, key: bytes, item: Any) -> None:
-        self._items.append((key, item))
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def in_order(self) -> Iterator[Any]:
-        return (item for _, item in sorted(self._items, key=lambda pair: pair[0]))
 
 
 @dataclass
 class _Walk:
     """Everything one walk of a tree found: files in ``files`` (by identity), issues here."""
 
-    files: FoundStore = field(default_factory=_FoundList)
+    files: SortedSpool = field(default_factory=lambda: SortedSpool(None, "found"))
     issues: list[FileIssue] = field(default_factory=list)
 
 
@@ -155,15 +126,15 @@ def _scan_dir(pending: _PendingDir, walk: _Walk) -> list[_PendingDir]:
         if _is_ignored(entry.name):
             continue
         parts = (*pending.parts, entry.name)
-        abs_path = pending.abs_path / entry.name
         try:
-            st = os.stat(entry.path)  # the same file as abs_path, without converting the Path back to text
+            st = os.stat(entry.path)
         except OSError as err:
             walk.issues.append(_unstattable(parts, entry, err))
             continue
         is_link = entry.is_symlink()
         identity = (st.st_dev, st.st_ino)
         if stat.S_ISDIR(st.st_mode):
+            abs_path = pending.abs_path / entry.name
             if is_marked(abs_path):
                 logger.info(
                     "skipped %s: a folder datacheck wrote (report, cache, model, quarantine)", abs_path
@@ -172,7 +143,7 @@ def _scan_dir(pending: _PendingDir, walk: _Walk) -> list[_PendingDir]:
             subdirs.append(_PendingDir(parts, abs_path, identity, pending.via_symlink or is_link, is_link))
         elif stat.S_ISREG(st.st_mode):
             linked = pending.via_symlink or is_link
-            found = _Found(parts, _join_display(parts), abs_path, identity, linked, stat_fingerprint(st))
+            found = _Found(parts, _join_display(parts), entry.path, identity, linked, stat_fingerprint(st))
             # de-duplication reads the files grouped by identity, real paths first, then by path
             walk.files.add(identity_key(identity, int(linked), found.path), found)
         else:
@@ -202,7 +173,7 @@ def _unstattable(parts: tuple[str, ...], entry: os.DirEntry[str], err: OSError) 
     return FileIssue(path, "unreadable", f"cannot inspect file: {err.strerror or err}")
 
 
-def _walk_tree(root: Path, files: FoundStore | None = None) -> _Walk:
+def _walk_tree(root: Path, files: SortedSpool | None = None) -> _Walk:
     """Walk ``root`` following symlinks, without loops and preferring real paths over linked ones.
 
     The real tree is walked first (depth first, sorted); folders reached through a symbolic link are
@@ -248,7 +219,7 @@ def _mark_seen(pending: _PendingDir, seen: dict[tuple[int, int], str], issues: l
     return True
 
 
-def _deduplicated(files: FoundStore) -> Iterator[_Found | FileIssue]:
+def _deduplicated(files: SortedSpool) -> Iterator[_Found | FileIssue]:
     """One path per physical file: real paths before linked ones, then the first in path order.
 
     ``files`` yields them grouped by identity, each group in that order (the walk's keys).
@@ -273,7 +244,7 @@ def _classify(found: _Found, layout: Layout) -> ImageRecord | FileIssue:
         if len(found.parts) < 3:
             return _no_class_folder_in_split(found)
         label, split = display_name(found.parts[1]), found.parts[0].lower()
-        return ImageRecord(found.path, found.abs_path, label, split, fingerprint=found.fingerprint)
+        return ImageRecord(found.path, Path(found.abs_path), label, split, fingerprint=found.fingerprint)
     if len(found.parts) < 2:
         return FileIssue(
             found.path,
@@ -282,7 +253,7 @@ def _classify(found: _Found, layout: Layout) -> ImageRecord | FileIssue:
             "move it into a folder named after its class (<class>/<image>)",
         )
     label = display_name(found.parts[0])
-    return ImageRecord(found.path, found.abs_path, label, None, fingerprint=found.fingerprint)
+    return ImageRecord(found.path, Path(found.abs_path), label, None, fingerprint=found.fingerprint)
 
 
 def _no_class_folder_in_split(found: _Found) -> FileIssue:
@@ -301,7 +272,7 @@ def tree_layout(root: Path) -> Layout:
     return _detect_layout(_top_level_folders(root))
 
 
-def tree_items(root: Path, layout: Layout, files: FoundStore) -> Iterator[ImageRecord | FileIssue]:
+def tree_items(root: Path, layout: Layout, files: SortedSpool) -> Iterator[ImageRecord | FileIssue]:
     """Every labelled image under ``root`` and every file left out, in no particular order.
 
     ``files`` holds the walked files until they are de-duplicated (in memory, or on disk for
@@ -322,7 +293,7 @@ def _discover_tree(root: Path) -> Dataset:
     layout = tree_layout(root)
     records: list[ImageRecord] = []
     issues: list[FileIssue] = []
-    for item in tree_items(root, layout, _FoundList()):
+    for item in tree_items(root, layout, SortedSpool(None, "found")):
         (records if isinstance(item, ImageRecord) else issues).append(item)
     if not records:
         raise DatasetError(_no_images_message(root, issues))
@@ -346,7 +317,7 @@ def discover_unlabelled(root: Path) -> Dataset:
             issues.append(FileIssue(found.path, "not_an_image", _not_an_image_reason(found.parts[-1])))
         else:
             label = display_name(found.parts[0]) if len(found.parts) > 1 else ""
-            record = ImageRecord(found.path, found.abs_path, label, None, fingerprint=found.fingerprint)
+            record = ImageRecord(found.path, Path(found.abs_path), label, None, fingerprint=found.fingerprint)
             records.append(record)
     if not records:
         raise DatasetError(f"no images found under the reference folder {root}")

@@ -147,18 +147,24 @@ def encode_embedding(
     return tag, sha, len(vblob) // 2, vblob, n_logits, lblob
 
 
-def _is_intact(dtype: str, dim: int, vblob: bytes, n_logits: int | None, lblob: bytes | None) -> bool:
-    """Whether a stored row's blobs have the dtype and lengths recorded next to them."""
-    if dtype != VECTOR_DTYPE or vblob is None or len(vblob) != 2 * dim:
+def is_intact(
+    dtype: str, dim: int, vector_bytes: int | None, n_logits: int | None, logit_bytes: int | None
+) -> bool:
+    """Whether a stored row's blobs match the dtype and sizes beside them (their lengths; ``None``: NULL)."""
+    if dtype != VECTOR_DTYPE or vector_bytes is None or vector_bytes != 2 * dim:
         return False
-    if n_logits is None and lblob is None:
+    if n_logits is None and logit_bytes is None:
         return True
-    return n_logits is not None and lblob is not None and len(lblob) == 2 * n_logits
+    return n_logits is not None and logit_bytes is not None and logit_bytes == 2 * n_logits
 
 
 def _decode_blobs(blobs: Sequence[bytes], length: int) -> np.ndarray:
     """Equal-length float16 blobs as one float16 matrix ``[len(blobs), length]`` (one copy)."""
     return np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(blobs), length)
+
+
+def _length(blob: bytes | None) -> int | None:
+    return None if blob is None else len(blob)
 
 
 def decode_rows(
@@ -176,7 +182,7 @@ def decode_rows(
     damaged: list[str] = []
     for row in rows:
         key, dtype, dim, vblob, n_logits, lblob = row
-        if _is_intact(dtype, dim, vblob, n_logits, lblob):
+        if is_intact(dtype, dim, _length(vblob), n_logits, _length(lblob)):
             by_shape.setdefault((dim, n_logits), []).append(row)
         else:
             damaged.append(key)

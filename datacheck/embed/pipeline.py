@@ -41,6 +41,7 @@ from datacheck.embed.cache import (
 from datacheck.fileio import file_sha256, stat_fingerprint
 from datacheck.images import (
     STATS_VERSION,
+    THUMB_BYTES,
     THUMB_SIDE,
     DecodedImage,
     ImageDecodeError,
@@ -48,6 +49,7 @@ from datacheck.images import (
     StatsTable,
     decode_image,
     is_stats_blob,
+    is_stats_head,
     read_file,
     stats_head,
     thumbnails,
@@ -488,10 +490,26 @@ class _Run:
         ``shown``: report the lookup's progress (a second lookup of a few slots is not).
         """
         start = time.perf_counter()
-        looked_up = self._looked_up(slots, shown=shown)
-        misses = [slot for chunk in looked_up for slot, row in chunk if row is None]
+        misses: list[_Slot] = []
+        for first in range(0, len(slots), _READ_CHUNK):
+            chunk = slots[first : first + _READ_CHUNK]
+            ekeys, skeys = self._keys(chunk)
+            # whether each row is there and intact, without reading the vectors or the thumbnails
+            held = self.cache.held_embeddings(ekeys)
+            heads = self.cache.get_stats(skeys, drop_tail=THUMB_BYTES)
+            for slot, ekey, skey in zip(chunk, ekeys, skeys, strict=True):
+                head = heads.get(skey)
+                if ekey not in held or head is None or not is_stats_head(head):
+                    misses.append(slot)
+            if shown:
+                self.progress("cache", first + len(chunk), len(slots))
         self._tick("cache_lookup", start)
         return misses
+
+    def _keys(self, slots: Sequence[_Slot]) -> tuple[list[str], list[str]]:
+        """The embedding and statistics keys of ``slots`` (each built, and its digest validated, once)."""
+        tag = self.cache_tag
+        return [embedding_key(s.sha, tag) for s in slots], [stats_key(s.sha, STATS_VERSION) for s in slots]
 
     def _looked_up(
         self, slots: Sequence[_Slot], *, shown: bool = True
@@ -502,12 +520,9 @@ class _Run:
         images, 4.5 GB of blobs and their joined copy beside the decoded matrices). A damaged statistics blob
         is a miss: computed again.
         """
-        tag = self.cache_tag
         for first in range(0, len(slots), _READ_CHUNK):
             chunk = slots[first : first + _READ_CHUNK]
-            # each key built (and its digest validated) once: 60,000 images took 0.3 s of key building
-            ekeys = [embedding_key(s.sha, tag) for s in chunk]
-            skeys = [stats_key(s.sha, STATS_VERSION) for s in chunk]
+            ekeys, skeys = self._keys(chunk)  # each built once: 60,000 images took 0.3 s of key building
             emb, sts = self.cache.get_embeddings(ekeys, half=self.half_vectors), self.cache.get_stats(skeys)
             looked_up = []
             for slot, ekey, skey in zip(chunk, ekeys, skeys, strict=True):
@@ -753,7 +768,8 @@ def fill_cache(
         from datacheck.embed.ray_engine import ray_module
 
         ray_module()  # a missing extra is said before any file is hashed
-    image_size = resolve_image_size(params, source.size_sample(AUTO_SIZE_SAMPLE))
+    auto = params.image_size == "auto"  # the sample costs a hash of every path: taken only when needed
+    image_size = resolve_image_size(params, source.size_sample(AUTO_SIZE_SAMPLE) if auto else ())
     with Cache(params.cache_dir or default_cache_dir()) as cache, scratch_spool(source, "todo") as todo:
         run = _Run(params, cache, image_size, progress, keep_rows=False)
         cached, failures = _look_up(run, source, todo)

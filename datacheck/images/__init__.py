@@ -36,7 +36,14 @@ from datacheck.images.stats import (
     ImageStats,
     StatsFormatError,
 )
-from datacheck.images.stats_table import StatsTable, is_stats_blob, stats_head, thumbnails
+from datacheck.images.stats_table import (
+    THUMB_BYTES,
+    StatsTable,
+    is_stats_blob,
+    is_stats_head,
+    stats_head,
+    thumbnails,
+)
 
 __all__ = [
     "ANALYSIS_MAX_LONG_SIDE",
@@ -49,6 +56,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "STATS_VERSION",
     "SUPPORTED_FORMATS",
+    "THUMB_BYTES",
     "THUMB_SIDE",
     "TINY_SIDE",
     "DecodedImage",
@@ -59,6 +67,7 @@ __all__ = [
     "decode_image",
     "estimate_jpeg_quality",
     "is_stats_blob",
+    "is_stats_head",
     "open_image",
     "read_file",
     "stats_head",

@@ -153,6 +153,18 @@ def is_stats_blob(blob: bytes | memoryview) -> bool:
     return len(blob) >= _SHORTEST and _is_head(memoryview(blob)[:-_THUMB_BYTES])
 
 
+def is_stats_head(head: bytes | memoryview) -> bool:
+    """:func:`is_stats_blob` of a blob given without its last :data:`THUMB_BYTES` (empty: it was shorter).
+
+    What a caller that needs no thumbnail reads (``Cache.get_stats(keys, drop_tail=THUMB_BYTES)``).
+    """
+    return _is_head(memoryview(head))
+
+
+#: Bytes of the thumbnail that ends every statistics blob.
+THUMB_BYTES = _THUMB_BYTES
+
+
 def stats_head(blob: bytes | memoryview) -> memoryview:
     """A whole blob (:func:`is_stats_blob`) less its thumbnail (a view; :func:`thumbnails` reads those)."""
     return memoryview(blob)[:-_THUMB_BYTES]
