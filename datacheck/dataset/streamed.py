@@ -250,8 +250,7 @@ class RecordSpool(_Spilling):
                 yield [(row[0], row[1]) for row in self._memory[first : first + size]]
             return
         sql = "SELECT rowid, record, sha FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
-        for rows in self._pages(sql, 0, size):
-            yield [(self._record(blob), sha) for _, blob, sha in rows]
+        yield from self._pages(sql, 0, size, lambda rows: [(self._record(b), sha) for _, b, sha in rows])
 
     def distinct_chunks(self, size: int) -> Iterator[list[tuple[ImageRecord, str]]]:
         """The first ``(record, sha)`` added of each content hash, ``size`` at a time (hashes known only)."""
@@ -269,17 +268,21 @@ class RecordSpool(_Spilling):
             "SELECT sha, record, MIN(rowid) FROM {table} WHERE sha IS NOT NULL AND sha > ? "
             "GROUP BY sha ORDER BY sha LIMIT ?"
         )
-        for rows in self._pages(sql, "", size):
-            yield [(self._record(blob), sha) for sha, blob, _ in rows]
+        yield from self._pages(sql, "", size, lambda rows: [(self._record(b), sha) for sha, b, _ in rows])
 
-    def _pages(self, sql: str, before: int | str, size: int) -> Iterator[list[tuple]]:
-        """Rows of ``sql`` (``? > before`` on its first column, ``LIMIT ?``) a page at a time.
+    def _pages(
+        self, sql: str, before: int | str, size: int, convert: Callable[[list[tuple]], list[Any]]
+    ) -> Iterator[list[Any]]:
+        """Rows of ``sql`` (``? > before`` on its first column, ``LIMIT ?``) a page at a time, ``convert``-ed.
 
-        Each page starts after the last one's first column, so no cursor stays open between pages.
+        Each page starts after the last one's first column, so no cursor stays open between pages; the raw
+        rows are let go before the page is handed out.
         """
         while rows := self._query(sql, before, size):
             before = rows[-1][0]
-            yield rows
+            page = convert(rows)
+            del rows
+            yield page
 
 
 @dataclass(frozen=True)
@@ -330,7 +333,9 @@ class SpooledDataset:
     def record_chunks(self, size: int) -> Iterator[list[ImageRecord]]:
         """Every record, ``size`` at a time."""
         for chunk in self.records.chunks(size):
-            yield [record for record, _ in chunk]
+            records = [record for record, _ in chunk]
+            del chunk  # not held while the caller works on the records (a chunk of 65,536 is ~60 MB)
+            yield records
 
     def scratch(self, name: str) -> RecordSpool:
         """Another record spool in the same temporary file (e.g. the images the cache lacks)."""

@@ -808,6 +808,7 @@ def _look_up(run: _Run, source: Dataset | SpooledDataset, todo: RecordSpool) -> 
             todo.extend((slot.record, slot.sha) for slot in misses)
             cached += len(slots) - len(misses)
             failures += failed
+            del chunk, slots, misses  # let go before the next chunk is read: one chunk at a time, not two
     finally:
         run.progress = progress
     return cached, failures
