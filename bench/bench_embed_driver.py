@@ -14,7 +14,9 @@ Parquet files a chunk at a time). Each run is a fresh process calling :func:`dat
 function ``datacheck embed`` runs; reported: its wall and CPU seconds, its peak RSS, the RSS after imports
 (before the dataset is touched) and the difference (what the dataset costs the driver). The file-hash memo of
 a folder dataset is emptied before each run, so every run reads every file. ``--old`` runs the same on
-another checkout of the code (``PYTHONPATH``), alternating with this one.
+another checkout of the code (``PYTHONPATH``), alternating with this one. ``--trace`` adds the peak of the
+Python allocations (``tracemalloc``: the objects the driver holds, without what allocators keep), at the cost
+of slower runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import resource
 import sqlite3
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,15 +43,18 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def child(data: str, cache: str) -> None:
+def child(data: str, cache: str, trace: bool) -> None:
     """One ``datacheck embed`` run in this process; prints a JSON line."""
     from datacheck import api
     from datacheck.params import EmbedParams
 
     before = _rss_mb()
+    if trace:
+        tracemalloc.start()
     start, cpu = time.perf_counter(), time.process_time()
     result = api.fill_cache(data, EmbedParams(cache_dir=Path(cache), image_size=IMAGE_SIZE))
     seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    traced = tracemalloc.get_traced_memory()[1] / 2**20 if trace else None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fill = result.fill
     print(
@@ -61,6 +67,7 @@ def child(data: str, cache: str) -> None:
                 "cpu_s": cpu_s,
                 "rss_before_mb": before,
                 "peak_mb": peak,
+                "traced_peak_mb": traced,
             }
         )
     )
@@ -84,9 +91,14 @@ def main() -> None:
     parser.add_argument("--case", nargs=2, action="append", metavar=("DATA", "CACHE"), default=[])
     parser.add_argument("--old", type=Path, help="another checkout of datacheck to compare (PYTHONPATH)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per row; the fastest is reported")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="also trace Python allocations (tracemalloc): their peak is reported; runs are slower",
+    )
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        child(*args.child, args.trace)
         return
     here = str(Path(__file__).resolve().parents[1])
     codes = [("this checkout", here)] + ([(f"old ({args.old})", str(args.old))] if args.old else [])
@@ -96,7 +108,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, path in codes:  # alternating: the machine's drift falls on both
                 _forget_file_hashes(Path(cache))
-                cmd = [sys.executable, __file__, "--child", data, cache]
+                cmd = [sys.executable, __file__, "--child", data, cache, *(["--trace"] if args.trace else [])]
                 tries[name].append(run_child(cmd, env={"PYTHONPATH": path}))
                 print(f"{data} {name}: {tries[name][-1]}", file=sys.stderr, flush=True)
         for name, _ in codes:
@@ -104,16 +116,18 @@ def main() -> None:
             best["peak_mb"] = min(t["peak_mb"] for t in tries[name])
             rows.append((data, name, best))
     print(f"\n`datacheck embed` from a cache holding every image ({IMAGE_SIZE} px), best of {args.repeat}\n")
+    traced = " traced peak MB |" if args.trace else ""
     print(
         "| dataset | images | code | seconds | CPU s | peak RSS MB | RSS after imports MB "
-        "| dataset's share MB |"
+        f"| dataset's share MB |{traced}"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|" + ("---:|" if args.trace else ""))
     for data, name, r in rows:
         share = r["peak_mb"] - r["rss_before_mb"]
+        extra = f" {r['traced_peak_mb']:,.0f} |" if args.trace else ""
         print(
             f"| {data} | {r['images']:,} | {name} | {r['seconds']:.1f} | {r['cpu_s']:.1f} "
-            f"| {r['peak_mb']:,.0f} | {r['rss_before_mb']:,.0f} | {share:,.0f} |"
+            f"| {r['peak_mb']:,.0f} | {r['rss_before_mb']:,.0f} | {share:,.0f} |{extra}"
         )
 
 
