@@ -2,8 +2,10 @@
 
 The work is the in-process pipeline's, split along its seams so that Ray schedules it:
 
-1. On the driver: every record's content hash (the file-hash memo spares unchanged files) and a cache
-   lookup; only the missing contents go further, each once, so a re-run embeds only what changed.
+1. On the driver, a chunk of records at a time: every record's content hash (the file-hash memo spares
+   unchanged files) and a cache lookup; only the missing contents go further, each once, so a re-run embeds
+   only what changed. They are written to Parquet files the cluster reads (:func:`_write_todo`), one Ray
+   block each, so the list never sits in the driver or its object store.
 2. ``map_batches(decode)`` — CPU tasks: read the bytes (:func:`datacheck.sources.read_record`: files, tar
    members, table rows), decode and compute statistics with the project's own pure function; a file that
    cannot be read or decoded becomes a row with an error, never a failed block.
