@@ -92,8 +92,8 @@ def fill_cache(
 ) -> FillResult:
     """:func:`embed` without gathering the vectors (what ``datacheck embed`` runs): counts only.
 
-    Every image the cache lacks is embedded into it. Neither the records nor the vectors are held: the
-    records are discovered into a temporary file beside the cache and read a chunk at a time
+    Every image the cache lacks is embedded into it. Neither the records nor the vectors are held: past
+    65,536 records they are discovered into a temporary file beside the cache and read a chunk at a time
     (:func:`~datacheck.dataset.streamed.spool_dataset`), so memory does not grow with the dataset.
     """
     params = params or EmbedParams()
