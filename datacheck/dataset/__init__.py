@@ -18,11 +18,15 @@ when the file name is not valid UTF-8; :attr:`ImageRecord.abs_path` is the path 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from datacheck.dataset.manifest import _discover_manifest
+from datacheck.dataset.manifest import manifest_items
+from datacheck.dataset.manifest import no_records_message as manifest_message
 from datacheck.dataset.records import (
     CONTAINER_LAYOUTS,
     IMAGE_EXTENSIONS,
@@ -45,7 +49,9 @@ from datacheck.dataset.records import (
 
 # Private, but imported from here by datacheck.sources (tables, webdataset).
 from datacheck.dataset.records import _sorted_issues as _sorted_issues
-from datacheck.dataset.tree import SPLIT_NAMES, _discover_tree, discover_unlabelled
+from datacheck.dataset.streamed import Scratch, SortedSpool
+from datacheck.dataset.tree import SPLIT_NAMES, discover_unlabelled, tree_items, tree_layout
+from datacheck.dataset.tree import no_images_message as tree_message
 
 logger = logging.getLogger(__name__)
 
@@ -92,22 +98,66 @@ def discover(root: Path | str, manifest: Path | None = None, *, format_in: str =
         DatasetError: The root does not exist, is empty, holds no labelled image, or the manifest is
             malformed. The message says what to do.
     """
-    from datacheck.sources import detect_format, discover_container
+    source = open_source(root, manifest, format_in=format_in)
+    records: list[ImageRecord] = []
+    issues: list[FileIssue] = []
+    for item in source.items:
+        (records if isinstance(item, ImageRecord) else issues).append(item)
+    if not records:
+        raise DatasetError(source.no_records(issues))
+    ordered = tuple(sorted(records, key=lambda r: r.path))
+    dataset = Dataset(source.root, source.layout, ordered, _sorted_issues(issues))
+    _log_discovered(dataset)
+    return dataset
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset being read: where, how labelled, and its records and issues as they are found.
+
+    Attributes:
+        root: What :attr:`Dataset.root` holds.
+        layout: What :attr:`Dataset.layout` holds.
+        items: Every labelled image and every file left out, in no particular order (iterate once).
+        no_records: The message to raise when ``items`` held no record, given the issues met.
+    """
+
+    root: Path | str
+    layout: Layout
+    items: Iterator[ImageRecord | FileIssue]
+    no_records: Callable[[Sequence[FileIssue]], str]
+
+
+def open_source(
+    root: Path | str, manifest: Path | None = None, *, format_in: str = "auto", scratch: Scratch | None = None
+) -> Source:
+    """The reader of the dataset at ``root``, shared by :func:`discover` and ``spool_dataset``.
+
+    Args:
+        root: As :func:`discover`.
+        manifest: As :func:`discover`.
+        format_in: As :func:`discover`.
+        scratch: Where a folder walk or a manifest keeps its rows while they are de-duplicated past
+            ``SPILL_ITEMS`` (``None``: in memory).
+    """
+    from datacheck.sources import container_items, container_root, detect_format
+    from datacheck.sources import no_records_message as container_message
 
     kind = detect_format(root, manifest) if format_in == "auto" else format_in
     if kind in CONTAINER_LAYOUTS:
-        dataset = discover_container(root, kind)
-        _log_discovered(dataset)
-        return dataset
+        text = container_root(root)
+        no_records = functools.partial(container_message, kind, str(text))
+        return Source(text, kind, container_items(root, kind), no_records)  # type: ignore[arg-type]
     root = Path(os.path.abspath(root))
     if manifest is None and kind == "manifest":
         root, manifest = root.parent, root
     if manifest is not None:
-        dataset = _discover_manifest(root, Path(os.path.abspath(manifest)))
-    else:
-        dataset = _discover_tree(root)
-    _log_discovered(dataset)
-    return dataset
+        manifest = Path(os.path.abspath(manifest))
+        listed = manifest_items(root, manifest, SortedSpool(scratch, "listed"))
+        return Source(root, "manifest", listed, functools.partial(manifest_message, manifest))
+    layout = tree_layout(root)
+    found = tree_items(root, layout, SortedSpool(scratch, "found"))
+    return Source(root, layout, found, functools.partial(tree_message, root))
 
 
 def _log_discovered(dataset: Dataset) -> None:

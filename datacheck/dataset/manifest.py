@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from datacheck.dataset.records import (
-    Dataset,
     DatasetError,
     FileIssue,
     ImageRecord,
     _is_image_name,
     _join_display,
     _not_an_image_reason,
-    _sorted_issues,
     display_name,
 )
 from datacheck.dataset.streamed import SortedSpool, identity_key
@@ -150,16 +148,6 @@ def no_records_message(manifest: Path, issues: Sequence[FileIssue]) -> str:
         f"manifest {manifest} lists no usable image ({len(issues)} rows left out); "
         "check that its paths are relative to the manifest's folder or absolute"
     )
-
-
-def _discover_manifest(root: Path, manifest: Path) -> Dataset:
-    records: list[ImageRecord] = []
-    issues: list[FileIssue] = []
-    for item in manifest_items(root, manifest, SortedSpool(None, "listed")):
-        (records if isinstance(item, ImageRecord) else issues).append(item)
-    if not records:
-        raise DatasetError(no_records_message(manifest, issues))
-    return Dataset(root, "manifest", tuple(sorted(records, key=lambda r: r.path)), _sorted_issues(issues))
 
 
 def _manifest_item(

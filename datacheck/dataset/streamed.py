@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pickle
 import sqlite3
 import struct
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from datacheck.dataset.records import (
-    CONTAINER_LAYOUTS,
     Blob,
     Dataset,
     DatasetError,
@@ -92,8 +90,6 @@ class _Spilling:
     """Rows in memory up to :data:`SPILL_ITEMS`, then in a table of the scratch file (if there is one)."""
 
     _columns: str  # the table's columns, the pickled object first
-    #: The first column's object as stored (pickled as is by default).
-    _pack: Callable[[Any], Any] = staticmethod(lambda item: item)
 
     def __init__(self, scratch: Scratch | None, name: str) -> None:
         self._scratch, self._table = scratch, name
@@ -105,7 +101,7 @@ class _Spilling:
         return self._count
 
     def _keep(self, row: tuple) -> None:
-        """Keep ``row`` (the object, then the other columns' values)."""
+        """Keep ``row`` (the object first): as it is in memory, as :meth:`_stored` makes it on disk."""
         self._count += 1
         if self._memory is not None:
             self._memory.append(row)
@@ -117,7 +113,8 @@ class _Spilling:
             self._flush()
 
     def _stored(self, row: tuple) -> tuple:
-        return (pickle.dumps(self._pack(row[0]), pickle.HIGHEST_PROTOCOL), *row[1:])
+        """The table row of a kept ``row`` (its object pickled)."""
+        return (pickle.dumps(row[0], pickle.HIGHEST_PROTOCOL), *row[1:])
 
     def _spill(self) -> None:
         assert self._scratch is not None and self._memory is not None
@@ -180,12 +177,6 @@ def identity_key(identity: tuple[int, int], *rest: int | str) -> bytes:
     return b"".join(parts)
 
 
-def _packed_record(record: ImageRecord) -> tuple:
-    blob = record.blob
-    where = None if blob is None else (blob.kind, blob.container, blob.position, blob.column)
-    return (record.path, str(record.abs_path), record.label, record.split, record.fingerprint, where)
-
-
 #: Distinct files :class:`RecordSpool` keeps a :class:`~pathlib.Path` of while reading back.
 _PATHS_KEPT = 4096
 
@@ -198,7 +189,6 @@ class RecordSpool(_Spilling):
     """
 
     _columns = "record BLOB NOT NULL, sha TEXT, sample INTEGER NOT NULL, path BLOB NOT NULL"
-    _pack = staticmethod(_packed_record)  # a tuple of str and ints: pickled several times faster
 
     def __init__(self, scratch: Scratch | None, name: str = "records") -> None:
         super().__init__(scratch, name)
@@ -216,30 +206,31 @@ class RecordSpool(_Spilling):
 
     def add(self, record: ImageRecord, sha: str | None = None) -> None:
         """Keep ``record`` (and its content hash, when known)."""
-        if self._memory is not None and (self._scratch is None or len(self._memory) < SPILL_ITEMS):
-            self._count += 1  # the common case, without the columns only the file needs
-            self._memory.append((record, sha))
-            return
-        # ties broken by path: its UTF-8 bytes sort as Python sorts the str (code point order)
-        self._keep((record, sha, size_sample_key(record.path), record.path.encode("utf-8", "surrogatepass")))
+        self._keep((record, sha))
+
+    def _stored(self, row: tuple) -> tuple:
+        """``(record, sha)`` as a table row: the record, its hash, its sample key and its path.
+
+        The record is pickled as a tuple of str and ints (several times faster than the dataclass); the path
+        breaks ties of the sample key (its UTF-8 bytes sort as Python sorts the str).
+        """
+        record, sha = row
+        blob = record.blob
+        where = None if blob is None else (blob.kind, blob.container, blob.position, blob.column)
+        path = record.path
+        fields = (path, str(record.abs_path), record.label, record.split, record.fingerprint, where)
+        encoded = path.encode("utf-8", "surrogatepass")
+        return (pickle.dumps(fields, pickle.HIGHEST_PROTOCOL), sha, size_sample_key(path), encoded)
 
     def extend(self, pairs: Iterable[tuple[ImageRecord, str | None]]) -> None:
         """:meth:`add` each ``(record, sha)``."""
         for record, sha in pairs:
             self.add(record, sha)
 
-    def _spill(self) -> None:
-        assert self._memory is not None
-        self._memory = [
-            (record, sha, size_sample_key(record.path), record.path.encode("utf-8", "surrogatepass"))
-            for record, sha, *_ in self._memory
-        ]
-        super()._spill()
-
     def size_sample(self, k: int) -> list[ImageRecord]:
         """The ``k`` records :func:`~datacheck.dataset.records.size_sample` picks from all of them."""
         if self._memory is not None:
-            return size_sample((row[0] for row in self._memory), k)
+            return size_sample((record for record, _ in self._memory), k)
         rows = self._query("SELECT record FROM {table} ORDER BY sample, path LIMIT ?", k)
         return [self._record(blob) for (blob,) in rows]
 
@@ -247,7 +238,7 @@ class RecordSpool(_Spilling):
         """Every ``(record, sha)`` in the order added, ``size`` at a time."""
         if self._memory is not None:
             for first in range(0, len(self._memory), size):
-                yield [(row[0], row[1]) for row in self._memory[first : first + size]]
+                yield self._memory[first : first + size]
             return
         sql = "SELECT rowid, record, sha FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
         yield from self._pages(sql, 0, size, lambda rows: [(self._record(b), sha) for _, b, sha in rows])
@@ -255,7 +246,7 @@ class RecordSpool(_Spilling):
     def distinct_chunks(self, size: int) -> Iterator[list[tuple[ImageRecord, str]]]:
         """The first ``(record, sha)`` added of each content hash, ``size`` at a time (hashes known only)."""
         if self._memory is not None:
-            firsts = list({row[1]: (row[0], row[1]) for row in reversed(self._memory) if row[1]}.values())
+            firsts = list({sha: (record, sha) for record, sha in reversed(self._memory) if sha}.values())
             for first in range(0, len(firsts), size):
                 yield firsts[first : first + size]
             return
@@ -371,56 +362,27 @@ def spool_dataset(
     Raises:
         DatasetError: As :func:`~datacheck.dataset.discover` (the same messages).
     """
-    from datacheck.dataset.manifest import manifest_items
-    from datacheck.dataset.tree import tree_items, tree_layout
-    from datacheck.sources import container_items, container_root, detect_format
+    from datacheck.dataset import open_source
 
     scratch = Scratch(directory)
     try:
-        kind = detect_format(root, manifest) if format_in == "auto" else format_in
-        if kind in CONTAINER_LAYOUTS:
-            where: Path | str = container_root(root)
-            layout: Layout = kind  # type: ignore[assignment]
-            items = container_items(root, kind)
-        else:
-            where = Path(os.path.abspath(root))
-            if manifest is None and kind == "manifest":
-                where, manifest = where.parent, where
-            if manifest is not None:
-                layout = "manifest"
-                items = manifest_items(where, Path(os.path.abspath(manifest)), SortedSpool(scratch, "listed"))
-            else:
-                layout = tree_layout(where)
-                items = tree_items(where, layout, SortedSpool(scratch, "found"))
+        source = open_source(root, manifest, format_in=format_in, scratch=scratch)
         records = RecordSpool(scratch)
         issues: list[FileIssue] = []
-        for item in items:
+        for item in source.items:
             if isinstance(item, FileIssue):
                 issues.append(item)
             else:
                 records.add(item)
         if not len(records):
-            raise DatasetError(_no_records_message(kind, where, manifest, issues))
+            raise DatasetError(source.no_records(issues))
         logger.info(
             "discovered %d images under %s (%s layout, kept on disk); %d files left out",
             len(records),
-            where,
-            layout,
+            source.root,
+            source.layout,
             len(issues),
         )
-        yield SpooledDataset(where, layout, records, _sorted_issues(issues), scratch)
+        yield SpooledDataset(source.root, source.layout, records, _sorted_issues(issues), scratch)
     finally:
         scratch.close()
-
-
-def _no_records_message(kind: str, root: Path | str, manifest: Path | None, issues: list[FileIssue]) -> str:
-    """The message the in-memory discovery of the same source raises when it finds no record."""
-    from datacheck.dataset.manifest import no_records_message as manifest_message
-    from datacheck.dataset.tree import _no_images_message
-    from datacheck.sources import no_records_message as container_message
-
-    if kind in CONTAINER_LAYOUTS:
-        return container_message(kind, str(root), issues)
-    if manifest is not None:
-        return manifest_message(Path(os.path.abspath(manifest)), issues)
-    return _no_images_message(Path(root), issues)

@@ -12,7 +12,7 @@ import logging
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -289,17 +289,6 @@ def tree_items(root: Path, layout: Layout, files: SortedSpool) -> Iterator[Image
         yield item if isinstance(item, FileIssue) else _classify(item, layout)
 
 
-def _discover_tree(root: Path) -> Dataset:
-    layout = tree_layout(root)
-    records: list[ImageRecord] = []
-    issues: list[FileIssue] = []
-    for item in tree_items(root, layout, SortedSpool(None, "found")):
-        (records if isinstance(item, ImageRecord) else issues).append(item)
-    if not records:
-        raise DatasetError(_no_images_message(root, issues))
-    return Dataset(root, layout, tuple(sorted(records, key=lambda r: r.path)), _sorted_issues(issues))
-
-
 def discover_unlabelled(root: Path) -> Dataset:
     """Every image under ``root`` regardless of folders, e.g. samples of what the application will see.
 
@@ -324,7 +313,8 @@ def discover_unlabelled(root: Path) -> Dataset:
     return Dataset(root, "classes", tuple(sorted(records, key=lambda r: r.path)), _sorted_issues(issues))
 
 
-def _no_images_message(root: Path, issues: list[FileIssue]) -> str:
+def no_images_message(root: Path, issues: Sequence[FileIssue]) -> str:
+    """What to do when a folder tree holds no labelled image."""
     kinds = Counter(issue.kind for issue in issues)
     found = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     return (

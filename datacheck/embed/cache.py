@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,6 @@ import numpy as np
 from datacheck.embed.cache_codec import (
     VECTOR_DTYPE,
     EmbeddingRow,
-    StoredRow,
     as_stored,
     chunks,
     decode_rows,
@@ -183,13 +182,7 @@ class Cache(CacheDatabase):
             ValueError: If a key is not an embedding key.
             CacheError: If the database cannot be read.
         """
-        groups = group_keys(keys, "e:")
-        stored: list[StoredRow] = []
-        with self._read() as conn:
-            for tag, by_sha in groups.items():
-                tag_id = self._tag_id(conn, tag, create=False)
-                if tag_id is not None:
-                    stored.extend(self._fetch_embeddings(conn, tag_id, by_sha))
+        stored = self._stored_embeddings(keys, "vector, n_logits, logits")
         found, damaged = decode_rows(stored, half=half)
         if damaged:
             logger.warning(
@@ -208,6 +201,23 @@ class Cache(CacheDatabase):
         """
         held: set[str] = set()
         damaged = 0
+        for key, *sizes in self._stored_embeddings(keys, "length(vector), n_logits, length(logits)"):
+            if is_intact(*sizes):
+                held.add(key)
+            else:
+                damaged += 1
+        if damaged:
+            logger.warning(
+                "%d cached embedding(s) in %s are damaged and will be recomputed", damaged, self.database
+            )
+        return held
+
+    def _stored_embeddings(self, keys: Sequence[str], columns: str) -> list[tuple]:
+        """``(key, dtype, dim, *columns)`` of the stored rows of ``keys`` (absent keys: no row).
+
+        Queried per tag, in chunks within SQLite's variable limit.
+        """
+        rows: list[tuple] = []
         with self._read() as conn:
             for tag, by_sha in group_keys(keys, "e:").items():
                 tag_id = self._tag_id(conn, tag, create=False)
@@ -215,33 +225,11 @@ class Cache(CacheDatabase):
                     continue
                 for chunk in chunks(list(by_sha), MAX_SQL_VARIABLES - 1):
                     sql = (
-                        "SELECT sha, dtype, dim, length(vector), n_logits, length(logits) FROM embeddings "
+                        f"SELECT sha, dtype, dim, {columns} FROM embeddings "
                         f"WHERE tag_id = ? AND sha IN ({','.join('?' * len(chunk))})"
                     )
-                    for sha, *sizes in conn.execute(sql, (tag_id, *chunk)):
-                        if is_intact(*sizes):
-                            held.add(by_sha[sha])
-                        else:
-                            damaged += 1
-        if damaged:
-            logger.warning(
-                "%d cached embedding(s) in %s are damaged and will be recomputed", damaged, self.database
-            )
-        return held
-
-    @staticmethod
-    def _fetch_embeddings(
-        conn: sqlite3.Connection, tag_id: int, by_sha: Mapping[bytes, str]
-    ) -> Iterator[StoredRow]:
-        """Yield the stored rows of one tag, queried in chunks within SQLite's variable limit."""
-        shas = list(by_sha)
-        for chunk in chunks(shas, MAX_SQL_VARIABLES - 1):
-            sql = (
-                "SELECT sha, dtype, dim, vector, n_logits, logits FROM embeddings "
-                f"WHERE tag_id = ? AND sha IN ({','.join('?' * len(chunk))})"
-            )
-            for sha, *rest in conn.execute(sql, (tag_id, *chunk)):
-                yield (by_sha[sha], *rest)
+                    rows.extend((by_sha[sha], *rest) for sha, *rest in conn.execute(sql, (tag_id, *chunk)))
+        return rows
 
     def put_embeddings(self, items: Sequence[tuple[str, np.ndarray, np.ndarray | None]]) -> int:
         """Store embeddings in one transaction (replacing rows with the same key).

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -798,19 +799,14 @@ def _look_up(run: _Run, source: Dataset | SpooledDataset, todo: RecordSpool) -> 
 
     Returns the number of records the cache serves and the files that could not be read.
     """
-    progress, stages = run.progress, _ChunkedProgress(run.progress, len(source))
     cached, failures = 0, []
-    try:
-        for chunk in source.record_chunks(_FILL_CHUNK):
-            run.progress = stages.chunk()
-            slots, failed = run.hash_all(chunk)
-            misses = run.missing(slots)
-            todo.extend((slot.record, slot.sha) for slot in misses)
-            cached += len(slots) - len(misses)
-            failures += failed
-            del chunk, slots, misses  # let go before the next chunk is read: one chunk at a time, not two
-    finally:
-        run.progress = progress
+    for chunk in _counted_over_all(run, source.record_chunks(_FILL_CHUNK), len(source)):
+        slots, failed = run.hash_all(chunk)
+        misses = run.missing(slots)
+        todo.extend((slot.record, slot.sha) for slot in misses)
+        cached += len(slots) - len(misses)
+        failures += failed
+        del chunk, slots, misses  # let go before the next chunk is read: one chunk at a time, not two
     return cached, failures
 
 
@@ -820,24 +816,37 @@ def _compute_missing(run: _Run, todo: RecordSpool, *, after_ray: bool) -> tuple[
     ``after_ray``: the cluster has had its go, so what the cache holds now counts as embedded there, and the
     rest (files it could not read) is tried here, which words the reasons.
     """
-    progress, stages = run.progress, _ChunkedProgress(run.progress, len(todo))
     on_ray = computed = 0
     failures: list[FileIssue] = []
+    for chunk in _counted_over_all(run, todo.chunks(_FILL_CHUNK), len(todo)):
+        misses = [_Slot(record, sha or "") for record, sha in chunk]
+        if after_ray:
+            still = run.missing(misses, shown=False)
+            on_ray += len(misses) - len(still)
+            misses = still
+        if misses:
+            run.compute(misses)
+        failures += [FileIssue(s.record.path, "unreadable", s.error) for s in misses if s.error]
+        computed += sum(1 for s in misses if s.error is None)
+    return on_ray, computed, failures
+
+
+_Chunk = TypeVar("_Chunk")
+
+
+def _counted_over_all(run: _Run, chunks: Iterable[_Chunk], total: int) -> Iterator[_Chunk]:
+    """``chunks``, ``run``'s progress reporting each stage over all ``total`` items while each is worked on.
+
+    The run's own callback is put back when the chunks end (or the caller stops early).
+    """
+    progress, stages = run.progress, _ChunkedProgress(run.progress, total)
     try:
-        for chunk in todo.chunks(_FILL_CHUNK):
+        for chunk in chunks:
             run.progress = stages.chunk()
-            misses = [_Slot(record, sha or "") for record, sha in chunk]
-            if after_ray:
-                still = run.missing(misses, shown=False)
-                on_ray += len(misses) - len(still)
-                misses = still
-            if misses:
-                run.compute(misses)
-            failures += [FileIssue(s.record.path, "unreadable", s.error) for s in misses if s.error]
-            computed += sum(1 for s in misses if s.error is None)
+            yield chunk
+            del chunk  # not held here while the next chunk is read
     finally:
         run.progress = progress
-    return on_ray, computed, failures
 
 
 class _ChunkedProgress:

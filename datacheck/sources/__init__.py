@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from datacheck.dataset import CONTAINER_LAYOUTS, Dataset, DatasetError, FileIssue, ImageRecord, _sorted_issues
+from datacheck.dataset import CONTAINER_LAYOUTS, DatasetError, FileIssue, ImageRecord
 from datacheck.images import MAX_FILE_BYTES, read_file
 from datacheck.sources.fs import dataset_root, is_uri, isdir, isfile, listdir
 
@@ -91,19 +91,6 @@ _CONTAINER_SUFFIXES = frozenset({".tar", ".parquet"})
 
 #: Files beside shards or tables that describe them rather than hold data.
 _SIDECARS = frozenset({"classes.txt", "readme.md", "license", "license.txt", "dataset_info.json"})
-
-
-def discover_container(root: Path | str, kind: str) -> Dataset:
-    """Read a container dataset of format ``kind`` (one of the container layouts)."""
-    records: list[ImageRecord] = []
-    issues: list[FileIssue] = []
-    for item in container_items(root, kind):
-        (records if isinstance(item, ImageRecord) else issues).append(item)
-    text = container_root(root)
-    if not records:
-        raise DatasetError(no_records_message(kind, str(text), issues))
-    ordered = tuple(sorted(records, key=lambda r: r.path))
-    return Dataset(text, kind, ordered, _sorted_issues(issues))  # type: ignore[arg-type]
 
 
 def container_root(root: Path | str) -> Path | str:
